@@ -1,0 +1,203 @@
+"""Model configuration: one frozen dataclass, named presets, strict `params.json` parsing.
+
+Field names follow Meta's `ModelArgs` (llama_models/llama3/args.py) and the keys of
+Meta's `params.json`, so a reader can hold the two side by side. Meta hard-codes the
+vision encoder's sizes inside `CrossAttentionTransformerVision`; here they are fields
+(`vision_*`) so the `tiny` preset can shrink them while keeping every stage.
+
+Shape letters used throughout the project (code comments, logs, walkthroughs):
+
+    B  batch size                 I  images per sample         C  chunks (tiles) per image
+    R  chunk size in pixels       P  patches per chunk         N  tokens per chunk = P + 1 (class token)
+    N8 N padded to a multiple of 8 W  vision width              D  text model width
+    T  total text length (cache)  S  tokens in this step       V  vision keys = I * C * N
+    H  attention heads            Hkv key/value heads          Dh head width
+    F  feed-forward width         L  intermediate taps         K  vocabulary size
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class ConfigError(ValueError):
+    """A configuration file or preset name that cannot be used."""
+
+
+@dataclass(frozen=True)
+class ModelArgs:
+    # text decoder: the keys of Meta's params.json
+    dim: int = 4096
+    n_layers: int = 32
+    n_heads: int = 32
+    n_kv_heads: int = 8
+    vocab_size: int = 128256
+    multiple_of: int = 1024
+    ffn_dim_multiplier: float | None = 1.3
+    norm_eps: float = 1e-5
+    rope_theta: float = 500000.0
+    use_scaled_rope: bool = True
+    vision_chunk_size: int = 560
+    vision_max_num_chunks: int = 4
+    vision_num_cross_attention_layers: int = 8
+    # run-time sizes (Meta passes these to Llama3.build, not in params.json)
+    max_seq_len: int = 512
+    max_batch_size: int = 1
+    # vision encoder: hard-coded in Meta's CrossAttentionTransformerVision / VisionEncoder
+    vision_width: int = 1280
+    vision_layers: int = 32
+    vision_heads: int = 16
+    vision_global_layers: int = 8
+    vision_patch_size: int = 14
+    vision_max_num_tiles: int = 4
+    vision_mlp_ratio: float = 4.0
+    vision_return_intermediate: tuple[int, ...] = (3, 7, 15, 23, 30)
+    # rows of `learnable_embedding` (Meta: max(model-parallel world size, 8))
+    n_learnable_embeddings: int = 8
+    name: str = field(default="custom", compare=False)
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.dim % self.n_heads == 0, "dim must be divisible by n_heads"),
+            (self.n_heads % self.n_kv_heads == 0, "n_heads must be divisible by n_kv_heads"),
+            (self.vision_width % self.vision_heads == 0, "vision_width must be divisible by vision_heads"),
+            (self.vision_chunk_size % self.vision_patch_size == 0, "vision_chunk_size must be a multiple of vision_patch_size"),
+            (0 < self.vision_num_cross_attention_layers <= self.n_layers, "vision_num_cross_attention_layers must be in 1..n_layers"),
+            (all(0 <= i < self.vision_layers for i in self.vision_return_intermediate), "vision_return_intermediate indices must be < vision_layers"),
+            (self.vision_max_num_chunks <= self.vision_max_num_tiles ** 2, "vision_max_num_chunks too large for the tile tables"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(f"invalid model config {self.name!r}: {message}")
+
+    # --- derived sizes -------------------------------------------------------------------
+    @property
+    def head_dim(self) -> int:  # Dh
+        return self.dim // self.n_heads
+
+    @property
+    def n_rep(self) -> int:  # query heads served by one key/value head
+        return self.n_heads // self.n_kv_heads
+
+    @property
+    def ffn_hidden_dim(self) -> int:  # F, as FeedForward.__init__ computes it from 4 * dim
+        hidden = int(2 * (4 * self.dim) / 3)
+        if self.ffn_dim_multiplier is not None:
+            hidden = int(self.ffn_dim_multiplier * hidden)
+        return self.multiple_of * math.ceil(hidden / self.multiple_of)
+
+    @property
+    def vision_grid(self) -> int:  # patches along one side of a chunk
+        return self.vision_chunk_size // self.vision_patch_size
+
+    @property
+    def vision_num_patches(self) -> int:  # P
+        return self.vision_grid ** 2
+
+    @property
+    def vision_num_tokens(self) -> int:  # N = P + 1 (class token)
+        return self.vision_num_patches + 1
+
+    @property
+    def vision_num_pad(self) -> int:  # Meta pads 8 - N % 8 tokens: 8, not 0, when N % 8 == 0
+        return 8 - self.vision_num_tokens % 8
+
+    @property
+    def vision_input_dim(self) -> int:  # (L + 1) * W: final features + intermediate taps
+        return (len(self.vision_return_intermediate) + 1) * self.vision_width
+
+    @property
+    def fusion_schedule(self) -> list[int]:
+        """Text layers that get a cross-attention block in front of them (Meta's _init_fusion_schedule)."""
+        layers = list(range(self.n_layers))
+        k = math.ceil(len(layers) / self.vision_num_cross_attention_layers)
+        return layers[::-1][::k][: self.vision_num_cross_attention_layers][::-1]
+
+    def replace(self, **changes) -> "ModelArgs":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        out["vision_return_intermediate"] = list(self.vision_return_intermediate)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict, name: str = "custom") -> "ModelArgs":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown config key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(known))}")
+        values = dict(data)
+        if "vision_return_intermediate" in values:
+            values["vision_return_intermediate"] = tuple(values["vision_return_intermediate"])
+        values.setdefault("name", name)
+        try:
+            return cls(**values)
+        except TypeError as err:
+            raise ConfigError(str(err)) from None
+
+
+# Keys Meta's params.json may hold, and the defaults Meta's ModelArgs gives the optional ones.
+PARAMS_JSON_REQUIRED = ("dim", "n_layers", "n_heads", "vocab_size", "vision_chunk_size", "vision_num_cross_attention_layers")
+PARAMS_JSON_OPTIONAL = {
+    "n_kv_heads": None,
+    "multiple_of": 256,
+    "ffn_dim_multiplier": None,
+    "norm_eps": 1e-5,
+    "rope_theta": 500000.0,
+    "use_scaled_rope": False,
+    "vision_max_num_chunks": 4,
+}
+
+
+def from_params_json(path: str | Path, **runtime) -> ModelArgs:
+    """Read a Meta `params.json` strictly: unknown keys and missing required keys are errors."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ConfigError(f"cannot read {path}: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a JSON object")
+    unknown = sorted(set(data) - set(PARAMS_JSON_REQUIRED) - set(PARAMS_JSON_OPTIONAL))
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)}")
+    missing = [k for k in PARAMS_JSON_REQUIRED if k not in data]
+    if missing:
+        raise ConfigError(f"{path}: missing key(s) {', '.join(missing)} (a Llama 3.2 Vision params.json has them)")
+    values = {**PARAMS_JSON_OPTIONAL, **data}
+    if values["n_kv_heads"] is None:
+        values["n_kv_heads"] = values["n_heads"]
+    return ModelArgs(name=path.parent.name or "checkpoint", **values, **runtime)
+
+
+_11B = dict(dim=4096, n_layers=32, n_heads=32, n_kv_heads=8, multiple_of=1024, vision_num_cross_attention_layers=8)
+_90B = dict(dim=8192, n_layers=80, n_heads=64, n_kv_heads=8, multiple_of=4096, vision_num_cross_attention_layers=20)
+
+PRESETS: dict[str, ModelArgs] = {
+    # Meta's sku_list: the 11B base was trained at 448 px chunks, every other vision SKU at 560.
+    "11b": ModelArgs(name="11b", vision_chunk_size=448, **_11B),
+    "11b-instruct": ModelArgs(name="11b-instruct", vision_chunk_size=560, **_11B),
+    "90b": ModelArgs(name="90b", vision_chunk_size=560, **_90B),
+    "90b-instruct": ModelArgs(name="90b-instruct", vision_chunk_size=560, **_90B),
+    # Every stage of the real model, at a size a laptop runs with real arithmetic in
+    # well under a second; the real vocabulary so the real tokenizer works.
+    "tiny": ModelArgs(
+        name="tiny",
+        dim=64, n_layers=8, n_heads=4, n_kv_heads=2, multiple_of=32,
+        vision_num_cross_attention_layers=2, vision_chunk_size=112,
+        vision_width=64, vision_layers=8, vision_heads=4, vision_global_layers=2,
+        vision_return_intermediate=(1, 3, 5, 6, 7),
+    ),
+}
+
+
+def get_preset(name: str) -> ModelArgs:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ConfigError(f"unknown model preset {name!r}; choose one of: {', '.join(PRESETS)}") from None

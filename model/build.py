@@ -1,0 +1,59 @@
+"""Build a model on a device in a dtype, with no weights (`meta`) or seeded random weights."""
+
+from __future__ import annotations
+
+import torch
+
+from .args import ModelArgs
+from .multimodal import CrossAttentionTransformer
+
+GATE_NAMES = ("gate", "gate_attn", "gate_ffn", "gate_ffwd", "gated_positional_embedding_gate")
+
+
+@torch.no_grad()
+def init_random_weights(model: torch.nn.Module, seed: int) -> None:
+    """Deterministic random weights that keep activations in a sane range and open every gate
+    (Meta initialises the gates at 0, which would hide the cross-attention and tile paths)."""
+    gen = torch.Generator().manual_seed(seed)
+    for name, param in sorted(model.named_parameters()):
+        leaf = name.rsplit(".", 1)[-1]
+        shape = param.shape
+        if leaf in GATE_NAMES:
+            value = torch.rand(shape, generator=gen) * 0.6 + 0.2  # tanh(gate) in about (0.2, 0.66)
+        elif "norm" in name or ".ln_" in name:
+            value = (1 + 0.1 * torch.randn(shape, generator=gen)) if leaf == "weight" else 0.1 * torch.randn(shape, generator=gen)
+        elif "embedding" in name and param.dim() >= 2 and "tok_" not in name and "learnable" not in name:
+            value = torch.randn(shape, generator=gen) * shape[-1] ** -0.5  # position / tile tables
+        elif leaf == "class_embedding":
+            value = torch.randn(shape, generator=gen) * shape[-1] ** -0.5
+        elif param.dim() >= 2 and ("tok_embeddings" in name or "learnable_embedding" in name):
+            value = torch.randn(shape, generator=gen)
+        elif param.dim() >= 2:
+            value = torch.randn(shape, generator=gen) * shape[-1] ** -0.5  # Linear [out, in]
+        else:
+            value = 0.02 * torch.randn(shape, generator=gen)  # biases
+        param.copy_(value.to(param.dtype))
+
+
+def build_model(
+    args: ModelArgs,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.bfloat16,
+    seed: int | None = 0,
+    max_batch_size: int | None = None,
+) -> CrossAttentionTransformer:
+    """`device="meta"` gives exact shapes and dtypes with no memory and no arithmetic.
+    Elsewhere the weights are seeded random unless `seed` is None (then load a checkpoint)."""
+    device = torch.device(device)
+    if device.type == "meta" or seed is None:
+        with torch.device("meta" if seed is None else device):
+            model = CrossAttentionTransformer(args).to(dtype)
+        if seed is None and device.type != "meta":
+            model = model.to_empty(device=device)
+    else:
+        with torch.device("cpu"):
+            model = CrossAttentionTransformer(args)
+        init_random_weights(model, seed)
+        model = model.to(device=device, dtype=dtype)
+    model.setup_cache(max_batch_size or args.max_batch_size, device, dtype)
+    return model.eval()
