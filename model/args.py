@@ -11,8 +11,10 @@ Shape letters used throughout the project (code comments, logs, walkthroughs):
     R  chunk size in pixels       P  patches per chunk         N  tokens per chunk = P + 1 (class token)
     N8 N padded to a multiple of 8 W  vision width              D  text model width
     T  total text length (cache)  S  tokens in this step       V  vision keys = I * C * N
-    H  attention heads            Hkv key/value heads          Dh head width
-    F  feed-forward width         L  intermediate taps         K  vocabulary size
+    H  text attention heads       Hkv key/value heads          Dh text head width
+    Hv vision attention heads     Dhv vision head width        F  text feed-forward width
+    L  intermediate taps          X  cross-attention layers    K  vocabulary size
+    BI = B*I and BIC = B*I*C are written as one symbol where Meta folds them into one dim.
 """
 
 from __future__ import annotations

@@ -46,14 +46,14 @@ def get_best_fit(image_size: tuple[int, int], resolutions: list[tuple[int, int]]
     The scale factors are divided in `dtype`, as Meta's int64-tensor / int division is under bf16.
     """
     width, height = image_size
-    res = torch.tensor(resolutions)  # [K, 2] int64, (width, height) per canvas
-    scale_w = res[:, 0].to(dtype) / width  # [K]
-    scale_h = res[:, 1].to(dtype) / height  # [K]
-    scales = torch.where(scale_w > scale_h, scale_h, scale_w)  # [K] the limiting side
+    res = torch.tensor(resolutions)  # [canvases, 2] int64, (width, height) each
+    scale_w = res[:, 0].to(dtype) / width  # [canvases]
+    scale_h = res[:, 1].to(dtype) / height  # [canvases]
+    scales = torch.where(scale_w > scale_h, scale_h, scale_w)  # [canvases] the limiting side
 
     upscaling = scales[scales >= 1]
     selected = upscaling.min() if len(upscaling) > 0 else scales[scales < 1].max()
-    candidates = res[scales == selected]  # [k, 2]
+    candidates = res[scales == selected]  # [ties, 2]
     best = candidates[torch.argmin(candidates[:, 0] * candidates[:, 1])]  # smallest area, first on ties
     return int(best[0]), int(best[1])
 

@@ -63,10 +63,10 @@ class ImageAttention(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         bs, slen, _ = x.shape
         xq, xk, xv = self.wq(x), self.wk(x), self.wv(x)  # [BI, C*N8, W] each
-        xq = xq.view(bs, slen, self.n_heads, self.head_dim).transpose(1, 2)  # [BI, H, C*N8, Dh]
-        xk = xk.view(bs, slen, self.n_heads, self.head_dim).transpose(1, 2)  # [BI, H, C*N8, Dh]
-        xv = xv.view(bs, slen, self.n_heads, self.head_dim).transpose(1, 2)  # [BI, H, C*N8, Dh]
-        out = F.scaled_dot_product_attention(xq, xk, xv, attn_mask=mask)  # [BI, H, C*N8, Dh]
+        xq = xq.view(bs, slen, self.n_heads, self.head_dim).transpose(1, 2)  # [BI, Hv, C*N8, Dhv]
+        xk = xk.view(bs, slen, self.n_heads, self.head_dim).transpose(1, 2)  # [BI, Hv, C*N8, Dhv]
+        xv = xv.view(bs, slen, self.n_heads, self.head_dim).transpose(1, 2)  # [BI, Hv, C*N8, Dhv]
+        out = F.scaled_dot_product_attention(xq, xk, xv, attn_mask=mask)  # [BI, Hv, C*N8, Dhv]
         out = out.transpose(1, 2).contiguous().reshape(bs, slen, -1)  # [BI, C*N8, W]
         return self.wo(out)
 
