@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
+from torch import nn
 
 from .args import ModelArgs
 from .multimodal import CrossAttentionTransformer
@@ -35,25 +38,41 @@ def init_random_weights(model: torch.nn.Module, seed: int) -> None:
         param.copy_(value.to(param.dtype))
 
 
+@contextlib.contextmanager
+def _skip_init():
+    """Construct modules without their default random init (it is overwritten anyway, and on the
+    meta device torch's Python random kernels would pull in torch._dynamo: seconds of imports)."""
+    saved = {name: getattr(nn.init, name) for name in ("kaiming_uniform_", "uniform_", "normal_", "trunc_normal_")}
+    try:
+        for name in saved:
+            setattr(nn.init, name, lambda tensor, *a, **k: tensor)
+        yield
+    finally:
+        for name, fn in saved.items():
+            setattr(nn.init, name, fn)
+
+
 def build_model(
     args: ModelArgs,
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.bfloat16,
     seed: int | None = 0,
     max_batch_size: int | None = None,
+    setup_cache: bool = True,
 ) -> CrossAttentionTransformer:
     """`device="meta"` gives exact shapes and dtypes with no memory and no arithmetic.
     Elsewhere the weights are seeded random unless `seed` is None (then load a checkpoint)."""
     device = torch.device(device)
     if device.type == "meta" or seed is None:
-        with torch.device("meta" if seed is None else device):
+        with torch.device("meta"), _skip_init():
             model = CrossAttentionTransformer(args).to(dtype)
         if seed is None and device.type != "meta":
             model = model.to_empty(device=device)
     else:
-        with torch.device("cpu"):
+        with torch.device("cpu"), _skip_init():
             model = CrossAttentionTransformer(args)
         init_random_weights(model, seed)
         model = model.to(device=device, dtype=dtype)
-    model.setup_cache(max_batch_size or args.max_batch_size, device, dtype)
+    if setup_cache:
+        model.setup_cache(max_batch_size or args.max_batch_size, device, dtype)
     return model.eval()

@@ -44,12 +44,13 @@ class CrossAttentionTransformerText(nn.Module):
     def setup_cache(self, max_batch_size: int, device, dtype: torch.dtype) -> None:
         """KV caches of every layer, the causal mask over the full cache and the RoPE table."""
         T = self.args.max_seq_len
-        ones = torch.ones(T, T, dtype=torch.bool, device=device)
-        self.register_buffer("mask_cache", torch.tril(ones)[None, None], persistent=False)  # [1, 1, T, T]
+        causal = torch.tril(torch.ones(T, T, dtype=torch.bool))[None, None]  # [1, 1, T, T], built on the CPU
+        self.register_buffer("mask_cache", causal.to(device), persistent=False)
         for layer in self.layers:
             layer.setup_cache(max_batch_size, device, dtype)
         head_dim, args = self.args.head_dim, self.args
-        self.freqs_cis = precompute_freqs_cis(head_dim, 2 * T, args.rope_theta, args.use_scaled_rope, device=device)  # [2T, Dh/2]
+        freqs = precompute_freqs_cis(head_dim, 2 * T, args.rope_theta, args.use_scaled_rope)  # [2T, Dh/2], on the CPU
+        self.freqs_cis = freqs.to(device)
         self.cache_is_setup = True
 
     def forward(

@@ -16,16 +16,20 @@ from .args import ModelArgs
 
 
 class Conv2dPatch(nn.Module):
-    """Patch embedding as Meta computes it: Unfold into 14x14 patches, then a bias-free Linear."""
+    """Patch embedding as Meta computes it: cut 14x14 patches, flatten each to (channel, row, col)
+    order, then a bias-free Linear. Meta cuts with nn.Unfold; the views below pick the same
+    pixels in the same order (no arithmetic), and also run on `meta` tensors."""
 
     def __init__(self, in_channels: int, out_channels: int, patch_size: int) -> None:
         super().__init__()
-        self._unfold = nn.Unfold(kernel_size=patch_size, stride=patch_size)
+        self.patch_size = patch_size
         self._linear = nn.Linear(in_channels * patch_size * patch_size, out_channels, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self._unfold(x)  # [BIC, 3*14*14, P]
-        x = x.permute(0, 2, 1)  # [BIC, P, 3*14*14]
+        p = self.patch_size
+        bsz, ch = x.shape[:2]
+        x = x.unfold(2, p, p).unfold(3, p, p)  # [BIC, 3, R/14, R/14, 14, 14]
+        x = x.permute(0, 2, 3, 1, 4, 5).reshape(bsz, -1, ch * p * p)  # [BIC, P, 3*14*14]
         return self._linear(x)  # [BIC, P, W]
 
 
@@ -125,7 +129,7 @@ class TilePositionEmbedding(nn.Module):
     def __init__(self, num_tiles: int, width: int) -> None:
         super().__init__()
         self.num_tiles = num_tiles
-        self.embedding = nn.Parameter(torch.randn(num_tiles, num_tiles, 1, width) / width**0.5)
+        self.embedding = nn.Parameter(torch.empty(num_tiles, num_tiles, 1, width))  # [tiles, tiles, 1, W]
         self.gate = nn.Parameter(torch.zeros(1))
 
     def forward(self, x: torch.Tensor, ar: torch.Tensor) -> torch.Tensor:
@@ -164,9 +168,9 @@ class VisionEncoder(nn.Module):
         width, grid, tiles = args.vision_width, args.vision_grid, args.vision_max_num_tiles
         self.return_intermediate = tuple(args.vision_return_intermediate)
         self.conv1 = Conv2dPatch(3, width, args.vision_patch_size)
-        scale = width**-0.5
-        self.class_embedding = nn.Parameter(scale * torch.randn(width))
-        self.positional_embedding = nn.Parameter(scale * torch.randn(grid * grid + 1, width))
+        # Weights are filled by a checkpoint or by build.init_random_weights.
+        self.class_embedding = nn.Parameter(torch.empty(width))  # [W]
+        self.positional_embedding = nn.Parameter(torch.empty(grid * grid + 1, width))  # [N, W]
         self.ln_post = nn.LayerNorm(width)
         self.ln_pre = nn.LayerNorm(width)
         self.transformer = ImageTransformer(width, args.vision_layers, args.vision_heads, args.vision_mlp_ratio)
@@ -175,7 +179,7 @@ class VisionEncoder(nn.Module):
         )
         self.pre_tile_pos_embed = TilePositionEmbedding(tiles, width)
         self.post_tile_pos_embed = TilePositionEmbedding(tiles, width)
-        self.gated_positional_embedding = nn.Parameter(scale * torch.randn(tiles, tiles, grid * grid + 1, width))
+        self.gated_positional_embedding = nn.Parameter(torch.empty(tiles, tiles, grid * grid + 1, width))  # [tiles, tiles, N, W]
         self.gated_positional_embedding_gate = nn.Parameter(torch.zeros(1))
 
     def apply_class_embedding(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,197 @@
+"""The tracer on small, non-Llama modules: hooks, kwargs, nesting, ops, FLOPs, values, cleanup."""
+
+import gc
+import weakref
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tracer import trace
+
+
+class Block(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Linear(8, 16)
+        self.norm = nn.LayerNorm(16)
+
+    def forward(self, x, *, scale: float = 1.0, mask=None):
+        h = self.proj(x).view(2, 3, 16)  # [B, S, F]
+        att = torch.softmax(h @ h.transpose(1, 2), dim=-1)  # [B, S, S]
+        out = self.norm(att @ h) * scale
+        return {"out": out, "parts": (h, att)}
+
+
+class Boom(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.inner = nn.Linear(4, 4)
+
+    def forward(self, x):
+        y = self.inner(x)
+        raise RuntimeError("boom")
+
+
+def x_input():
+    return torch.randn(6, 8, generator=torch.Generator().manual_seed(0))
+
+
+def test_records_modules_with_kwargs_and_nested_outputs():
+    m, x = Block(), x_input()
+    with trace(m) as t:
+        m(x, scale=2.0, mask=torch.ones(3))
+    root = t.events[0]
+    assert root["kind"] == "module" and root["name"] == "Block" and root["path"] == ""
+    assert [i["path"] for i in root["inputs"]] == ["['x']", "['scale']", "['mask']"]
+    assert root["inputs"][1]["value"] == 2.0
+    assert [o["path"] for o in root["outputs"]] == ["['out']", "['parts'][0]", "['parts'][1]"]
+    assert root["outputs"][2]["shape"] == [2, 3, 3]
+    paths = [e["path"] for e in t.events]
+    assert paths == ["", "proj", "norm"]
+    assert t.events[1]["parent"] == 0 and t.events[1]["depth"] == 1
+    assert t.events[1]["params"] == {"count": 8 * 16 + 16, "dtype": "float32", "total": 144}
+
+
+def test_call_site_is_the_line_in_forward():
+    m = Block()
+    with trace(m) as t:
+        m(x_input())
+    src = t.events[1]["src"]
+    assert src["code"] == "h = self.proj(x).view(2, 3, 16)  # [B, S, F]"
+    assert src["func"].endswith("Block.forward")
+
+
+def test_outputs_are_bitwise_equal_to_untraced():
+    torch.manual_seed(0)
+    m, x = Block(), x_input()
+    plain = m(x, scale=0.5)
+    with trace(m, ops=True) as t:
+        traced = m(x, scale=0.5)
+    assert torch.equal(plain["out"], traced["out"]) and torch.equal(plain["parts"][1], traced["parts"][1])
+    assert len(t.events) > 3
+
+
+def test_hooks_and_patches_are_removed():
+    m = Block()
+    original_linear = F.linear
+    with trace(m, functions=["torch.nn.functional:softmax"]) as t:
+        m(x_input())
+    assert all(not mod._forward_hooks and not mod._forward_pre_hooks for mod in m.modules())
+    assert F.linear is original_linear and "matmul" not in vars(torch.Tensor)
+    assert torch.nn.functional.softmax.__module__ == "torch.nn.functional"
+
+
+def test_exception_keeps_events_and_names_the_failing_line():
+    m = Boom()
+    with pytest.raises(RuntimeError, match="boom"):
+        with trace(m) as t:
+            m(torch.ones(2, 4))
+    assert all(not mod._forward_hooks and not mod._forward_pre_hooks for mod in m.modules())
+    assert [e["path"] for e in t.events] == ["", "inner"]
+    assert t.events[0]["error"] == "RuntimeError" and "error" not in t.events[1]
+    assert t.events[1]["outputs"][0]["shape"] == [2, 4]
+    assert t.error["type"] == "RuntimeError" and t.error["src"]["code"] == 'raise RuntimeError("boom")'
+
+
+def test_no_tensor_is_kept_alive():
+    m = Block()
+    x = x_input()
+    refs = []
+    with trace(m, ops=True) as t:
+        out = m(x)
+        refs = [weakref.ref(out["out"]), weakref.ref(out["parts"][0]), weakref.ref(out["parts"][1])]
+    del out
+    gc.collect()
+    assert all(r() is None for r in refs)
+    assert len(t.events) > 0
+
+
+def test_ops_are_tied_to_their_module_and_noise_is_filtered():
+    m = Block()
+    with trace(m, ops=True) as t:
+        m(x_input())
+    ops = [(e["name"], e["path"]) for e in t.events if e["kind"] == "op"]
+    names = [n for n, _ in ops]
+    assert ("torch.nn.functional.linear", "proj") in ops
+    assert ("Tensor.view", "") in ops and ("Tensor.transpose", "") in ops and ("torch.softmax", "") in ops
+    assert names.count("Tensor.matmul") == 2  # `@` reaches torch as Tensor.matmul
+    assert not any(n.endswith((".size", ".dim", "__get__")) for n in names)
+
+
+def test_flops_of_linear_and_matmul():
+    m = Block()
+    with trace(m) as t:
+        m(x_input())
+    assert t.events[1]["flops"] == 2 * 6 * 8 * 16  # proj: 2 * tokens * in * out
+    assert t.events[0]["flops"] == 2 * (2 * 3 * 3 * 16) * 2  # two batched matmuls in Block.forward
+
+
+def test_value_summaries_match_torch():
+    m = Block()
+    with trace(m) as t:
+        out = m(x_input())
+    stats = t.events[0]["outputs"][0]["stats"]
+    ref = out["out"]
+    assert stats["min"] == pytest.approx(ref.min().item(), rel=1e-5)
+    assert stats["max"] == pytest.approx(ref.max().item(), rel=1e-5)
+    assert stats["mean"] == pytest.approx(ref.mean().item(), abs=1e-6)
+    assert stats["std"] == pytest.approx(ref.std(correction=0).item(), rel=1e-4)
+    assert stats["nan"] == 0 and stats["inf"] == 0
+
+
+def test_nan_and_inf_are_counted():
+    lin = nn.Identity()
+    with trace(lin) as t:
+        lin(torch.tensor([1.0, float("nan"), float("inf"), float("-inf")]))
+    stats = t.events[0]["outputs"][0]["stats"]
+    assert stats["nan"] == 1 and stats["inf"] == 2
+
+
+def test_meta_tensors_get_shapes_but_no_statistics():
+    lin = nn.Linear(4, 3, device="meta")
+    with trace(lin) as t:
+        lin(torch.empty(2, 4, device="meta"))
+    out = t.events[0]["outputs"][0]
+    assert out == {"path": "", "shape": [2, 3], "dtype": "float32", "device": "meta"}
+
+
+def test_wrapped_functions_become_events_with_named_inputs():
+    def double(x, factor=2):
+        return x * factor
+
+    import types
+
+    mod = types.ModuleType("toy_functions")
+    mod.double = double
+    import sys
+
+    sys.modules["toy_functions"] = mod
+    try:
+        with trace(None, functions=["toy_functions:double"], stage_rules=[("^double$", "math.double")]) as t:
+            mod.double(torch.ones(3), factor=3)
+        assert mod.double is double
+    finally:
+        del sys.modules["toy_functions"]
+    (event,) = t.events
+    assert event["kind"] == "function" and event["stage"] == "math.double"
+    assert [i["path"] for i in event["inputs"]] == ["['x']", "['factor']"]
+
+
+def test_phases_and_stage_inheritance():
+    m = Block()
+    with trace(m, stage_rules=[("^proj$", "projection")]) as t:
+        with t.phase("prefill", step=0):
+            m(x_input())
+    phase, root, proj, norm = t.events
+    assert phase["kind"] == "phase" and phase["info"] == {"step": 0}
+    assert all(e["phase"] == "prefill" for e in t.events)
+    assert proj["stage"] == "projection" and norm["stage"] is None
+
+
+def test_timing_fields_can_be_left_out():
+    m = Block()
+    with trace(m, timing=False) as t:
+        m(x_input())
+    assert all("time_ms" not in e for e in t.events)

@@ -1,0 +1,440 @@
+"""The recorder: module hooks, wrapped functions, optional torch-function ops, FLOPs, stages.
+
+    with trace(model, ops=False) as t:
+        model(x)
+    t.events     # list of dicts, in execution order (by `seq`)
+    t.save(path)
+
+Generic: it knows nothing about the model it traces. The caller may name functions to wrap
+(`functions={"pkg.mod:func": ...}`), rules that map module paths or function names to stage
+ids, and a table of shape symbols.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import linecache
+import re
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode, resolve_name
+
+from . import flops, source, values
+from .symbols import SymbolTable
+
+# Torch functions that only read metadata; recording them would drown the real ops.
+NOISE = {
+    "size", "dim", "numel", "__len__", "__format__", "__repr__", "__bool__", "__index__", "__int__",
+    "__float__", "__hash__", "__iter__", "__contains__", "is_floating_point", "is_complex", "element_size",
+    "data_ptr", "stride", "storage_offset", "is_contiguous", "get_device", "requires_grad_", "__get__",
+    "__set__", "_get_tracing_state", "has_torch_function", "tolist", "item", "__array__", "_is_view",
+    "is_nonzero", "__reduce_ex__", "__deepcopy__", "_has_compatible_shallow_copy_type", "__setstate__",
+    "type", "dtype", "shape", "device", "ndim", "is_cuda", "is_meta", "names",
+}
+
+
+_INHERITED = object()  # marks a patched attribute that the class only inherited
+
+
+@dataclass
+class StageRule:
+    """Events whose module path or function name matches `pattern` belong to stage `stage`."""
+
+    pattern: str
+    stage: str
+    regex: re.Pattern = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.regex = re.compile(self.pattern)
+
+
+class _FunctionMode(TorchFunctionMode):
+    """Sees every torch function call: adds its FLOPs to the innermost open event and, with
+    `ops=True`, records it as an op event tied to the module it ran in."""
+
+    def __init__(self, tracer: "Trace") -> None:
+        super().__init__()
+        self.tracer = tracer
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        tracer = self.tracer
+        if tracer._busy or not tracer._stack:
+            return out
+        tracer._busy = True
+        try:
+            if tracer.count_flops:
+                n = flops.count(func, args, kwargs, out)
+                if n:
+                    target = tracer._stack[-1]
+                    target["flops"] = target.get("flops", 0) + n
+            if tracer.ops and getattr(func, "__name__", "") not in NOISE:
+                tracer._record_op(func, args, kwargs, out)
+        finally:
+            tracer._busy = False
+        return out
+
+
+class Trace:
+    def __init__(
+        self,
+        module: nn.Module | None = None,
+        *,
+        ops: bool = False,
+        values_summary: bool = True,
+        functions: dict[str, str] | list[str] | None = None,
+        stage_rules: list[tuple[str, str]] | None = None,
+        symbols: dict[str, int] | None = None,
+        source_roots: list[str] | None = None,
+        timing: bool = True,
+        flops: bool = True,
+        root_name: str = "",
+    ) -> None:
+        self.module = module
+        self.ops = ops
+        self.values_summary = values_summary
+        self.functions = list(functions or [])
+        self.rules = [StageRule(p, s) for p, s in (stage_rules or [])]
+        self.symbols = SymbolTable(symbols or {})
+        self.roots = tuple(str(r).rstrip("/") + "/" for r in (source_roots or []))
+        self.timing = timing
+        self.count_flops = flops
+        self.root_name = root_name
+        self.events: list[dict] = []
+        self.error: dict | None = None
+        self._stack: list[dict] = []
+        self._phase_stack: list[str] = []
+        self._busy = False
+        self._in_counted = False
+        self._handles: list = []
+        self._patched: list[tuple[object, str, object]] = []
+        self._pending_stats: list[tuple[dict, torch.Tensor]] = []
+        self._names: dict[int, str] = {}
+        self._params: dict[int, dict] = {}
+        self._signatures: dict[type, list[str]] = {}
+        self._modes: list = []
+        self._t0 = 0.0
+
+    # --- context management -----------------------------------------------------------------
+    def __enter__(self) -> "Trace":
+        try:
+            if self.module is not None:
+                self._install_hooks(self.module)
+            for target in self.functions:
+                self._wrap_function(target)
+            if self.ops:
+                self._modes.append(_FunctionMode(self))
+            elif self.count_flops:
+                self._patch_flop_counters()
+            for mode in self._modes:
+                mode.__enter__()
+        except BaseException:
+            self._remove()
+            raise
+        self._t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        self._remove()
+        if exc is not None:
+            self.error = self._describe_error(exc, tb)
+            for event in reversed(self._stack):  # calls the exception unwound past
+                event.setdefault("error", type(exc).__name__)
+                self._close(event, None, failed=True)
+            self._stack.clear()
+        values.resolve_stats(self._pending_stats)
+        self._pending_stats.clear()
+        self.events.sort(key=lambda e: e["seq"])
+        return False
+
+    def _remove(self) -> None:
+        for mode in reversed(self._modes):
+            mode.__exit__(None, None, None)
+        self._modes.clear()
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        for owner, name, original in reversed(self._patched):
+            if original is _INHERITED:
+                delattr(owner, name)
+            else:
+                setattr(owner, name, original)
+        self._patched.clear()
+
+    def set_symbols(self, symbols: dict[str, int]) -> None:
+        """Shape symbols for the events recorded from now on (sizes may only be known mid-run)."""
+        self.symbols = SymbolTable(symbols)
+
+    # --- phases and stages ------------------------------------------------------------------
+    @contextmanager
+    def phase(self, name: str, **info):
+        """Group what runs inside under a named phase (e.g. `prefill`, `decode`); every event
+        records the innermost phase it ran in."""
+        event = self._open("phase", name, name, None, info=info)
+        event["phase"] = name
+        self._phase_stack.append(name)
+        try:
+            yield event
+        except BaseException as exc:
+            event["error"] = type(exc).__name__
+            raise
+        finally:
+            self._phase_stack.pop()
+            if self._stack and self._stack[-1] is event:
+                self._stack.pop()
+                self._close(event, None)
+
+    def record(self, name: str, outputs, inputs=None, **info) -> dict:
+        """A point event for a step computed outside any module (e.g. the chosen next token)."""
+        event = self._open("step", name, name, inputs or (), info=info)
+        self._stack.pop()
+        self._close(event, outputs)
+        return event
+
+    def _stage_for(self, path: str) -> str | None:
+        for rule in self.rules:
+            if rule.regex.search(path):
+                return rule.stage
+        return None
+
+    # --- modules -------------------------------------------------------------------------------
+    def _install_hooks(self, root: nn.Module) -> None:
+        for name, mod in root.named_modules(remove_duplicate=False):
+            self._names.setdefault(id(mod), ".".join(p for p in (self.root_name, name) if p))
+        for mod in root.modules():
+            self._handles.append(mod.register_forward_pre_hook(self._module_enter, with_kwargs=True))
+            self._handles.append(mod.register_forward_hook(self._module_exit, with_kwargs=True, always_call=True))
+
+    def _arg_names(self, fn) -> list[str]:
+        key = getattr(fn, "__func__", fn)
+        names = self._signatures.get(key)
+        if names is None:
+            try:
+                names = list(inspect.signature(fn).parameters)  # bound methods already omit self
+            except (TypeError, ValueError):
+                names = []
+            self._signatures[key] = names
+        return names
+
+    def _named_inputs(self, fn, args, kwargs) -> dict:
+        names = self._arg_names(fn)
+        named = {(names[i] if i < len(names) else f"arg{i}"): a for i, a in enumerate(args)}
+        named.update(kwargs)
+        return named
+
+    def _module_enter(self, mod, args, kwargs):
+        if self._busy:
+            return None
+        self._busy = True
+        try:
+            path = self._names.get(id(mod), type(mod).__name__)
+            inputs = self._named_inputs(mod.forward, args, kwargs)
+            event = self._open("module", path, type(mod).__name__, inputs, module=mod)
+            event["_module"] = mod
+        finally:
+            self._busy = False
+        return None
+
+    def _module_exit(self, mod, args, kwargs, output):
+        if self._busy or not self._stack or self._stack[-1].get("_module") is not mod:
+            return None
+        self._busy = True
+        try:
+            event = self._stack.pop()
+            # always_call hooks also run while the forward's exception propagates (output None).
+            failed = output is None and sys.exc_info()[0] is not None
+            if failed:
+                event["error"] = sys.exc_info()[0].__name__
+            self._close(event, output)
+        finally:
+            self._busy = False
+        return None
+
+    # --- functions -----------------------------------------------------------------------------
+    def _wrap_function(self, target: str) -> None:
+        """`pkg.mod:func` or `pkg.mod:Class.method`: replaced by a recording wrapper until exit."""
+        module_name, _, attr_path = target.partition(":")
+        owner = importlib.import_module(module_name)
+        *parents, name = attr_path.split(".")
+        for p in parents:
+            owner = getattr(owner, p)
+        original = owner.__dict__[name] if isinstance(owner, type) else getattr(owner, name)
+        fn = original.__func__ if isinstance(original, (staticmethod, classmethod)) else original
+        label = attr_path
+        tracer = self
+
+        def wrapper(*args, **kwargs):
+            if tracer._busy:
+                return fn(*args, **kwargs)
+            tracer._busy = True
+            try:
+                inputs = tracer._named_inputs(fn, args, kwargs)
+                inputs.pop("self", None)
+                event = tracer._open("function", label, label, inputs)
+            finally:
+                tracer._busy = False
+            try:
+                out = fn(*args, **kwargs)
+            except BaseException as exc:
+                event["error"] = type(exc).__name__
+                raise
+            tracer._busy = True
+            try:
+                if tracer._stack and tracer._stack[-1] is event:
+                    tracer._stack.pop()
+                tracer._close(event, out)
+            finally:
+                tracer._busy = False
+            return out
+
+        wrapper.__wrapped__ = fn
+        wrapper.__name__ = getattr(fn, "__name__", name)
+        wrapper.__qualname__ = getattr(fn, "__qualname__", name)
+        replacement = staticmethod(wrapper) if isinstance(original, staticmethod) else wrapper
+        self._patched.append((owner, name, original))
+        setattr(owner, name, replacement)
+
+    def _patch_flop_counters(self) -> None:
+        """Without ops recording, count FLOPs by wrapping the few functions that carry them: far
+        cheaper than a mode that sees every torch call."""
+        tracer = self
+        for owner, name in flops.PATCH_TARGETS:
+            original = getattr(owner, name)
+
+            def counter(*args, __original=original, **kwargs):
+                if tracer._in_counted or tracer._busy or not tracer._stack:
+                    return __original(*args, **kwargs)  # e.g. torch.mm inside a Python meta kernel of F.linear
+                tracer._in_counted = True
+                try:
+                    out = __original(*args, **kwargs)
+                finally:
+                    tracer._in_counted = False
+                n = flops.count(__original, args, kwargs, out)
+                if n:
+                    tracer._stack[-1]["flops"] = tracer._stack[-1].get("flops", 0) + n
+                return out
+
+            own = name in vars(owner) if isinstance(owner, type) else True
+            self._patched.append((owner, name, original if own else _INHERITED))
+            setattr(owner, name, counter)
+
+    # --- ops -------------------------------------------------------------------------------------
+    def _record_op(self, func, args, kwargs, out) -> None:
+        name = resolve_name(func) or getattr(func, "__qualname__", repr(func))
+        name = name.removeprefix("torch._C._TensorBase.").removeprefix("torch._C.TensorBase.")
+        if name.startswith("torch.Tensor.") or "." not in name:
+            name = "Tensor." + name.rsplit(".", 1)[-1]
+        parent = self._stack[-1]
+        inputs = {f"arg{i}": a for i, a in enumerate(args)}
+        inputs.update(kwargs)
+        event = self._open("op", parent["path"], name, inputs)
+        self._stack.pop()
+        self._close(event, out, stats=False)
+
+    # --- events ------------------------------------------------------------------------------------
+    def _open(self, kind: str, path: str, cls: str, inputs, module: nn.Module | None = None, info=None) -> dict:
+        frame = source.caller_frame(2)
+        parent = self._stack[-1] if self._stack else None
+        event: dict = {
+            "seq": len(self.events),
+            "kind": kind,
+            "stage": None,
+            "path": path,
+            "name": cls,
+            "parent": parent["seq"] if parent else None,
+            "depth": len(self._stack),
+        }
+        stage = None if kind in ("op", "phase") else self._stage_for(path)
+        event["stage"] = stage or (parent["stage"] if parent else None)
+        event["phase"] = self._phase_stack[-1] if self._phase_stack else None
+        if module is not None:
+            event["params"] = self._param_info(module)
+        if info:
+            event["info"] = info
+        src = source.location(frame, self.roots) if frame is not None else None
+        if src is not None:
+            event["src"] = src
+        event["inputs"] = self._describe(inputs, event, stats=False)
+        event["_t"] = time.perf_counter()
+        self.events.append(event)
+        self._stack.append(event)
+        return event
+
+    def _close(self, event: dict, output, failed: bool = False, stats: bool = True) -> None:
+        event["outputs"] = self._describe(output, event, stats=stats and self.values_summary) if output is not None else []
+        if failed:
+            event.setdefault("error", "exception")
+        if self.timing:
+            event["time_ms"] = round((time.perf_counter() - event["_t"]) * 1000, 3)
+        event.pop("_t", None)
+        event.pop("_module", None)
+        src = event.get("src")
+        if src is not None:
+            src.pop("_abs", None)
+
+    def _param_info(self, module: nn.Module) -> dict:
+        """The module's own parameter count and dtype, and the count including its children."""
+        info = self._params.get(id(module))
+        if info is None:
+            own = list(module.parameters(recurse=False))
+            info = self._params[id(module)] = {
+                "count": sum(p.numel() for p in own),
+                "dtype": str(own[0].dtype).removeprefix("torch.") if own else None,
+                "total": sum(p.numel() for p in module.parameters()),
+            }
+        return dict(info)
+
+    def _describe(self, tree, event: dict, stats: bool) -> list[dict]:
+        items = values.describe(tree)
+        hints = source.shape_hints(event["src"]["code"]) if event.get("src") else ()
+        tensors = [x for _, x in values.tensor_leaves(tree)]
+        ti = 0
+        for item in items:
+            if "shape" not in item:
+                continue
+            sym = self.symbols.label(item["shape"], hints)
+            if any(s is not None for s in sym):
+                item["sym"] = sym
+            if stats and ti < len(tensors):
+                pending = values.pending_stats(tensors[ti])
+                if pending is not None:
+                    self._pending_stats.append((item, pending))
+            ti += 1
+        return items
+
+    def _describe_error(self, exc: BaseException, tb) -> dict:
+        last = None
+        while tb is not None:
+            filename = tb.tb_frame.f_code.co_filename
+            if not filename.startswith(source._SKIP_PREFIXES):
+                last = tb
+            tb = tb.tb_next
+        info = {"type": type(exc).__name__, "message": str(exc).splitlines()[0] if str(exc) else ""}
+        if last is not None:
+            loc = source.location(last.tb_frame, self.roots)
+            loc["line"] = last.tb_lineno
+            loc["code"] = linecache.getline(loc.pop("_abs"), last.tb_lineno).strip()
+            info["src"] = loc
+        open_events = [e for e in self.events if e.get("error")]
+        innermost = max(open_events, key=lambda e: e["depth"], default=None)
+        if innermost is not None:
+            info["stage"] = innermost.get("stage")
+            info["path"] = innermost.get("path")
+        return info
+
+    def save(self, path, header: dict | None = None, summary: dict | None = None) -> None:
+        from .log import write_log
+
+        write_log(path, self, header=header, summary=summary)
+
+
+def trace(module: nn.Module | None = None, *, ops: bool = False, **options) -> Trace:
+    """Record every module call (and, with `ops=True`, every torch function) while active."""
+    return Trace(module, ops=ops, **options)

@@ -1,0 +1,46 @@
+"""The stage catalog (stages.toml): ids, titles, matching rules, functions to wrap, references."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+CATALOG = Path(__file__).with_name("stages.toml")
+
+
+@dataclass(frozen=True)
+class Stage:
+    id: str
+    title: str
+    match: tuple[str, ...]
+    wrap: tuple[str, ...] = ()
+    meta: str = ""
+    hf: str = ""
+    extra: dict = field(default_factory=dict, compare=False, hash=False)
+
+
+@lru_cache(maxsize=1)
+def load_catalog(path: Path = CATALOG) -> tuple[Stage, ...]:
+    data = tomllib.loads(path.read_text(encoding="utf-8"))
+    stages = []
+    for raw in data["stage"]:
+        raw = dict(raw)
+        known = {k: raw.pop(k) for k in ("id", "title", "match", "wrap", "meta", "hf") if k in raw}
+        known["match"] = tuple(known.get("match", ()))
+        known["wrap"] = tuple(known.get("wrap", ()))
+        stages.append(Stage(**known, extra=raw))
+    return tuple(stages)
+
+
+def stage_rules() -> list[tuple[str, str]]:
+    return [(pattern, s.id) for s in load_catalog() for pattern in s.match]
+
+
+def wrapped_functions() -> list[str]:
+    return [target for s in load_catalog() for target in s.wrap]
+
+
+def stage_index() -> dict[str, Stage]:
+    return {s.id: s for s in load_catalog()}

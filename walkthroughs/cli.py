@@ -1,0 +1,178 @@
+"""`llama-trace`: trace Llama 3.2 Vision and show what happens at every stage."""
+
+from __future__ import annotations
+
+import os
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    help=(
+        "Trace Llama 3.2 Vision stage by stage: shapes, dtypes, modules, source lines.\n\n"
+        "[bold]Examples[/]\n\n"
+        "  llama-trace run                                 # 11B-Instruct on meta, bundled image\n\n"
+        "  llama-trace run --model 90b-instruct --ops      # every torch op too\n\n"
+        "  llama-trace run --image cat.jpg --prompt 'What is this?' --format json -o run.jsonl\n\n"
+        "  llama-trace run --model tiny                    # real arithmetic, random weights\n\n"
+        "  llama-trace render run.jsonl                    # summary of a saved log"
+    ),
+)
+
+
+class ModelName(str, Enum):
+    b11 = "11b"
+    b11_instruct = "11b-instruct"
+    b90 = "90b"
+    b90_instruct = "90b-instruct"
+    tiny = "tiny"
+
+
+class Format(str, Enum):
+    terminal = "terminal"
+    json = "json"
+
+
+class Mode(str, Enum):
+    meta = "meta"
+    real = "real"
+
+
+class DType(str, Enum):
+    bf16 = "bf16"
+    fp32 = "fp32"
+
+
+def fail(message: str, code: int = 2) -> None:
+    typer.echo(f"llama-trace: error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def version_callback(value: bool) -> None:
+    if value:
+        from .run import version
+
+        typer.echo(f"llama-trace {version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(False, "--version", callback=version_callback, is_eager=True, help="Show the version and exit."),
+) -> None:
+    """Trace Llama 3.2 Vision stage by stage."""
+
+
+def _console(path: Optional[Path] = None):
+    from rich.console import Console
+
+    no_color = bool(os.environ.get("NO_COLOR")) or not sys.stdout.isatty()
+    return Console(no_color=no_color, highlight=False, soft_wrap=False)
+
+
+def _check_output(path: Path, force: bool) -> None:
+    if path.is_dir():
+        fail(f"{path} is a folder; give a file name with -o")
+    if not path.parent.exists():
+        fail(f"folder {path.parent} does not exist; create it or choose another -o path")
+    if not os.access(path.parent, os.W_OK):
+        fail(f"cannot write to {path.parent}; choose another -o path")
+    if path.exists() and not force:
+        fail(f"{path} exists; pass --force to overwrite it")
+
+
+@app.command()
+def run(
+    image: Optional[Path] = typer.Option(None, "--image", help="Image file (default: the bundled 1000x500 sample)."),
+    prompt: str = typer.Option("Describe this image in one sentence.", "--prompt", help="Text that follows the image."),
+    model: ModelName = typer.Option(ModelName.b11_instruct, "--model", help="Model preset."),
+    mode: Optional[Mode] = typer.Option(None, "--mode", help="meta: shapes only, no weights (default for 11b/90b); real: random weights, real arithmetic (default for tiny)."),
+    ops: bool = typer.Option(False, "--ops", help="Also record every torch function call (view, matmul, softmax …)."),
+    fmt: Format = typer.Option(Format.terminal, "--format", help="terminal: stage summary; json: the JSON Lines event log."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write to this file instead of stdout."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing output file."),
+    no_timing: bool = typer.Option(False, "--no-timing", help="Leave timings out, so identical inputs give byte-identical logs."),
+    dtype: DType = typer.Option(DType.bf16, "--dtype", help="bf16 reproduces Meta's arithmetic; fp32 for exact comparisons."),
+    debug: bool = typer.Option(False, "--debug", help="Show Python tracebacks."),
+) -> None:
+    """Run the model under the tracer and print a stage-by-stage summary (or write the log)."""
+    from .run import RunError
+    from .run import run as do_run
+
+    if output is not None:
+        _check_output(output, force)
+    if not prompt.strip():
+        fail("the prompt is empty; pass some text with --prompt")
+    try:
+        result = do_run(image, prompt, model.value, mode.value if mode else None, ops, not no_timing, dtype=dtype.value)
+    except RunError as err:
+        fail(str(err))
+    except Exception as err:
+        if debug:
+            raise
+        fail(f"internal error: {err.__class__.__name__}: {err} (run again with --debug for the traceback)", code=1)
+    _emit(result.header, result.trace, result.summary, fmt, output)
+    if result.trace.error is not None:
+        err = result.trace.error
+        src = err.get("src", {})
+        fail(f"the forward failed in stage {err.get('stage')} at {src.get('file')}:{src.get('line')}: {err['type']}: {err['message']}", code=1)
+
+
+def _emit(header, trace, summary, fmt: Format, output: Optional[Path]) -> None:
+    from tracer.log import atomic_write_text, build_lines
+
+    lines = build_lines(trace, header, summary)
+    if fmt is Format.json:
+        text = "\n".join(lines) + "\n"
+        if output is None:
+            sys.stdout.write(text)
+        else:
+            atomic_write_text(output, text)
+        return
+    from tracer.log import load_lines
+
+    head, events, closing = load_lines(lines)
+    _render_terminal(head, events, closing, output)
+
+
+def _render_terminal(header, events, summary, output: Optional[Path]) -> None:
+    from .summary import render_summary
+
+    if output is None:
+        render_summary(header, events, summary, _console())
+        return
+    from rich.console import Console
+
+    from tracer.log import atomic_write_text
+
+    console = Console(record=True, no_color=True, width=120, file=open(os.devnull, "w"))
+    render_summary(header, events, summary, console)
+    atomic_write_text(output, console.export_text())
+
+
+@app.command()
+def render(
+    log: Path = typer.Argument(..., help="A JSON Lines log written by `llama-trace run --format json`."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write to this file instead of stdout."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing output file."),
+) -> None:
+    """Show a saved log as a stage-by-stage summary."""
+    from tracer.log import LogError, load_log
+
+    if output is not None:
+        _check_output(output, force)
+    try:
+        header, events, summary = load_log(log)
+    except LogError as err:
+        fail(str(err))
+    _render_terminal(header, events, summary, output)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,160 @@
+"""Run Llama 3.2 Vision under the tracer: prompt, caches, vision, masks, prefill, next token.
+
+This is the one place that knows both the model and the tracer: it picks the functions to
+wrap and the stage rules from the catalog, and the shape symbols from the config.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from model import ChatFormat, Message, ModelArgs, build_model, get_preset, get_tokenizer
+from model import generation
+from tracer import trace
+from tracer.capture import Trace
+
+from .catalog import stage_rules, wrapped_functions
+from .sample_image import SAMPLE_IMAGE
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_PROMPT = "Describe this image in one sentence."
+DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+class RunError(ValueError):
+    """Bad input for a run: a one-line message says what is wrong and what to do."""
+
+
+@dataclass
+class RunResult:
+    trace: Trace
+    header: dict
+    summary: dict
+
+
+def version() -> str:
+    try:
+        return metadata.version("llama-trace")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def config_hash(args: ModelArgs) -> str:
+    return hashlib.sha256(json.dumps(args.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def shape_symbols(args: ModelArgs, n_images: int, prompt_len: int, total_len: int) -> dict[str, int]:
+    """The project's shape letters (model/args.py) with this run's sizes."""
+    C, N = args.vision_max_num_chunks, args.vision_num_tokens
+    return {
+        "B": 1, "I": n_images, "C": C, "R": args.vision_chunk_size, "P": args.vision_num_patches,
+        "N": N, "N8": N + args.vision_num_pad, "W": args.vision_width, "D": args.dim,
+        "T": total_len, "S": prompt_len, "V": n_images * C * N, "H": args.n_heads, "Hkv": args.n_kv_heads,
+        "Dh": args.head_dim, "Hv": args.vision_heads, "Dhv": args.vision_width // args.vision_heads,
+        "F": args.ffn_hidden_dim, "Fv": int(args.vision_mlp_ratio * args.vision_width),
+        "L": len(args.vision_return_intermediate), "X": len(args.fusion_schedule), "K": args.vocab_size,
+        # products the code folds into one dim
+        "C*N8": C * (N + args.vision_num_pad), "Hkv*Dh": args.n_kv_heads * args.head_dim, "W*L": args.vision_width * len(args.vision_return_intermediate),
+        # sizes the notation has no letter for, listed so that no other letter is guessed for them
+        "tiles": args.vision_max_num_tiles, "layers": args.n_layers, "vision_layers": args.vision_layers,
+    }
+
+
+def default_mode(preset: str) -> str:
+    return "real" if preset == "tiny" else "meta"
+
+
+def open_image(path: Path | None) -> tuple[Image.Image, dict]:
+    path = Path(path) if path is not None else SAMPLE_IMAGE
+    if not path.exists():
+        raise RunError(f"image not found: {path}; pass an existing file with --image")
+    if path.is_dir():
+        raise RunError(f"{path} is a folder, not an image; pass an image file with --image")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            image = im.copy()
+    except Exception as err:  # PIL raises many types for broken files
+        raise RunError(f"cannot read {path} as an image ({err.__class__.__name__}: {err}); pass a PNG or JPEG") from None
+    info = {"path": path.name if path != SAMPLE_IMAGE else "sample.png (bundled)", "size": list(image.size), "mode": image.mode}
+    return image, info
+
+
+def run(
+    image_path: Path | None = None,
+    prompt: str = DEFAULT_PROMPT,
+    preset: str = "11b-instruct",
+    mode: str | None = None,
+    ops: bool = False,
+    timing: bool = True,
+    device: str = "cpu",
+    dtype: str = "bf16",
+    seed: int = 0,
+) -> RunResult:
+    args = get_preset(preset)
+    mode = mode or default_mode(preset)
+    run_device = "meta" if mode == "meta" else device
+    torch_dtype = DTYPES[dtype]
+    image, image_info = open_image(image_path)
+    tokenizer = get_tokenizer()
+    instruct = preset.endswith("instruct") or preset == "tiny"
+    fmt = ChatFormat(tokenizer)
+
+    model = build_model(args, device=run_device, dtype=torch_dtype, seed=seed if mode == "real" else 0, setup_cache=False)
+    max_seq_len = args.max_seq_len
+
+    with trace(
+        model,
+        ops=ops,
+        functions=wrapped_functions(),
+        stage_rules=stage_rules(),
+        source_roots=[str(PROJECT_ROOT)],
+        timing=timing,
+    ) as t:
+        content = [image, prompt]
+        inp = fmt.encode_dialog_prompt([Message("user", content)]) if instruct else fmt.encode_content(content)
+        n = len(inp.tokens)
+        if n >= max_seq_len:
+            raise RunError(f"the prompt is {n} tokens; this model's context here is {max_seq_len}: shorten the prompt")
+        total_len = max_seq_len  # Meta's generate: min(max_gen_len + prompt_len, max_seq_len), max_gen_len = max_seq_len - 1
+        t.set_symbols(shape_symbols(args, len(inp.vision.images) if inp.vision else 0, n, total_len))
+
+        model.setup_cache(1, run_device, torch_dtype)
+        images = [inp.vision.images] if inp.vision else [[]]
+        masks = [inp.vision.mask] if inp.vision else [[]]
+        with torch.no_grad():
+            xattn_caches, xattn_masks, row_mask = model.compute_vision_tokens_masks(images, masks, total_len, run_device)
+            tokens = torch.full((1, total_len), tokenizer.pad_id, dtype=torch.long)
+            tokens[0, :n] = torch.tensor(inp.tokens)
+            tokens = tokens.to(run_device)
+            with t.phase("prefill", positions=[0, n]):
+                logits = model(torch.arange(0, n, device=run_device), tokens, xattn_masks, row_mask, xattn_caches, text_only_inference=inp.vision is None)
+            next_token = generation.select_next_token(logits[:, -1])
+
+    header = {
+        "tool": "llama-trace",
+        "versions": {"llama-trace": version(), "torch": torch.__version__, "python": platform.python_version()},
+        "model": {"preset": preset, "config": args.to_dict(), "config_hash": config_hash(args)},
+        "inputs": {"image": image_info, "prompt": prompt, "layout": "chat" if instruct else "completion", "token_ids": inp.tokens, "vision_mask": inp.vision.mask if inp.vision else []},
+        "mode": mode,
+        "device": run_device,
+        "dtype": dtype,
+        "ops": ops,
+        "timing": timing,
+    }
+    summary = {"prompt_tokens": n, "total_len": total_len}
+    if mode != "meta":
+        nid = int(next_token[0])
+        summary["next_token"] = {"id": nid, "text": tokenizer.decode([nid])}
+        top = torch.topk(logits[0, -1].float(), 5)
+        summary["top5"] = [{"id": int(i), "text": tokenizer.decode([int(i)]), "logit": round(float(v), 4)} for v, i in zip(top.values, top.indices)]
+    return RunResult(t, header, summary)

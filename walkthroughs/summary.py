@@ -1,0 +1,102 @@
+"""A compact stage-by-stage summary of a trace, for the terminal (rich) or as plain text."""
+
+from __future__ import annotations
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from .catalog import stage_index
+
+
+def fmt_shape(item: dict) -> str:
+    shape = item.get("shape")
+    if shape is None:
+        if "image" in item:
+            w, h = item["image"]["size"]
+            return f"image {w}x{h} {item['image']['mode']}"
+        if "values" in item:
+            return f"{item.get('length', len(item['values']))} ints"
+        return str(item.get("value", item.get("type", "")))
+    sym = item.get("sym")
+    concrete = "[" + ", ".join(str(s) for s in shape) + "]"
+    if not sym:
+        return concrete
+    letters = "[" + ", ".join(s if s is not None else str(d) for s, d in zip(sym, shape)) + "]"
+    return f"{letters} = {concrete}" if letters != concrete else concrete
+
+
+def fmt_count(n: int | float) -> str:
+    for unit, size in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= size:
+            return f"{n / size:.3g}{unit}"
+    return str(int(n))
+
+
+def stage_rows(events: list[dict]) -> list[dict]:
+    """One row per stage, in order of first appearance: its first outermost event, call count,
+    parameters, FLOPs and time."""
+    rows: dict[tuple, dict] = {}
+    by_seq = {e["seq"]: e for e in events}
+    for e in events:
+        stage = e.get("stage")
+        if stage is None or e["kind"] == "op":
+            continue
+        parent = by_seq.get(e.get("parent"))
+        outermost = parent is None or parent.get("stage") != stage
+        key = (e.get("phase"), stage)
+        row = rows.get(key)
+        if row is None:
+            row = rows[key] = {"stage": stage, "phase": e.get("phase"), "first": e, "calls": 0, "params": 0, "flops": 0, "time_ms": 0.0}
+        if outermost:
+            row["calls"] += 1
+            row["params"] += (e.get("params") or {}).get("total") or 0
+            row["time_ms"] += e.get("time_ms", 0.0)
+        row["flops"] += e.get("flops", 0)
+    return list(rows.values())
+
+
+def first_tensor(items: list[dict]) -> dict | None:
+    return next((i for i in items if "shape" in i), items[0] if items else None)
+
+
+def render_summary(header: dict, events: list[dict], summary: dict, console: Console) -> None:
+    catalog = stage_index()
+    model = header.get("model", {})
+    image = header.get("inputs", {}).get("image", {})
+    w, h = image.get("size", ["?", "?"])
+    console.print(
+        f"[bold]llama-trace[/] {model.get('preset')} · {header.get('mode')} mode · {header.get('dtype')} on {header.get('device')} · "
+        f"image {image.get('path')} ({w}x{h} {image.get('mode')}) · {summary.get('prompt_tokens')} prompt tokens"
+    )
+    timing = header.get("timing", False)
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("#", justify="right", style="dim")
+    table.add_column("stage", ratio=3)
+    table.add_column("calls", justify="right")
+    table.add_column("output", ratio=4)
+    table.add_column("params", justify="right")
+    table.add_column("FLOPs", justify="right")
+    if timing:
+        table.add_column("ms", justify="right")
+    for i, row in enumerate(stage_rows(events), 1):
+        e = row["first"]
+        stage = catalog.get(row["stage"])
+        title = stage.title if stage else ""
+        outs = first_tensor(e.get("outputs", []))
+        name = row["stage"] + (f" [dim]({row['phase']})[/]" if row["phase"] else "")
+        cells = [str(i), f"{name}\n[dim]{title}[/]", str(row["calls"]), fmt_shape(outs).replace(" = ", "\n= ") if outs else "",
+                 fmt_count(row["params"]) if row["params"] else "", fmt_count(row["flops"]) if row["flops"] else ""]
+        if timing:
+            cells.append(f"{row['time_ms']:.1f}")
+        table.add_row(*cells)
+    console.print(table)
+    if summary.get("error"):
+        err = summary["error"]
+        src = err.get("src", {})
+        console.print(f"[bold red]failed[/] in stage {err.get('stage')} at {src.get('file')}:{src.get('line')}: {err.get('type')}: {err.get('message')}")
+    if "next_token" in summary:
+        nt = summary["next_token"]
+        console.print(f"next token: {nt['id']} {nt['text']!r}")
+    total = sum(e.get("flops", 0) for e in events)
+    console.print(f"{len(events)} events · {fmt_count(total)} FLOPs in matmuls and attention · shape letters: see model/args.py")
