@@ -31,7 +31,7 @@ class CrossAttention(nn.Module):
         xv = self.wv(xattn_tokens).view(bsz, seqlen_y, self.n_kv_heads, self.head_dim)  # [B, V, Hkv, Dh]
         xk = xk.transpose(1, 2).repeat_interleave(self.n_rep, dim=1)  # [B, H, V, Dh]
         xv = xv.transpose(1, 2).repeat_interleave(self.n_rep, dim=1)  # [B, H, V, Dh]
-        xk = self.k_norm(xk)  # normalised after the repeat; V is not normalised
+        xk = self.k_norm(xk)  # [B, H, V, Dh]: normalised after the repeat; V is not normalised
         return torch.stack([xk, xv])  # [2, B, H, V, Dh]
 
     def forward(self, x: torch.Tensor, xattn_mask: torch.Tensor, full_text_row_masked_out_mask: torch.Tensor, xattn_cache: torch.Tensor) -> torch.Tensor:
@@ -42,7 +42,7 @@ class CrossAttention(nn.Module):
         out = F.scaled_dot_product_attention(xq, xk, xv, attn_mask=xattn_mask)  # [B, H, S, Dh]
         out = out * full_text_row_masked_out_mask  # zero the text rows that see no image
         out = out.transpose(1, 2).contiguous().reshape(bsz, seqlen, -1)  # [B, S, H*Dh]
-        return self.wo(out)
+        return self.wo(out)  # [B, S, D]
 
 
 class CrossAttentionTransformerBlock(nn.Module):
@@ -59,10 +59,10 @@ class CrossAttentionTransformerBlock(nn.Module):
         self.gate_ffwd = nn.Parameter(torch.zeros(1))
 
     def compute_xattn_kv_cache(self, xattn_tokens: torch.Tensor) -> torch.Tensor:
-        return self.attention.compute_xattn_kv_cache(xattn_tokens)
+        return self.attention.compute_xattn_kv_cache(xattn_tokens)  # [2, B, H, V, Dh]
 
     def forward(self, x: torch.Tensor, xattn_mask: torch.Tensor, full_text_row_masked_out_mask: torch.Tensor, xattn_cache: torch.Tensor) -> torch.Tensor:
-        attn = self.attention(
+        attn = self.attention(  # [B, S, D]
             self.attention_norm(x),
             xattn_mask=xattn_mask,
             full_text_row_masked_out_mask=full_text_row_masked_out_mask,

@@ -95,7 +95,7 @@ class CrossAttentionTransformer(nn.Module):
             shape = (bsz, 0, self.max_num_chunks, args.vision_num_tokens, self.model_dim)  # [B, 0, C, N, D]
             vision_tokens = torch.zeros(shape, dtype=self.dtype, device=device)
         else:
-            transformed = [[self.image_transform(im) for im in row] for row in batch_images]
+            transformed = [[self.image_transform(im) for im in row] for row in batch_images]  # per image: [c, 3, R, R], (rows, cols)
             aspect_ratios = torch.ones(bsz, max_num_images, 2, dtype=torch.int64)  # [B, I, 2] (rows, cols); padding slots (1, 1)
             for b, row in enumerate(transformed):
                 for i, (_, ar) in enumerate(row):
@@ -122,7 +122,7 @@ class CrossAttentionTransformer(nn.Module):
     ) -> torch.Tensor:
         """One step: the tokens at `position_ids` -> logits [B, S, K]."""
         h = self.text_model.get_partially_trainable_embedding(tokens[:, position_ids])  # [B, S, D]
-        return self.text_model(
+        return self.text_model(  # [B, S, K]
             position_ids=position_ids,
             h=h,
             xattn_mask=cross_attention_masks[:, :, position_ids],  # [B, 1, S, V]

@@ -65,7 +65,7 @@ class Attention(nn.Module):
         xq = self.wq(x).view(bs, slen, self.n_heads, self.head_dim)  # [B, S, H, Dh]
         xk = self.wk(x).view(bs, slen, self.n_kv_heads, self.head_dim)  # [B, S, Hkv, Dh]
         xv = self.wv(x).view(bs, slen, self.n_kv_heads, self.head_dim)  # [B, S, Hkv, Dh]
-        xq, xk = apply_rotary_emb(xq, xk, freqs_cis)
+        xq, xk = apply_rotary_emb(xq, xk, freqs_cis)  # [B, S, H, Dh], [B, S, Hkv, Dh]
 
         self.key_cache[:bs, position_ids] = xk
         self.value_cache[:bs, position_ids] = xv
@@ -74,7 +74,7 @@ class Attention(nn.Module):
 
         out = F.scaled_dot_product_attention(xq.transpose(1, 2), keys, values, attn_mask=mask)  # [B, H, S, Dh]
         out = out.transpose(1, 2).contiguous().reshape(bs, slen, -1)  # [B, S, H*Dh]
-        return self.wo(out)
+        return self.wo(out)  # [B, S, D]
 
 
 class TransformerBlock(nn.Module):
@@ -90,5 +90,5 @@ class TransformerBlock(nn.Module):
         self.attention.setup_cache(max_batch_size, device, dtype)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, freqs_cis: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
-        h = self.attention(self.attention_norm(x), mask=mask, freqs_cis=freqs_cis, position_ids=position_ids) + x
-        return h + self.feed_forward(self.ffn_norm(h))
+        h = self.attention(self.attention_norm(x), mask=mask, freqs_cis=freqs_cis, position_ids=position_ids) + x  # [B, S, D]
+        return h + self.feed_forward(self.ffn_norm(h))  # [B, S, D]

@@ -68,12 +68,12 @@ class CrossAttentionTransformerText(nn.Module):
         for i, layer in enumerate(self.layers):
             if i in self.fusion_schedule and not text_only_inference:
                 j = self.fusion_schedule.index(i)
-                h = self.cross_attention_layers[j](
+                h = self.cross_attention_layers[j](  # [B, S, D]
                     h,
                     xattn_mask=xattn_mask,
                     full_text_row_masked_out_mask=full_text_row_masked_out_mask,
                     xattn_cache=xattn_caches[j],
                 )
-            h = layer(h, mask=mask, freqs_cis=freqs_cis, position_ids=position_ids)
-        h = self.norm(h)
+            h = layer(h, mask=mask, freqs_cis=freqs_cis, position_ids=position_ids)  # [B, S, D]
+        h = self.norm(h)  # [B, S, D]
         return self.output(h).float()  # [B, S, K] fp32

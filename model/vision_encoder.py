@@ -49,7 +49,7 @@ class ImageFeedForward(nn.Module):
         self.non_linearity = nn.GELU()  # exact erf GELU
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.c_proj(self.non_linearity(self.c_fc(x)))
+        return self.c_proj(self.non_linearity(self.c_fc(x)))  # [BI, C*N8, Fv] -> [BI, C*N8, W]
 
 
 class ImageAttention(nn.Module):
@@ -72,7 +72,7 @@ class ImageAttention(nn.Module):
         xv = xv.view(bs, slen, self.n_heads, self.head_dim).transpose(1, 2)  # [BI, Hv, C*N8, Dhv]
         out = F.scaled_dot_product_attention(xq, xk, xv, attn_mask=mask)  # [BI, Hv, C*N8, Dhv]
         out = out.transpose(1, 2).contiguous().reshape(bs, slen, -1)  # [BI, C*N8, W]
-        return self.wo(out)
+        return self.wo(out)  # [BI, C*N8, W]
 
 
 class ImageTransformerBlock(nn.Module):
@@ -90,9 +90,9 @@ class ImageTransformerBlock(nn.Module):
             self.gate_ffn = nn.Parameter(torch.zeros(1))
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        attn = self.attn(self.ln_1(x), mask=mask)
+        attn = self.attn(self.ln_1(x), mask=mask)  # [BI, C*N8, W]
         x = x + (self.gate_attn.tanh() * attn if self.gated else attn)
-        ffn = self.mlp(self.ln_2(x))
+        ffn = self.mlp(self.ln_2(x))  # [BI, C*N8, W]
         return x + (self.gate_ffn.tanh() * ffn if self.gated else ffn)
 
 
@@ -106,7 +106,7 @@ class ImageTransformer(nn.Module):
         for idx, block in enumerate(self.resblocks):
             if idx in return_intermediate:
                 taps.append(x)  # the input of block idx, i.e. the output of block idx - 1
-            x = block(x, mask=mask)
+            x = block(x, mask=mask)  # [BI, C*N8, W]
         if return_intermediate:
             return x, torch.stack(taps, dim=-1)  # [BI, C*N8, W], [BI, C*N8, W, L]
         return x
@@ -207,18 +207,18 @@ class VisionEncoder(nn.Module):
         ntok += 1
         x = x.reshape(bsz * n_img, n_chunks, ntok, dim)  # [BI, C, N, W]
         x = self.apply_positional_embedding(x, ar)  # [BI, C, N, W]
-        x = self.ln_pre(x)
+        x = self.ln_pre(x)  # [BI, C, N, W]
 
         x, npad = expand_num_tokens_to_mult8(x)  # [BI, C, N8, W]
         mask = build_encoder_attention_mask(ar, n_chunks, ntok, npad, x.dtype)  # [BI, 1, C*N8, C*N8]
         x = x.view(bsz * n_img, -1, dim)  # [BI, C*N8, W]
-        x, int_x = self.transformer(x, mask=mask, return_intermediate=self.return_intermediate)
+        x, int_x = self.transformer(x, mask=mask, return_intermediate=self.return_intermediate)  # [BI, C*N8, W], [BI, C*N8, W, L]
 
-        x = self.ln_post(x)
+        x = self.ln_post(x)  # [BI, C*N8, W]
         x = x.reshape(bsz * n_img, n_chunks, ntok + npad, dim)  # [BI, C, N8, W]
-        x = self.post_tile_pos_embed(x, ar)
+        x = self.post_tile_pos_embed(x, ar)  # [BI, C, N8, W]
         x = x.reshape(bsz * n_img, n_chunks * (ntok + npad), dim)  # [BI, C*N8, W]
-        x = self.global_transformer(x, mask=mask)
+        x = self.global_transformer(x, mask=mask)  # [BI, C*N8, W]
         x = x.reshape(bsz * n_img, n_chunks, ntok + npad, dim)  # [BI, C, N8, W]
         x = contract_num_tokens_from_mult8(x, npad)  # [BI, C, N, W]
         x = x.reshape(bsz, n_img, n_chunks, ntok, dim)  # [B, I, C, N, W]

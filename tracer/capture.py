@@ -115,9 +115,11 @@ class Trace:
         self._in_counted = False
         self._handles: list = []
         self._patched: list[tuple[object, str, object]] = []
-        self._pending_stats: list[tuple[dict, torch.Tensor]] = []
+        self._stats = values.ValueStats()
         self._names: dict[int, str] = {}
         self._params: dict[int, dict] = {}
+        self._stage_cache: dict[str, str | None] = {}
+        self._locations: dict[tuple, dict] = {}
         self._signatures: dict[type, list[str]] = {}
         self._modes: list = []
         self._t0 = 0.0
@@ -149,8 +151,8 @@ class Trace:
                 event.setdefault("error", type(exc).__name__)
                 self._close(event, None, failed=True)
             self._stack.clear()
-        values.resolve_stats(self._pending_stats)
-        self._pending_stats.clear()
+        self._stats.resolve()
+        self._finish()
         self.events.sort(key=lambda e: e["seq"])
         return False
 
@@ -199,15 +201,15 @@ class Trace:
         return event
 
     def _stage_for(self, path: str) -> str | None:
-        for rule in self.rules:
-            if rule.regex.search(path):
-                return rule.stage
-        return None
+        if path not in self._stage_cache:
+            self._stage_cache[path] = next((r.stage for r in self.rules if r.regex.search(path)), None)
+        return self._stage_cache[path]
 
     # --- modules -------------------------------------------------------------------------------
     def _install_hooks(self, root: nn.Module) -> None:
         for name, mod in root.named_modules(remove_duplicate=False):
             self._names.setdefault(id(mod), ".".join(p for p in (self.root_name, name) if p))
+        self._count_params(root)
         for mod in root.modules():
             self._handles.append(mod.register_forward_pre_hook(self._module_enter, with_kwargs=True))
             self._handles.append(mod.register_forward_hook(self._module_exit, with_kwargs=True, always_call=True))
@@ -358,11 +360,17 @@ class Trace:
             event["params"] = self._param_info(module)
         if info:
             event["info"] = info
-        src = source.location(frame, self.roots) if frame is not None else None
-        if src is not None:
-            event["src"] = src
+        if frame is not None:
+            key = (frame.f_code, frame.f_lineno)
+            src = self._locations.get(key)
+            if src is None:
+                src = self._locations[key] = source.location(frame, self.roots)
+                src.pop("_abs", None)
+            event["src"] = src  # shared between events from the same line; never mutated
         event["inputs"] = self._describe(inputs, event, stats=False)
-        event["_t"] = time.perf_counter()
+        event["_symbols"] = self.symbols
+        if self.timing:
+            event["_t"] = time.perf_counter()
         self.events.append(event)
         self._stack.append(event)
         return event
@@ -375,39 +383,46 @@ class Trace:
             event["time_ms"] = round((time.perf_counter() - event["_t"]) * 1000, 3)
         event.pop("_t", None)
         event.pop("_module", None)
-        src = event.get("src")
-        if src is not None:
-            src.pop("_abs", None)
+
+    def _count_params(self, module: nn.Module) -> int:
+        """Own and total parameter counts of every module, in one walk of the tree."""
+        own = list(module._parameters.values())
+        own = [p for p in own if p is not None]
+        total = sum(p.numel() for p in own) + sum(self._count_params(c) for c in module._modules.values() if c is not None)
+        self._params[id(module)] = {
+            "count": sum(p.numel() for p in own),
+            "dtype": str(own[0].dtype).removeprefix("torch.") if own else None,
+            "total": total,
+        }
+        return total
 
     def _param_info(self, module: nn.Module) -> dict:
         """The module's own parameter count and dtype, and the count including its children."""
-        info = self._params.get(id(module))
-        if info is None:
-            own = list(module.parameters(recurse=False))
-            info = self._params[id(module)] = {
-                "count": sum(p.numel() for p in own),
-                "dtype": str(own[0].dtype).removeprefix("torch.") if own else None,
-                "total": sum(p.numel() for p in module.parameters()),
-            }
-        return dict(info)
+        if id(module) not in self._params:
+            self._count_params(module)
+        return dict(self._params[id(module)])
 
     def _describe(self, tree, event: dict, stats: bool) -> list[dict]:
-        items = values.describe(tree)
-        hints = source.shape_hints(event["src"]["code"]) if event.get("src") else ()
-        tensors = [x for _, x in values.tensor_leaves(tree)]
-        ti = 0
-        for item in items:
-            if "shape" not in item:
-                continue
-            sym = self.symbols.label(item["shape"], hints)
-            if any(s is not None for s in sym):
-                item["sym"] = sym
-            if stats and ti < len(tensors):
-                pending = values.pending_stats(tensors[ti])
-                if pending is not None:
-                    self._pending_stats.append((item, pending))
-            ti += 1
+        """Shapes now; symbol labels later (`_finish`), value summaries queued on the device."""
+        items, tensors = values.describe_with_tensors(tree)
+        if stats:
+            for item, x in tensors:
+                self._stats.add(item, x)
         return items
+
+    def _finish(self) -> None:
+        """After the run: label every shape with the symbols in force when it was recorded."""
+        for event in self.events:
+            table = event.pop("_symbols", None)
+            if table is None or not table.symbols:
+                continue
+            hints = source.shape_hints(event["src"]["code"]) if "src" in event else ()
+            for item in event["inputs"] + event.get("outputs", []):
+                shape = item.get("shape")
+                if shape is not None:
+                    sym = table.label(shape, hints)
+                    if any(s is not None for s in sym):
+                        item["sym"] = sym
 
     def _describe_error(self, exc: BaseException, tb) -> dict:
         last = None

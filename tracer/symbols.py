@@ -57,9 +57,17 @@ class SymbolTable:
         by_size: dict[int, list[str]] = {}
         for name, size in self.symbols.items():
             by_size.setdefault(size, []).append(name)
+        self._memo: dict[tuple, list] = {}
         self.unique = {size: names[0] for size, names in by_size.items() if len(names) == 1 and size > MIN_GUESS}
 
     def label(self, shape: list[int], hints: tuple[tuple[str, ...], ...] = ()) -> list[str | None]:
+        key = (tuple(shape), hints)
+        labels = self._memo.get(key)
+        if labels is None:
+            labels = self._memo[key] = self._label(shape, hints)
+        return list(labels)
+
+    def _label(self, shape: list[int], hints: tuple[tuple[str, ...], ...]) -> list[str | None]:
         for group in hints:
             if len(group) == len(shape) and all(evaluate(e, self.env) == s for e, s in zip(group, shape)):
                 return [e.replace(" ", "") for e in group]

@@ -6,6 +6,9 @@ tensors) a small pending statistics tensor that no longer references the origina
 
 from __future__ import annotations
 
+import math
+import weakref
+
 import torch
 from torch.utils import _pytree as pytree
 
@@ -31,14 +34,20 @@ def leaves_with_paths(tree, prefix: str = "") -> list[tuple[str, object]]:
     return [(prefix + pytree.keystr(path), leaf) for path, leaf in flat]
 
 
+_DTYPE_NAMES: dict[torch.dtype, str] = {}
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    name = _DTYPE_NAMES.get(dtype)
+    if name is None:
+        name = _DTYPE_NAMES[dtype] = str(dtype).removeprefix("torch.")
+    return name
+
+
 def describe_leaf(leaf) -> dict | None:
     """A JSON-ready description of one leaf, or None for leaves not worth recording."""
     if isinstance(leaf, torch.Tensor):
-        return {
-            "shape": list(leaf.shape),
-            "dtype": str(leaf.dtype).removeprefix("torch."),
-            "device": leaf.device.type,
-        }
+        return {"shape": list(leaf.shape), "dtype": dtype_name(leaf.dtype), "device": leaf.device.type}
     if isinstance(leaf, bool) or leaf is None:
         return {"value": leaf}
     if isinstance(leaf, (int, float, str)):
@@ -56,16 +65,28 @@ def describe_leaf(leaf) -> dict | None:
 
 def describe(tree, prefix: str = "") -> list[dict]:
     """Describe every leaf of `tree`; lists of plain ints (token ids, masks) are kept whole when short."""
-    out = []
-    for path, leaf in leaves_with_paths(tree):
+    return describe_with_tensors(tree, prefix)[0]
+
+
+def describe_with_tensors(tree, prefix: str = "") -> tuple[list[dict], list[tuple[dict, torch.Tensor]]]:
+    """Like `describe`, and also each tensor leaf paired with its description (one walk)."""
+    out, tensors = [], []
+    for path, leaf in leaves_with_paths(tree, prefix):
+        if isinstance(leaf, torch.Tensor):
+            item = {"path": path, "shape": list(leaf.shape), "dtype": dtype_name(leaf.dtype), "device": leaf.device.type}
+            tensors.append((item, leaf))
+            out.append(item)
+            continue
         info = describe_leaf(leaf)
         if info is not None:
-            out.append({"path": prefix + path, **info})
-    return compact_int_lists(out)
+            out.append({"path": path, **info})
+    return compact_int_lists(out), tensors
 
 
 def compact_int_lists(items: list[dict]) -> list[dict]:
     """Fold runs of scalar leaves that share a parent path (e.g. token ids) into one list entry."""
+    if not any("value" in item and type(item["value"]) is int for item in items):
+        return items
     folded: list[dict] = []
     for item in items:
         parent, _, last = item["path"].rpartition("[")
@@ -94,38 +115,113 @@ def tensor_leaves(tree) -> list[tuple[str, torch.Tensor]]:
 
 
 STAT_NAMES = ("min", "max", "mean", "std", "nan", "inf")
+SMALL = 1 << 18  # tensors up to this many elements are copied and summarised in batches
+BATCH_BYTES = 256 << 20  # summarise the copies once they hold this much
 
 
-@torch.no_grad()
-def pending_stats(x: torch.Tensor) -> torch.Tensor | None:
-    """[6] float32 on x's device: min, max, mean, std, NaN count, Inf count. No host sync here:
-    the values are read once, for all events together, when the trace ends."""
-    if x.device.type == "meta" or x.numel() == 0 or x.is_complex():
-        return None
-    xf = x.detach()
-    if not xf.is_floating_point():
-        xf = xf.float()
-    lo, hi = torch.aminmax(xf)
-    std, mean = torch.std_mean(xf, correction=0)  # accumulates in fp32 even for bf16 input
-    nan = torch.isnan(xf).sum()
-    inf = torch.isinf(xf).sum()
-    return torch.stack([lo.float(), hi.float(), mean.float(), std.float(), nan.float(), inf.float()])
+def _moments(rows: torch.Tensor, counts: bool = True) -> torch.Tensor:
+    """[k, n] float32 -> [k, 6]: min, max, mean, std, NaN count, Inf count per row.
+
+    Min and max come from amin/amax, the mean from a sum, the std from the norm of the centred
+    rows (all fast reductions; torch's aminmax(dim) and Welford std_mean are several times
+    slower on the CPU). Counting NaN/Inf is the slow part, so with `counts=False` those two
+    columns are left at 0 for the caller to fill in for the rows whose min/max are not finite.
+    """
+    k, n = rows.shape
+    if k == 1:  # whole-tensor reductions are faster than dim=1 ones over a single long row
+        flat = rows[0]
+        lo, hi = torch.aminmax(flat)
+        mean = flat.sum() / n
+        std = torch.linalg.vector_norm(flat - mean) / n**0.5
+        cols = [lo[None], hi[None], mean[None], std[None]]
+    else:
+        mean = rows.sum(dim=1) / n
+        std = torch.linalg.vector_norm(rows - mean[:, None], dim=1) / n**0.5
+        cols = [rows.amin(dim=1), rows.amax(dim=1), mean, std]
+    if counts:
+        cols += [torch.isnan(rows).sum(dim=1).float(), torch.isinf(rows).sum(dim=1).float()]
+    else:
+        cols += [torch.zeros_like(mean).reshape(-1)] * 2
+    return torch.stack(cols, dim=1)
 
 
-def resolve_stats(pending: list[tuple[dict, torch.Tensor]]) -> None:
-    """Move every pending statistic to the host in one transfer and write it into its description."""
-    if not pending:
-        return
-    by_device: dict[torch.device, list[int]] = {}
-    for i, (_, t) in enumerate(pending):
-        by_device.setdefault(t.device, []).append(i)
-    for idx in by_device.values():
-        values = torch.stack([pending[i][1] for i in idx]).cpu().tolist()  # one sync per device
-        for i, row in zip(idx, values):
-            target = pending[i][0]
-            stats = {k: round_sig(v) for k, v in zip(STAT_NAMES[:4], row[:4])}
-            stats["nan"], stats["inf"] = int(row[4]), int(row[5])
-            target["stats"] = stats
+class ValueStats:
+    """Value summaries for many tensors with few kernels and one transfer per device.
+
+    `add(item, x)` queues x's summary for the description `item`. Small tensors are copied
+    (flattened, fp32) and summarised together, grouped by size, in a handful of batched
+    reductions; large ones get their reductions at once, as small device tensors. Nothing is
+    read back until `resolve()`, so no event waits on the device; no traced tensor is kept
+    alive (only copies of small ones, until the next batch). A tensor seen again (a module
+    passing its child's output on) reuses the first summary, matched through a weak reference.
+    """
+
+    def __init__(self) -> None:
+        self._groups: dict[tuple, list[tuple[dict, torch.Tensor]]] = {}
+        self._bytes = 0
+        self._done: list[tuple[list[dict], torch.Tensor]] = []
+        self._rows: list[torch.Tensor | None] = []  # per summary row: its copy, if NaN/Inf counts are still due
+        self._seen: dict[int, tuple[weakref.ref, int, dict]] = {}
+        self._aliases: list[tuple[dict, dict]] = []
+
+    @torch.no_grad()
+    def add(self, item: dict, x: torch.Tensor) -> None:
+        if x.device.type == "meta" or x.numel() == 0 or x.is_complex():
+            return
+        hit = self._seen.get(id(x))
+        if hit is not None and hit[0]() is x and hit[1] == x._version:
+            self._aliases.append((item, hit[2]))
+            return
+        try:
+            self._seen[id(x)] = (weakref.ref(x), x._version, item)
+        except TypeError:
+            pass
+        flat = x.detach().reshape(-1)
+        if flat.numel() <= SMALL:
+            copy = flat.to(torch.float32, copy=True)
+            self._groups.setdefault((x.device, flat.numel()), []).append((item, copy))
+            self._bytes += copy.numel() * 4
+            if self._bytes >= BATCH_BYTES:
+                self._flush()
+        else:
+            self._done.append(([item], _moments(flat.float()[None])))
+            self._rows.append(None)
+
+    def _flush(self, final: bool = False) -> None:
+        """Summarise the queued copies. At the end (`final`) the NaN/Inf counts wait for the
+        read-back and are computed only for rows that hold a non-finite value."""
+        for entries in self._groups.values():
+            rows = torch.stack([copy for _, copy in entries])  # [k, n]
+            self._done.append(([item for item, _ in entries], _moments(rows, counts=not final)))
+            self._rows.extend(rows.unbind(0) if final else [None] * len(entries))
+        self._groups.clear()
+        self._bytes = 0
+
+    def resolve(self) -> None:
+        """Read every summary back (one transfer per device) into its description."""
+        self._flush(final=True)
+        by_device: dict[torch.device, list[tuple[list[dict], torch.Tensor, list]]] = {}
+        i = 0
+        for items, stats in self._done:
+            by_device.setdefault(stats.device, []).append((items, stats, self._rows[i : i + len(items)]))
+            i += len(items)
+        for batches in by_device.values():
+            table = torch.cat([stats for _, stats, _ in batches]).cpu().tolist()  # the one sync
+            items = [item for batch_items, _, _ in batches for item in batch_items]
+            copies = [c for _, _, cs in batches for c in cs]
+            for item, row, copy in zip(items, table, copies):
+                if copy is not None and not all(math.isfinite(v) for v in row[:2]):
+                    row[4], row[5] = int(torch.isnan(copy).sum()), int(torch.isinf(copy).sum())
+                stats = {k: round_sig(v) for k, v in zip(STAT_NAMES[:4], row[:4])}
+                stats["nan"], stats["inf"] = int(row[4]), int(row[5])
+                item["stats"] = stats
+        for item, source in self._aliases:
+            if "stats" in source:
+                item["stats"] = dict(source["stats"])
+        self._done.clear()
+        self._rows.clear()
+        self._aliases.clear()
+        self._seen.clear()
 
 
 def round_sig(v: float, digits: int = 6) -> float | str:

@@ -132,13 +132,13 @@ def run(
         images = [inp.vision.images] if inp.vision else [[]]
         masks = [inp.vision.mask] if inp.vision else [[]]
         with torch.no_grad():
-            xattn_caches, xattn_masks, row_mask = model.compute_vision_tokens_masks(images, masks, total_len, run_device)
+            xattn_caches, xattn_masks, row_mask = model.compute_vision_tokens_masks(images, masks, total_len, run_device)  # [X, 2, B, H, V, Dh], [B, 1, T, V], [B, 1, T, 1]
             tokens = torch.full((1, total_len), tokenizer.pad_id, dtype=torch.long)
             tokens[0, :n] = torch.tensor(inp.tokens)
             tokens = tokens.to(run_device)
             with t.phase("prefill", positions=[0, n]):
-                logits = model(torch.arange(0, n, device=run_device), tokens, xattn_masks, row_mask, xattn_caches, text_only_inference=inp.vision is None)
-            next_token = generation.select_next_token(logits[:, -1])
+                logits = model(torch.arange(0, n, device=run_device), tokens, xattn_masks, row_mask, xattn_caches, text_only_inference=inp.vision is None)  # [B, S, K]
+            next_token = generation.select_next_token(logits[:, -1])  # [B]
 
     header = {
         "tool": "llama-trace",

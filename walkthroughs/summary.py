@@ -72,20 +72,26 @@ def render_summary(header: dict, events: list[dict], summary: dict, console: Con
     timing = header.get("timing", False)
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("#", justify="right", style="dim")
-    table.add_column("stage", ratio=3)
-    table.add_column("calls", justify="right")
-    table.add_column("output", ratio=4)
+    rows = stage_rows(events)
+    longest = max((len(r["stage"]) + (len(f" ×{r['calls']}") if r["calls"] > 1 else 0) for r in rows), default=10)
+    table.add_column("stage", min_width=longest, ratio=1)
+    table.add_column("output", min_width=25, ratio=1)
     table.add_column("params", justify="right")
     table.add_column("FLOPs", justify="right")
     if timing:
         table.add_column("ms", justify="right")
-    for i, row in enumerate(stage_rows(events), 1):
+    phase = object()
+    for i, row in enumerate(rows, 1):
+        if row["phase"] != phase:
+            phase = row["phase"]
+            table.add_section()
+            table.add_row("", f"[bold]{phase or 'before the first forward step'}[/]")
         e = row["first"]
         stage = catalog.get(row["stage"])
         title = stage.title if stage else ""
         outs = first_tensor(e.get("outputs", []))
-        name = row["stage"] + (f" [dim]({row['phase']})[/]" if row["phase"] else "")
-        cells = [str(i), f"{name}\n[dim]{title}[/]", str(row["calls"]), fmt_shape(outs).replace(" = ", "\n= ") if outs else "",
+        name = row["stage"] + (f" ×{row['calls']}" if row["calls"] > 1 else "")
+        cells = [str(i), f"{name}\n[dim]{title}[/]", fmt_shape(outs).replace(" = ", "\n= ") if outs else "",
                  fmt_count(row["params"]) if row["params"] else "", fmt_count(row["flops"]) if row["flops"] else ""]
         if timing:
             cells.append(f"{row['time_ms']:.1f}")

@@ -1,0 +1,132 @@
+"""Tracing cost, as ratios measured side by side in one run (never as timed tests).
+
+    python benchmarks/bench_trace.py            # all
+    python benchmarks/bench_trace.py --quick    # fewer repeats
+
+1. Whole process: `llama-trace run` (11B-Instruct and 90B-Instruct on meta, with and without
+   --ops) against `python -c "import torch"`, and against a "torch meta floor": importing torch
+   and running one matmul and one multiply on the meta device, which loads the Python meta
+   kernels (sympy, torch._dynamo) that any meta-device forward needs.
+2. Peak RSS of a 90B meta trace.
+3. `tiny` with real arithmetic: traced forward (module events + value summaries; and with ops)
+   against the untraced forward, in one process.
+Each figure is the median of interleaved repeats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = sys.executable
+CHILD = """
+import resource, sys
+sys.argv = ["llama-trace"] + sys.argv[1:]
+from walkthroughs.cli import app
+try:
+    app()
+except SystemExit as e:
+    code = e.code
+print("MAXRSS_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)
+"""
+
+
+def timed(cmd: list[str]) -> tuple[float, int]:
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    elapsed = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"benchmark command failed: {' '.join(cmd)}\n{proc.stderr[-2000:]}")
+    rss = next((int(l.split()[1]) for l in proc.stderr.splitlines() if l.startswith("MAXRSS_KB")), 0)
+    return elapsed, rss
+
+
+def whole_process(repeats: int) -> list[str]:
+    out = Path(tempfile.mkdtemp()) / "run.jsonl"
+    cases = {
+        "import torch": [PY, "-c", "import torch"],
+        "torch meta floor": [PY, "-c", "import torch; x = torch.empty(8, 8, device='meta'); (x * x) @ x"],
+        "run 11b-instruct": [PY, "-c", CHILD, "run", "--model", "11b-instruct", "--format", "json", "-o", str(out), "--force"],
+        "run 90b-instruct": [PY, "-c", CHILD, "run", "--model", "90b-instruct", "--format", "json", "-o", str(out), "--force"],
+        "run 11b-instruct --ops": [PY, "-c", CHILD, "run", "--model", "11b-instruct", "--ops", "--format", "json", "-o", str(out), "--force"],
+    }
+    times: dict[str, list[float]] = {k: [] for k in cases}
+    rss: dict[str, int] = {}
+    for _ in range(repeats):
+        for name, cmd in cases.items():
+            t, r = timed(cmd)
+            times[name].append(t)
+            rss[name] = max(rss.get(name, 0), r)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    base, floor = med["import torch"], med["torch meta floor"]
+    lines = [f"| case | median s | ÷ import torch | ÷ torch meta floor |", "|---|---|---|---|"]
+    for name, t in med.items():
+        lines.append(f"| {name} | {t:.2f} | {t / base:.2f}x | {t / floor:.2f}x |")
+    lines.append("")
+    lines.append(f"Peak RSS of the 90B-Instruct meta trace: {rss['run 90b-instruct'] / 1024:.0f} MB")
+    return lines
+
+
+def tiny_overhead(repeats: int) -> list[str]:
+    import torch
+
+    from model import ChatFormat, Message, build_model, get_preset, get_tokenizer
+    from tracer import trace
+    from walkthroughs.catalog import stage_rules, wrapped_functions
+    from walkthroughs.sample_image import SAMPLE_IMAGE
+    from PIL import Image
+
+    torch.set_num_threads(2)
+    args = get_preset("tiny")
+    model = build_model(args, device="cpu", dtype=torch.bfloat16, seed=0)
+    tok = get_tokenizer()
+    inp = ChatFormat(tok).encode_dialog_prompt([Message("user", [Image.open(SAMPLE_IMAGE).convert("RGB"), "Describe this image."])])
+    T, n = args.max_seq_len, len(inp.tokens)
+    tokens = torch.full((1, T), tok.pad_id)
+    tokens[0, :n] = torch.tensor(inp.tokens)
+
+    def forward():
+        with torch.no_grad():
+            caches, xmask, rmask = model.compute_vision_tokens_masks([inp.vision.images], [inp.vision.mask], T, "cpu")
+            return model(torch.arange(0, n), tokens, xmask, rmask, caches)
+
+    def traced(ops: bool):
+        def go():
+            with trace(model, ops=ops, functions=wrapped_functions(), stage_rules=stage_rules()):
+                return forward()
+        return go
+
+    cases = {"untraced": forward, "traced (modules + values)": traced(False), "traced --ops": traced(True)}
+    for fn in cases.values():  # warm up
+        fn()
+    times: dict[str, list[float]] = {k: [] for k in cases}
+    for _ in range(repeats):
+        for name, fn in cases.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    lines = ["| tiny, real bf16 arithmetic (vision + prefill) | median ms | ÷ untraced |", "|---|---|---|"]
+    for name, t in med.items():
+        lines.append(f"| {name} | {t * 1000:.1f} | {t / med['untraced']:.2f}x |")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    opts = parser.parse_args()
+    sys.path.insert(0, str(ROOT))
+    lines = ["## Whole process (meta mode)", ""] + whole_process(2 if opts.quick else 5)
+    lines += ["", "## Traced vs untraced forward", ""] + tiny_overhead(5 if opts.quick else 21)
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""The `llama-trace` command line, as a user types it."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from walkthroughs.cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, list(args), catch_exceptions=False)
+
+
+def test_version_and_help_with_examples():
+    assert invoke("--version").stdout.startswith("llama-trace ")
+    out = invoke("--help").stdout
+    assert "llama-trace run --model 90b-instruct --ops" in out
+    assert "--no-timing" in invoke("run", "--help").stdout
+
+
+def test_run_with_no_arguments_prints_the_stage_summary():
+    # the real entry point, as a new user runs it, piped (plain text)
+    proc = subprocess.run([sys.executable, "-m", "walkthroughs.cli", "run"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "11b-instruct" in out and "meta mode" in out
+    for stage in ("image.canvas", "vision.patch_embed", "vision.local_layers", "xattn.cache", "text.cross_attention", "text.logits"):
+        assert stage in out
+    assert "[B, I, C, N, D]" in out and "[1, 1, 4, 1601, 4096]" in out
+    assert "\x1b[" not in out  # no colour codes when piped
+
+
+def test_json_log_render_and_determinism(tmp_path):
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    assert invoke("run", "--model", "tiny", "--format", "json", "-o", str(a), "--no-timing").exit_code == 0
+    assert invoke("run", "--model", "tiny", "--format", "json", "-o", str(b), "--no-timing").exit_code == 0
+    assert a.read_bytes() == b.read_bytes()
+    header = json.loads(a.read_text().splitlines()[0])
+    assert header["model"]["preset"] == "tiny" and header["mode"] == "real"
+    result = invoke("render", str(a))
+    assert result.exit_code == 0 and "next token:" in result.stdout and "text.logits" in result.stdout
+
+
+def test_json_to_stdout_is_json_lines():
+    result = invoke("run", "--model", "tiny", "--format", "json", "--no-timing")
+    lines = result.stdout.splitlines()
+    assert json.loads(lines[0])["type"] == "header" and json.loads(lines[-1])["type"] == "summary"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["run", "--image", "/no/such/file.png"], "image not found"),
+        (["run", "--prompt", "   "], "the prompt is empty"),
+        (["run", "--model", "13b"], "Invalid value"),
+        (["render", "/no/such/log.jsonl"], "cannot read"),
+    ],
+)
+def test_bad_input_gives_a_one_line_error(args, message):
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_existing_output_needs_force(tmp_path):
+    out = tmp_path / "page.txt"
+    out.write_text("keep me")
+    result = runner.invoke(app, ["run", "--model", "tiny", "-o", str(out)])
+    assert result.exit_code == 2 and "--force" in result.output
+    assert out.read_text() == "keep me"
+    result = runner.invoke(app, ["run", "--model", "tiny", "-o", str(out), "--force"])
+    assert result.exit_code == 0 and "text.logits" in out.read_text()
+
+
+def test_output_folder_must_exist(tmp_path):
+    result = runner.invoke(app, ["run", "--model", "tiny", "-o", str(tmp_path / "missing" / "x.jsonl")])
+    assert result.exit_code == 2 and "does not exist" in result.output
+
+
+def test_corrupt_image_is_refused(tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_text("this is not a png")
+    result = runner.invoke(app, ["run", "--model", "tiny", "--image", str(bad)])
+    assert result.exit_code == 2 and "cannot read" in result.output and "Traceback" not in result.output
