@@ -17,24 +17,27 @@ GATE_NAMES = ("gate", "gate_attn", "gate_ffn", "gate_ffwd", "gated_positional_em
 def init_random_weights(model: torch.nn.Module, seed: int) -> None:
     """Deterministic random weights that keep activations in a sane range and open every gate
     (Meta initialises the gates at 0, which would hide the cross-attention and tile paths)."""
-    gen = torch.Generator().manual_seed(seed)
+    gens: dict[torch.device, torch.Generator] = {}
     for name, param in sorted(model.named_parameters()):
+        if param.device not in gens:  # values are drawn where the parameter lives
+            gens[param.device] = torch.Generator(device=param.device).manual_seed(seed)
+        gen, kw = gens[param.device], {"device": param.device}
         leaf = name.rsplit(".", 1)[-1]
         shape = param.shape
         if leaf in GATE_NAMES:
-            value = torch.rand(shape, generator=gen) * 0.6 + 0.2  # tanh(gate) in about (0.2, 0.66)
+            value = torch.rand(shape, generator=gen, **kw) * 0.6 + 0.2  # tanh(gate) in about (0.2, 0.66)
         elif "norm" in name or ".ln_" in name:
-            value = (1 + 0.1 * torch.randn(shape, generator=gen)) if leaf == "weight" else 0.1 * torch.randn(shape, generator=gen)
+            value = (1 + 0.1 * torch.randn(shape, generator=gen, **kw)) if leaf == "weight" else 0.1 * torch.randn(shape, generator=gen, **kw)
         elif "embedding" in name and param.dim() >= 2 and "tok_" not in name and "learnable" not in name:
-            value = torch.randn(shape, generator=gen) * shape[-1] ** -0.5  # position / tile tables
+            value = torch.randn(shape, generator=gen, **kw) * shape[-1] ** -0.5  # position / tile tables
         elif leaf == "class_embedding":
-            value = torch.randn(shape, generator=gen) * shape[-1] ** -0.5
+            value = torch.randn(shape, generator=gen, **kw) * shape[-1] ** -0.5
         elif param.dim() >= 2 and ("tok_embeddings" in name or "learnable_embedding" in name):
-            value = torch.randn(shape, generator=gen)
+            value = torch.randn(shape, generator=gen, **kw)
         elif param.dim() >= 2:
-            value = torch.randn(shape, generator=gen) * shape[-1] ** -0.5  # Linear [out, in]
+            value = torch.randn(shape, generator=gen, **kw) * shape[-1] ** -0.5  # Linear [out, in]
         else:
-            value = 0.02 * torch.randn(shape, generator=gen)  # biases
+            value = 0.02 * torch.randn(shape, generator=gen, **kw)  # biases
         param.copy_(value.to(param.dtype))
 
 
@@ -68,11 +71,16 @@ def build_model(
             model = CrossAttentionTransformer(args).to(dtype)
         if seed is None and device.type != "meta":
             model = model.to_empty(device=device)
-    else:
+    elif device.type == "cpu":
         with torch.device("cpu"), _skip_init():
             model = CrossAttentionTransformer(args)
         init_random_weights(model, seed)
-        model = model.to(device=device, dtype=dtype)
+        model = model.to(dtype=dtype)
+    else:  # an accelerator: allocate there and draw the random weights there (11B: no 42 GB detour)
+        with torch.device("meta"), _skip_init():
+            model = CrossAttentionTransformer(args)
+        model = model.to_empty(device=device).to(dtype)
+        init_random_weights(model, seed)
     if setup_cache:
         model.setup_cache(max_batch_size or args.max_batch_size, device, dtype)
     return model.eval()

@@ -1,0 +1,132 @@
+"""GPU check (run on a machine with CUDA): 11B-Instruct, random bf16 weights, one 4-tile image and
+a 24-token prompt. Prefill time traced vs untraced, measured side by side in one process:
+
+- steady state: the forward inside an open trace (hooks installed) vs the plain forward;
+- whole trace: entering the trace, the forward, and finishing it (labels, value read-back).
+
+Shapes only, and with value summaries; outputs must be bitwise equal to the untraced run.
+
+    python benchmarks/gpu_trace.py [--repeats 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from model import build_model, get_preset  # noqa: E402
+from tracer import trace  # noqa: E402
+from walkthroughs.catalog import stage_rules, wrapped_functions  # noqa: E402
+
+# Chat layout: BOS, user header, <|image|> (128256), 14 text tokens, <|eot_id|>, assistant header.
+PROMPT_IDS = [128000, 128006, 882, 128007, 271, 128256] + [3923, 374, 304, 420, 2217, 30, 17855, 433, 304, 832, 11914, 13, 5321, 0] + [128009, 128006, 78191, 128007, 271][:4]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--preset", default="11b-instruct")
+    parser.add_argument("--device", default="cuda", help="cpu only for a dry run of this script")
+    opts = parser.parse_args()
+    dev = torch.device(opts.device)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    args = get_preset(opts.preset)
+    t0 = time.perf_counter()
+    model = build_model(args, device=dev, dtype=torch.bfloat16, seed=0)
+    sync()
+    build_s = time.perf_counter() - t0
+    image = Image.effect_noise((800, 600), 64).convert("RGB")  # 800x600 -> 2x2 tiles
+    ids = PROMPT_IDS[:24]
+    n, T = len(ids), args.max_seq_len
+    tokens = torch.full((1, T), 128004, dtype=torch.long)
+    tokens[0, :n] = torch.tensor(ids)
+    tokens = tokens.to(dev)
+    mask = [[5, -1]]
+
+    @torch.no_grad()
+    def prefill():
+        caches, xmask, rmask = model.compute_vision_tokens_masks([[image]], [mask], T, dev)
+        logits = model(torch.arange(0, n, device=dev), tokens, xmask, rmask, caches)
+        sync()
+        return logits
+
+    def options(values: bool):
+        return dict(values_summary=values, functions=wrapped_functions(), stage_rules=stage_rules(), timing=False)
+
+    def steady(values: bool):
+        def run():
+            with trace(model, **options(values)) as t:
+                t0 = time.perf_counter()
+                out = prefill()
+                dt = time.perf_counter() - t0
+            return dt, out, t
+        return run
+
+    def whole(values: bool):
+        def run():
+            t0 = time.perf_counter()
+            with trace(model, **options(values)) as t:
+                out = prefill()
+            sync()
+            return time.perf_counter() - t0, out, t
+        return run
+
+    def plain():
+        t0 = time.perf_counter()
+        out = prefill()
+        return time.perf_counter() - t0, out, None
+
+    cases = {
+        "untraced": plain,
+        "steady, shapes only": steady(False),
+        "steady, with value summaries": steady(True),
+        "whole trace, shapes only": whole(False),
+        "whole trace, with value summaries": whole(True),
+    }
+    for fn in cases.values():  # warm-up (cuBLAS, allocator)
+        fn()
+        fn()
+    times = {k: [] for k in cases}
+    reference = None
+    events = {}
+    for _ in range(opts.repeats):
+        for name, fn in cases.items():
+            dt, out, t = fn()
+            times[name].append(dt)
+            if reference is None:
+                reference = out
+            assert torch.equal(out, reference), f"{name}: output differs from the untraced run"
+            if t is not None:
+                events[name] = len(t.events)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    base = med["untraced"]
+    result = {
+        "device": torch.cuda.get_device_name() if dev.type == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "preset": opts.preset,
+        "build_s": round(build_s, 1),
+        "peak_gb": round(torch.cuda.max_memory_allocated() / 2**30, 1) if dev.type == "cuda" else None,
+        "prompt_tokens": n,
+        "events": events,
+        "median_ms": {k: round(v * 1000, 2) for k, v in med.items()},
+        "ratio_vs_untraced": {k: round(v / base, 3) for k, v in med.items()},
+    }
+    # One value summary, to show they are real numbers.
+    _, _, t = whole(True)()
+    logits_event = next(e for e in t.events if e.get("stage") == "text.logits")
+    result["logits_stats"] = logits_event["outputs"][0].get("stats")
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
