@@ -20,6 +20,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
@@ -28,8 +29,7 @@ from model import build_model, get_preset  # noqa: E402
 from tracer import trace  # noqa: E402
 from walkthroughs.catalog import stage_rules, wrapped_functions  # noqa: E402
 
-# Chat layout: BOS, user header, <|image|> (128256), 14 text tokens, <|eot_id|>, assistant header.
-PROMPT_IDS = [128000, 128006, 882, 128007, 271, 128256] + [3923, 374, 304, 420, 2217, 30, 17855, 433, 304, 832, 11914, 13, 5321, 0] + [128009, 128006, 78191, 128007, 271][:4]
+from benchmarks_common import PROMPT_IDS  # noqa: E402
 
 
 def main() -> None:

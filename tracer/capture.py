@@ -119,6 +119,7 @@ class Trace:
         self._names: dict[int, str] = {}
         self._params: dict[int, dict] = {}
         self._stage_cache: dict[str, str | None] = {}
+        self._forward_names: dict[type, list[str]] = {}
         self._locations: dict[tuple, dict] = {}
         self._signatures: dict[type, list[str]] = {}
         self._modes: list = []
@@ -237,7 +238,12 @@ class Trace:
         self._busy = True
         try:
             path = self._names.get(id(mod), type(mod).__name__)
-            inputs = self._named_inputs(mod.forward, args, kwargs)
+            names = self._forward_names.get(type(mod))
+            if names is None:
+                names = self._forward_names[type(mod)] = self._arg_names(mod.forward)
+            inputs = {(names[i] if i < len(names) else f"arg{i}"): a for i, a in enumerate(args)}
+            if kwargs:
+                inputs.update(kwargs)
             event = self._open("module", path, type(mod).__name__, inputs, module=mod)
             event["_module"] = mod
         finally:
@@ -400,7 +406,7 @@ class Trace:
         """The module's own parameter count and dtype, and the count including its children."""
         if id(module) not in self._params:
             self._count_params(module)
-        return dict(self._params[id(module)])
+        return self._params[id(module)]  # shared by every call of this module; never mutated
 
     def _describe(self, tree, event: dict, stats: bool) -> list[dict]:
         """Shapes now; symbol labels later (`_finish`), value summaries queued on the device."""

@@ -119,30 +119,38 @@ SMALL = 1 << 18  # tensors up to this many elements are copied and summarised in
 BATCH_BYTES = 256 << 20  # summarise the copies once they hold this much
 
 
-def _moments(rows: torch.Tensor, counts: bool = True) -> torch.Tensor:
-    """[k, n] float32 -> [k, 6]: min, max, mean, std, NaN count, Inf count per row.
+def _raw_moments(rows: torch.Tensor, counts: bool = True) -> torch.Tensor:
+    """[k, n] -> [k, 6] float32 per row: min, max, sum, sqrt(sum of squares), NaN count, Inf count.
 
-    Min and max come from amin/amax, the mean from a sum, the std from the norm of the centred
-    rows (all fast reductions; torch's aminmax(dim) and Welford std_mean are several times
-    slower on the CPU). Counting NaN/Inf is the slow part, so with `counts=False` those two
-    columns are left at 0 for the caller to fill in for the rows whose min/max are not finite.
+    Read in the tensor's own dtype and accumulated in fp32, so nothing is copied: min/max in
+    one pass, the sum and the norm in one each (mean and std follow on the host). Counting
+    NaN/Inf costs two more passes; with `counts=False` those columns stay 0 for the caller to
+    fill in only for rows whose min/max are not finite.
     """
-    k, n = rows.shape
-    if k == 1:  # whole-tensor reductions are faster than dim=1 ones over a single long row
+    k = rows.shape[0]
+    if k == 1:  # whole-tensor reductions beat dim=1 ones over one long row
         flat = rows[0]
         lo, hi = torch.aminmax(flat)
-        mean = flat.sum() / n
-        std = torch.linalg.vector_norm(flat - mean) / n**0.5
-        cols = [lo[None], hi[None], mean[None], std[None]]
+        cols = [lo[None], hi[None], torch.sum(flat, dtype=torch.float32)[None], torch.linalg.vector_norm(flat, dtype=torch.float32)[None]]
+        if counts:
+            cols += [torch.isnan(flat).sum()[None], torch.isinf(flat).sum()[None]]
     else:
-        mean = rows.sum(dim=1) / n
-        std = torch.linalg.vector_norm(rows - mean[:, None], dim=1) / n**0.5
-        cols = [rows.amin(dim=1), rows.amax(dim=1), mean, std]
-    if counts:
-        cols += [torch.isnan(rows).sum(dim=1).float(), torch.isinf(rows).sum(dim=1).float()]
-    else:
-        cols += [torch.zeros_like(mean).reshape(-1)] * 2
-    return torch.stack(cols, dim=1)
+        cols = [rows.amin(dim=1), rows.amax(dim=1), torch.sum(rows, dim=1, dtype=torch.float32),
+                torch.linalg.vector_norm(rows, dim=1, dtype=torch.float32)]
+        if counts:
+            cols += [torch.isnan(rows).sum(dim=1), torch.isinf(rows).sum(dim=1)]
+    if not counts:
+        cols += [torch.zeros_like(cols[2])] * 2
+    return torch.stack([c.float() for c in cols], dim=1)
+
+
+def summary_from_raw(row: list[float], n: int) -> dict:
+    lo, hi, total, norm, nan, inf = row
+    mean = total / n
+    var = max(norm * norm / n - mean * mean, 0.0) if math.isfinite(norm) else float("nan")
+    stats = {"min": round_sig(lo), "max": round_sig(hi), "mean": round_sig(mean), "std": round_sig(math.sqrt(var) if var == var else var)}
+    stats["nan"], stats["inf"] = int(nan), int(inf)
+    return stats
 
 
 class ValueStats:
@@ -177,14 +185,16 @@ class ValueStats:
         except TypeError:
             pass
         flat = x.detach().reshape(-1)
+        if not flat.is_floating_point():
+            flat = flat.float()
         if flat.numel() <= SMALL:
-            copy = flat.to(torch.float32, copy=True)
-            self._groups.setdefault((x.device, flat.numel()), []).append((item, copy))
-            self._bytes += copy.numel() * 4
+            copy = flat.clone()
+            self._groups.setdefault((x.device, flat.dtype, flat.numel()), []).append((item, copy))
+            self._bytes += copy.numel() * copy.element_size()
             if self._bytes >= BATCH_BYTES:
                 self._flush()
         else:
-            self._done.append(([item], _moments(flat.float()[None])))
+            self._done.append(([item], _raw_moments(flat[None])))
             self._rows.append(None)
 
     def _flush(self, final: bool = False) -> None:
@@ -192,7 +202,7 @@ class ValueStats:
         read-back and are computed only for rows that hold a non-finite value."""
         for entries in self._groups.values():
             rows = torch.stack([copy for _, copy in entries])  # [k, n]
-            self._done.append(([item for item, _ in entries], _moments(rows, counts=not final)))
+            self._done.append(([item for item, _ in entries], _raw_moments(rows, counts=not final)))
             self._rows.extend(rows.unbind(0) if final else [None] * len(entries))
         self._groups.clear()
         self._bytes = 0
@@ -212,9 +222,7 @@ class ValueStats:
             for item, row, copy in zip(items, table, copies):
                 if copy is not None and not all(math.isfinite(v) for v in row[:2]):
                     row[4], row[5] = int(torch.isnan(copy).sum()), int(torch.isinf(copy).sum())
-                stats = {k: round_sig(v) for k, v in zip(STAT_NAMES[:4], row[:4])}
-                stats["nan"], stats["inf"] = int(row[4]), int(row[5])
-                item["stats"] = stats
+                item["stats"] = summary_from_raw(row, math.prod(item["shape"]))
         for item, source in self._aliases:
             if "stats" in source:
                 item["stats"] = dict(source["stats"])
