@@ -6,6 +6,7 @@ tensors) a small pending statistics tensor that no longer references the origina
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import weakref
 
@@ -29,6 +30,11 @@ def leaves_with_paths(tree, prefix: str = "") -> list[tuple[str, object]]:
         out = []
         for key, item in tree.items():
             out.extend(leaves_with_paths(item, f"{prefix}[{key!r}]"))
+        return out
+    if dataclasses.is_dataclass(tree) and not isinstance(tree, type):
+        out = []
+        for f in dataclasses.fields(tree):
+            out.extend(leaves_with_paths(getattr(tree, f.name), f"{prefix}.{f.name}"))
         return out
     flat, _ = pytree.tree_flatten_with_path(tree)
     return [(prefix + pytree.keystr(path), leaf) for path, leaf in flat]

@@ -36,7 +36,15 @@ class ModelName(str, Enum):
 
 class Format(str, Enum):
     terminal = "terminal"
+    walkthrough = "walkthrough"
+    markdown = "markdown"
     json = "json"
+
+
+class RenderFormat(str, Enum):
+    terminal = "terminal"
+    walkthrough = "walkthrough"
+    markdown = "markdown"
 
 
 class Mode(str, Enum):
@@ -94,7 +102,9 @@ def run(
     model: ModelName = typer.Option(ModelName.b11_instruct, "--model", help="Model preset."),
     mode: Optional[Mode] = typer.Option(None, "--mode", help="meta: shapes only, no weights (default for 11b/90b); real: random weights, real arithmetic (default for tiny)."),
     ops: bool = typer.Option(False, "--ops", help="Also record every torch function call (view, matmul, softmax …)."),
-    fmt: Format = typer.Option(Format.terminal, "--format", help="terminal: stage summary; json: the JSON Lines event log."),
+    fmt: Format = typer.Option(Format.terminal, "--format", help="terminal: stage summary; walkthrough: annotated, stage by stage; markdown: a deep-dive page with pictures (needs -o); json: the JSON Lines event log."),
+    stage: Optional[str] = typer.Option(None, "--stage", help="Only stages whose id starts with this, e.g. vision or text.cross_attention (implies the walkthrough in the terminal)."),
+    depth: int = typer.Option(2, "--depth", help="Levels of the module tree to show under each stage."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write to this file instead of stdout."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output file."),
     no_timing: bool = typer.Option(False, "--no-timing", help="Leave timings out, so identical inputs give byte-identical logs."),
@@ -107,6 +117,8 @@ def run(
 
     if output is not None:
         _check_output(output, force)
+    if fmt is Format.markdown and output is None:
+        fail("--format markdown writes a page and its pictures: give the page path with -o, e.g. -o page.md")
     if not prompt.strip():
         fail("the prompt is empty; pass some text with --prompt")
     try:
@@ -117,15 +129,15 @@ def run(
         if debug:
             raise
         fail(f"internal error: {err.__class__.__name__}: {err} (run again with --debug for the traceback)", code=1)
-    _emit(result.header, result.trace, result.summary, fmt, output)
+    _emit(result.header, result.trace, result.summary, fmt, output, stage, depth, result.image)
     if result.trace.error is not None:
         err = result.trace.error
         src = err.get("src", {})
         fail(f"the forward failed in stage {err.get('stage')} at {src.get('file')}:{src.get('line')}: {err['type']}: {err['message']}", code=1)
 
 
-def _emit(header, trace, summary, fmt: Format, output: Optional[Path]) -> None:
-    from tracer.log import atomic_write_text, build_lines
+def _emit(header, trace, summary, fmt: Format, output: Optional[Path], stage=None, depth=2, image=None) -> None:
+    from tracer.log import atomic_write_text, build_lines, load_lines
 
     lines = build_lines(trace, header, summary)
     if fmt is Format.json:
@@ -135,43 +147,63 @@ def _emit(header, trace, summary, fmt: Format, output: Optional[Path]) -> None:
         else:
             atomic_write_text(output, text)
         return
-    from tracer.log import load_lines
-
-    head, events, closing = load_lines(lines)
-    _render_terminal(head, events, closing, output)
+    head, events, closing = load_lines(lines)  # render exactly what a saved log would give
+    _render(head, events, closing, fmt.value, output, stage, depth, image)
 
 
-def _render_terminal(header, events, summary, output: Optional[Path]) -> None:
-    from .summary import render_summary
-
-    if output is None:
-        render_summary(header, events, summary, _console())
-        return
+def _render(header, events, summary, fmt: str, output: Optional[Path], stage=None, depth=2, image=None) -> None:
     from rich.console import Console
 
     from tracer.log import atomic_write_text
 
-    console = Console(record=True, no_color=True, width=120, file=open(os.devnull, "w"))
-    render_summary(header, events, summary, console)
+    from .summary import render_summary
+    from .terminal import render_walkthrough
+
+    if fmt == "markdown":
+        from .markdown import render_markdown, write_files
+
+        write_files(render_markdown(header, events, summary, output, image=image, depth=depth))
+        typer.echo(f"wrote {output} and its pictures")
+        return
+    walkthrough = fmt == "walkthrough" or stage is not None
+
+    def draw(console):
+        if walkthrough:
+            render_walkthrough(header, events, summary, console, stage=stage, depth=depth)
+        else:
+            render_summary(header, events, summary, console)
+
+    if output is None:
+        draw(_console())
+        return
+    console = Console(record=True, no_color=True, width=100, file=open(os.devnull, "w"))
+    draw(console)
     atomic_write_text(output, console.export_text())
 
 
 @app.command()
 def render(
     log: Path = typer.Argument(..., help="A JSON Lines log written by `llama-trace run --format json`."),
+    fmt: RenderFormat = typer.Option(RenderFormat.terminal, "--format", help="terminal: stage summary; walkthrough: annotated; markdown: a page with pictures (needs -o)."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write to this file instead of stdout."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output file."),
+    stage: Optional[str] = typer.Option(None, "--stage", help="Only stages whose id starts with this."),
+    depth: int = typer.Option(2, "--depth", help="Levels of the module tree to show under each stage."),
 ) -> None:
-    """Show a saved log as a stage-by-stage summary."""
+    """Show a saved log: a stage summary, the annotated walkthrough, or a Markdown page."""
     from tracer.log import LogError, load_log
+
+    from .run import image_for_log
 
     if output is not None:
         _check_output(output, force)
+    if fmt is RenderFormat.markdown and output is None:
+        fail("--format markdown writes a page and its pictures: give the page path with -o, e.g. -o page.md")
     try:
         header, events, summary = load_log(log)
     except LogError as err:
         fail(str(err))
-    _render_terminal(header, events, summary, output)
+    _render(header, events, summary, fmt.value, output, stage, depth, image_for_log(header))
 
 
 if __name__ == "__main__":

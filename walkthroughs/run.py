@@ -39,6 +39,7 @@ class RunResult:
     trace: Trace
     header: dict
     summary: dict
+    image: Image.Image | None = None
 
 
 def version() -> str:
@@ -85,8 +86,27 @@ def open_image(path: Path | None) -> tuple[Image.Image, dict]:
             image = im.copy()
     except Exception as err:  # PIL raises many types for broken files
         raise RunError(f"cannot read {path} as an image ({err.__class__.__name__}: {err}); pass a PNG or JPEG") from None
-    info = {"path": path.name if path != SAMPLE_IMAGE else "sample.png (bundled)", "size": list(image.size), "mode": image.mode}
+    bundled = path == SAMPLE_IMAGE
+    info = {
+        "path": "sample.png (bundled)" if bundled else path.name,
+        "file": "bundled" if bundled else str(path),
+        "size": list(image.size),
+        "mode": image.mode,
+    }
     return image, info
+
+
+def image_for_log(header: dict) -> Image.Image | None:
+    """The traced image again, for pictures rendered from a saved log (None if it is gone)."""
+    source = (header.get("inputs", {}).get("image") or {}).get("file")
+    path = SAMPLE_IMAGE if source == "bundled" else Path(source) if source else None
+    if path is None or not path.is_file():
+        return None
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except Exception:
+        return None
 
 
 def run(
@@ -157,4 +177,4 @@ def run(
         summary["next_token"] = {"id": nid, "text": tokenizer.decode([nid])}
         top = torch.topk(logits[0, -1].float(), 5)
         summary["top5"] = [{"id": int(i), "text": tokenizer.decode([int(i)]), "logit": round(float(v), 4)} for v, i in zip(top.values, top.indices)]
-    return RunResult(t, header, summary)
+    return RunResult(t, header, summary, image.convert("RGB"))

@@ -1,0 +1,47 @@
+"""The prose of each stage (annotations.toml), filled in from the trace's facts."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+ANNOTATIONS = Path(__file__).with_name("annotations.toml")
+
+
+@dataclass(frozen=True)
+class Annotation:
+    what: str = ""
+    why: str = ""
+    gotchas: tuple[str, ...] = ()
+    hf: str = ""
+    extra: dict = field(default_factory=dict, compare=False, hash=False)
+
+
+class TemplateError(KeyError):
+    """A placeholder that the trace does not provide."""
+
+
+@lru_cache(maxsize=1)
+def load_annotations(path: Path = ANNOTATIONS) -> dict[str, dict]:
+    if not path.exists():
+        return {}
+    return tomllib.loads(path.read_text(encoding="utf-8")).get("stage", {})
+
+
+def fill(template: str, ctx: dict, where: str) -> str:
+    try:
+        return template.format_map(ctx)
+    except KeyError as err:
+        raise TemplateError(f"{where}: the trace has no value for {{{err.args[0]}}}") from None
+
+
+def annotate(stage_id: str, ctx: dict) -> Annotation:
+    raw = load_annotations().get(stage_id, {})
+    return Annotation(
+        what=fill(raw.get("what", ""), ctx, f"{stage_id}.what").strip(),
+        why=fill(raw.get("why", ""), ctx, f"{stage_id}.why").strip(),
+        gotchas=tuple(fill(g, ctx, f"{stage_id}.gotchas").strip() for g in raw.get("gotchas", [])),
+        hf=fill(raw.get("hf", ""), ctx, f"{stage_id}.hf").strip(),
+    )

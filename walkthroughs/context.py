@@ -1,0 +1,107 @@
+"""Facts for the walkthrough templates, all read from a trace log (never typed by hand).
+
+`run_context(header, events)` gives run-wide values: the shape symbols (`{N}`, `{D}` …), the
+image, canvas and tile layout, the prompt, the fusion schedule, totals. `stage_context` adds the
+values of one stage: its first input/output shapes, call count, parameters, FLOPs.
+"""
+
+from __future__ import annotations
+
+from .summary import first_tensor, fmt_count, fmt_shape, stage_rows
+
+
+def _find(events: list[dict], **where) -> dict | None:
+    return next((e for e in events if all(e.get(k) == v for k, v in where.items())), None)
+
+
+def _values(event: dict | None, side: str = "outputs") -> list:
+    if not event:
+        return []
+    for item in event.get(side, []):
+        if "values" in item:
+            return item["values"]
+    return []
+
+
+def run_context(header: dict, events: list[dict], summary: dict) -> dict:
+    cfg = header["model"]["config"]
+    sym = dict(header.get("symbols", {}))
+    image = header["inputs"].get("image") or {}
+    canvas = _values(_find(events, path="get_best_fit")) or [0, 0]
+    chunks_event = _find(events, stage="image.chunks")
+    real_chunks = first_tensor(chunks_event["outputs"])["shape"][0] if chunks_event else 0
+    R = cfg["vision_chunk_size"]
+    rows, cols = (canvas[1] // R, canvas[0] // R) if canvas[0] else (0, 0)
+    resize = _find(events, stage="image.resize")
+    resized = (resize["outputs"][0].get("image") or {}).get("size", image.get("size")) if resize else image.get("size")
+    mask = header["inputs"].get("vision_mask") or [[None, None]]
+    total = sum(e.get("flops", 0) for e in events)
+    vision = sum(e.get("flops", 0) for e in events if (e.get("stage") or "").startswith(("vision.", "image.")))
+    taps = cfg["vision_return_intermediate"]
+    heads = cfg["n_heads"] // cfg["n_kv_heads"]
+    ctx = {
+        **sym,
+        "preset": header["model"]["preset"],
+        "mode": header["mode"],
+        "dtype": header["dtype"],
+        "image_w": (image.get("size") or [0, 0])[0],
+        "image_h": (image.get("size") or [0, 0])[1],
+        "image_mode": image.get("mode", ""),
+        "resized_w": (resized or [0, 0])[0],
+        "resized_h": (resized or [0, 0])[1],
+        "canvas_w": canvas[0],
+        "canvas_h": canvas[1],
+        "rows": rows,
+        "cols": cols,
+        "chunks": real_chunks,
+        "empty_chunks": cfg["vision_max_num_chunks"] - real_chunks,
+        "max_chunks": cfg["vision_max_num_chunks"],
+        "patch": cfg["vision_patch_size"],
+        "grid": R // cfg["vision_patch_size"],
+        "npad": sym.get("N8", 0) - sym.get("N", 0),
+        "prompt_tokens": summary.get("prompt_tokens", len(header["inputs"].get("token_ids", []))),
+        "image_pos": mask[0][0] if mask and mask[0] else None,
+        "layout": header["inputs"].get("layout", ""),
+        "taps": ", ".join(str(t) for t in taps),
+        "tap_outputs": ", ".join(str(t - 1) for t in taps),
+        "n_taps": len(taps),
+        "n_layers": cfg["n_layers"],
+        "vision_layers": cfg["vision_layers"],
+        "global_layers": cfg["vision_global_layers"],
+        "n_xattn": cfg["vision_num_cross_attention_layers"],
+        "fusion": ", ".join(str(i) for i in _fusion(cfg)),
+        "n_rep": heads,
+        "vision_dim": (len(taps) + 1) * cfg["vision_width"],
+        "rope_theta": int(cfg["rope_theta"]),
+        "norm_eps": cfg["norm_eps"],
+        "total_flops": fmt_count(total),
+        "vision_flops_share": f"{100 * vision / total:.0f}%" if total else "n/a",
+    }
+    return ctx
+
+
+def _fusion(cfg: dict) -> list[int]:
+    layers = list(range(cfg["n_layers"]))
+    k = -(-len(layers) // cfg["vision_num_cross_attention_layers"])
+    return layers[::-1][::k][: cfg["vision_num_cross_attention_layers"]][::-1]
+
+
+def stage_context(base: dict, row: dict, total_flops: int) -> dict:
+    """`row` is one entry of summary.stage_rows: first event, calls, params, FLOPs."""
+    e = row["first"]
+    ins, outs = first_tensor(e.get("inputs", [])), first_tensor(e.get("outputs", []))
+    return {
+        **base,
+        "in": fmt_shape(ins) if ins else "—",
+        "out": fmt_shape(outs) if outs else "—",
+        "calls": row["calls"],
+        "params": fmt_count(row["params"]) if row["params"] else "0",
+        "flops": fmt_count(row["flops"]) if row["flops"] else "0",
+        "flops_share": f"{100 * row['flops'] / total_flops:.1f}%" if total_flops else "n/a",
+    }
+
+
+def all_stage_contexts(header: dict, events: list[dict], summary: dict) -> list[tuple[dict, dict]]:
+    base = run_context(header, events, summary)
+    total = sum(e.get("flops", 0) for e in events)
+    return [(row, stage_context(base, row, total)) for row in stage_rows(events)]

@@ -1,0 +1,225 @@
+"""The deep-dive page: Markdown with pictures, every number from the trace.
+
+Renders on GitHub as is: relative links to the code and the PNGs, a mermaid flow chart, no HTML.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from PIL import Image
+
+from . import pictures
+from .annotations import annotate
+from .catalog import stage_index
+from .context import all_stage_contexts, run_context
+from .source_excerpt import PROJECT_ROOT, excerpt
+from .summary import fmt_count, fmt_shape
+from .tree import build_tree, walk
+
+GROUPS = [
+    ("prompt", "Prompt"), ("setup", "Caches"), ("vision.inputs", "Vision inputs"), ("image", "Image transform"),
+    ("vision", "Vision model"), ("xattn", "Cross-attention caches"), ("masks", "Masks"), ("text", "Text decoder"),
+    ("sampling", "Next token"),
+]
+
+
+def _group(stage_id: str) -> str:
+    best = max((g for g, _ in GROUPS if stage_id == g or stage_id.startswith(g + ".")), key=len, default=stage_id)
+    return best
+
+
+def anchor(i: int, title: str) -> str:
+    text = f"{i}. {title}".lower()
+    keep = "".join(ch for ch in text if ch.isalnum() or ch in " -_")
+    return keep.replace(" ", "-")
+
+
+def md_escape_cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def mermaid(rows: list[tuple[dict, dict]], titles: dict[str, str]) -> list[str]:
+    lines = ["```mermaid", "flowchart TD"]
+    current = None
+    prev = None
+    for i, (row, _) in enumerate(rows, 1):
+        group = _group(row["stage"])
+        if group != current:
+            if current is not None:
+                lines.append("  end")
+            label = dict(GROUPS).get(group, group)
+            lines.append(f'  subgraph g{i}["{label}"]')
+            current = group
+        title = titles.get(row["stage"], row["stage"]).replace('"', "'")
+        lines.append(f'    s{i}["{i}. {title}"]')
+        if prev is not None:
+            lines.append(f"    s{prev} --> s{i}")
+        prev = i
+    lines += ["  end", "```"]
+    return lines
+
+
+def shape_table(event: dict) -> list[str]:
+    real = any("stats" in o for o in event.get("outputs", []))
+    head = "| | name | shape | dtype |" + (" values |" if real else "")
+    lines = [head, "|---|---|---|---|" + ("---|" if real else "")]
+    for side, items in (("in", event.get("inputs", [])), ("out", event.get("outputs", []))):
+        for item in items[:6]:
+            cells = [side, f"`{item['path'].strip('[]') or '·'}`", f"`{fmt_shape(item)}`", item.get("dtype", "")]
+            if real:
+                s = item.get("stats")
+                cells.append(f"[{s['min']}, {s['max']}] μ={s['mean']} σ={s['std']}" + (f" **NaN×{s['nan']}**" if s["nan"] else "") + (f" **Inf×{s['inf']}**" if s["inf"] else "") if s else "")
+            lines.append("| " + " | ".join(md_escape_cell(c) for c in cells) + " |")
+    return lines
+
+
+def code_block(src: dict | None, page_dir: Path) -> list[str]:
+    found = excerpt(src)
+    if not found:
+        return []
+    lines, start, hl = found
+    target = PROJECT_ROOT / src["file"]
+    link = Path(os.path.relpath(target, page_dir)).as_posix() + f"#L{src['line']}"
+    body = [f"{'>' if start + k == hl else ' '} {line}" for k, line in enumerate(lines)]
+    return [f"[`{src['file']}:{src['line']}`]({link})", "", "```python", *body, "```"]
+
+
+def tree_lines(events: list[dict], event: dict, depth: int) -> list[str]:
+    node = build_tree(events, event["seq"])
+    if not node.children:
+        return []
+    out = []
+    for level, n in walk(node, depth):
+        out.append(f"{'  ' * level}- `{n.label}`")
+    return out
+
+
+def render_markdown(header: dict, events: list[dict], summary: dict, page: Path, image: Image.Image | None = None, depth: int = 2) -> dict[Path, object]:
+    """The page text and its pictures: {path: str | PIL image}. Nothing is written here."""
+    page = Path(page)
+    page_dir = page.parent
+    stem = page.stem
+    catalog = stage_index()
+    rows = all_stage_contexts(header, events, summary)
+    ctx = run_context(header, events, summary)
+    files: dict[Path, object] = {}
+    model = header["model"]
+    inputs = header["inputs"]
+    img = inputs.get("image") or {}
+
+    out = [f"# Llama 3.2 Vision {model['preset']}, traced stage by stage", ""]
+    out += [
+        f"Every shape, count and number on this page comes from one `llama-trace` run of the "
+        f"{model['preset']} configuration in **{header['mode']}** mode ({header['dtype']}); "
+        f"regenerate it with `llama-trace run --model {model['preset']} --format markdown -o {page.name}`.",
+        "",
+        "| input | value |",
+        "|---|---|",
+        f"| image | {img.get('path')}, {ctx['image_w']}x{ctx['image_h']} {img.get('mode')} |",
+        f"| canvas and chunks | {ctx['canvas_w']}x{ctx['canvas_h']}: {ctx['rows']} x {ctx['cols']} chunks of {ctx['R']} px, {ctx['empty_chunks']} empty slot(s) of {ctx['max_chunks']} |",
+        f"| prompt | {md_escape_cell(repr(inputs.get('prompt')))} → {ctx['prompt_tokens']} tokens ({ctx['layout']} layout, image token at position {ctx['image_pos']}) |",
+        f"| model | {model['preset']}: D={ctx['D']}, {ctx['n_layers']} text layers + {ctx['n_xattn']} cross-attention layers, vision W={ctx['W']} with {ctx['vision_layers']} + {ctx['global_layers']} layers |",
+        f"| cost | {ctx['total_flops']} FLOPs in matmuls and attention; the vision side takes {ctx['vision_flops_share']} |",
+        f"| versions | llama-trace {header['versions']['llama-trace']}, torch {header['versions']['torch']}, config {model['config_hash']} |",
+        "",
+        "Shape letters: B batch, I images, C chunks, R chunk pixels, P patches, N = P + 1 tokens per chunk, "
+        "N8 = N padded to a multiple of 8, W vision width, D text width, T cache length, S tokens in this step, "
+        "V = I·C·N vision tokens, H/Hkv/Dh text heads/KV heads/head width, Hv/Dhv vision heads/head width, "
+        "F/Fv feed-forward widths, L intermediate taps, X cross-attention layers, K vocabulary "
+        "(see [`model/args.py`](" + Path(os.path.relpath(PROJECT_ROOT / "model/args.py", page_dir)).as_posix() + ")).",
+        "",
+        "## The flow",
+        "",
+        *mermaid(rows, {k: v.title for k, v in catalog.items()}),
+        "",
+        "## Contents",
+        "",
+    ]
+    for i, (row, _) in enumerate(rows, 1):
+        title = catalog[row["stage"]].title if row["stage"] in catalog else row["stage"]
+        out.append(f"{i}. [{title}](#{anchor(i, title)})")
+    out.append("")
+
+    pics = _pictures(header, events, summary, ctx, stem, image)
+    files.update({page_dir / name: pic for name, (pic, _) in pics.items()})
+    placed = {"image.pad": ["canvas"], "image.chunks": ["chunks"], "vision.encoder_mask": ["encoder_mask"], "masks.expand": ["xattn_mask"]}
+
+    for i, (row, sctx) in enumerate(rows, 1):
+        sid = row["stage"]
+        info = catalog.get(sid)
+        title = info.title if info else sid
+        note = annotate(sid, sctx)
+        e = row["first"]
+        out += [f"## {i}. {title}", ""]
+        facts = [f"stage `{sid}`"] + ([f"phase `{row['phase']}`"] if row["phase"] else [])
+        facts.append(f"{row['calls']} call" + ("s" if row["calls"] > 1 else ""))
+        if row["params"]:
+            facts.append(f"{fmt_count(row['params'])} parameters")
+        if row["flops"]:
+            facts.append(f"{fmt_count(row['flops'])} FLOPs ({sctx['flops_share']} of the run)")
+        out += [" · ".join(facts), ""]
+        if note.what:
+            out += [note.what, ""]
+        if note.why:
+            out += [f"*Why:* {note.why}", ""]
+        if note.gotchas:
+            out += ["Watch out:", ""] + [f"- {g}" for g in note.gotchas] + [""]
+        if note.hf:
+            out += [f"*Hugging Face:* {note.hf}", ""]
+        for key in placed.get(sid, []):
+            name = f"{stem}.{key}.png"
+            if name in pics:
+                out += [f"![{pics[name][1]}]({name})", "", f"*{pics[name][1]}*", ""]
+        out += shape_table(e) + [""]
+        out += code_block(e.get("src"), page_dir) + [""]
+        tree = tree_lines(events, e, depth)
+        if tree:
+            out += ["Modules:", ""] + tree + [""]
+        if info and (info.meta or info.hf):
+            out += [f"Reference: Meta `{info.meta}` · HF `{info.hf}`", ""]
+    if "next_token" in summary:
+        nt = summary["next_token"]
+        out += ["## Result", "", f"Next token: `{nt['id']}` {md_escape_cell(repr(nt['text']))}", ""]
+        if summary.get("top5"):
+            out += ["| id | text | logit |", "|---|---|---|"] + [f"| {t['id']} | {md_escape_cell(repr(t['text']))} | {t['logit']} |" for t in summary["top5"]] + [""]
+    files[page] = "\n".join(out).rstrip() + "\n"
+    return files
+
+
+def _pictures(header, events, summary, ctx, stem, image) -> dict[str, tuple[Image.Image, str]]:
+    pics: dict[str, tuple[Image.Image, str]] = {}
+    canvas = (ctx["canvas_w"], ctx["canvas_h"])
+    resized = (ctx["resized_w"], ctx["resized_h"])
+    if image is not None and canvas[0]:
+        pics[f"{stem}.canvas.png"] = (
+            pictures.canvas_picture(image, resized, canvas, ctx["rows"], ctx["cols"]),
+            f"The {ctx['image_w']}x{ctx['image_h']} image on its {canvas[0]}x{canvas[1]} canvas: {ctx['rows']} x {ctx['cols']} chunks, padded bottom-right with black",
+        )
+        pics[f"{stem}.chunks.png"] = (
+            pictures.chunks_picture(image, resized, canvas, ctx["rows"], ctx["cols"], ctx["max_chunks"]),
+            f"The {ctx['max_chunks']} chunk slots the encoder sees: {ctx['chunks']} real chunk(s) in row-major order, {ctx['empty_chunks']} empty",
+        )
+    if ctx.get("chunks"):
+        pics[f"{stem}.encoder_mask.png"] = (
+            pictures.encoder_mask_picture(ctx["chunks"], ctx["max_chunks"]),
+            f"Encoder attention mask over {ctx['max_chunks']} x {ctx['N8']} tokens (not to scale): dark = blocked, only where query and key are both padding",
+        )
+        pics[f"{stem}.xattn_mask.png"] = (
+            pictures.xattn_mask_picture(ctx["prompt_tokens"], ctx["image_pos"], ctx["chunks"], ctx["max_chunks"]),
+            f"Cross-attention mask: {ctx['prompt_tokens']} prompt rows x {ctx['max_chunks']} chunk blocks of {ctx['N']} vision tokens; green = may attend",
+        )
+    return pics
+
+
+def write_files(files: dict[Path, object]) -> None:
+    """Pictures first, the page last, each written to a temporary file and renamed."""
+    from tracer.log import atomic_write_text
+
+    for path, content in files.items():
+        if isinstance(content, Image.Image):
+            pictures.save_png(content, path)
+    for path, content in files.items():
+        if isinstance(content, str):
+            atomic_write_text(path, content)

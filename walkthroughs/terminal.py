@@ -1,0 +1,132 @@
+"""The step-by-step walkthrough in the terminal (rich): per stage, the prose, a shape-flow table,
+the source line in context, and the module tree with repeated layers folded."""
+
+from __future__ import annotations
+
+from rich import box
+from rich.console import Console, Group
+from rich.panel import Panel
+from rich.rule import Rule
+from rich.syntax import Syntax
+from rich.table import Table
+from rich.text import Text
+from rich.tree import Tree
+
+from .annotations import annotate
+from .catalog import stage_index
+from .context import all_stage_contexts
+from .source_excerpt import excerpt
+from .summary import fmt_count, fmt_shape
+from .tree import build_tree, walk
+
+
+def stats_line(item: dict) -> str:
+    s = item.get("stats")
+    if not s:
+        return ""
+    flags = " ".join(f"[bold red]{k.upper()}×{s[k]}[/]" for k in ("nan", "inf") if s[k])
+    return f"range [{s['min']}, {s['max']}] μ={s['mean']} σ={s['std']} {flags}".rstrip()
+
+
+def shape_table(event: dict) -> Table:
+    table = Table(box=box.SIMPLE, pad_edge=False, show_edge=False)
+    table.add_column("", style="dim")
+    table.add_column("name")
+    table.add_column("shape")
+    table.add_column("dtype", style="dim")
+    real = any("stats" in o for o in event.get("outputs", []))
+    if real:
+        table.add_column("values")
+    for side, items in (("in", event.get("inputs", [])), ("out", event.get("outputs", []))):
+        for item in items[:6]:
+            cells = [side, item["path"].strip("[]'") or "·", fmt_shape(item), item.get("dtype", "")]
+            if real:
+                cells.append(stats_line(item))
+            table.add_row(*cells)
+    return table
+
+
+def code_panel(src: dict | None) -> Syntax | Text:
+    found = excerpt(src)
+    if not found:
+        return Text("")
+    lines, start, hl = found
+    return Syntax("\n".join(lines), "python", line_numbers=True, start_line=start, highlight_lines={hl},
+                  theme="ansi_dark", word_wrap=True, background_color="default")
+
+
+def module_tree(events: list[dict], event: dict, depth: int) -> Tree | None:
+    node = build_tree(events, event["seq"])
+    if not node.children or depth <= 0:
+        return None
+    tree = Tree(node.label, guide_style="dim")
+    handles = {id(node): tree}
+    for level, n in walk(node, depth):
+        if n is node:
+            continue
+        parent = next(p for p in _parents(node, n))
+        handles[id(n)] = handles[id(parent)].add(n.label)
+    return tree
+
+
+def _parents(root, target):
+    stack = [root]
+    while stack:
+        cur = stack.pop()
+        for c in cur.children:
+            if c is target:
+                yield cur
+                return
+            stack.append(c)
+
+
+def render_walkthrough(header: dict, events: list[dict], summary: dict, console: Console, stage: str | None = None, depth: int = 2) -> None:
+    catalog = stage_index()
+    model = header["model"]
+    image = header["inputs"].get("image") or {}
+    console.print(Rule(f"[bold]Llama 3.2 Vision {model['preset']}[/] — traced in {header['mode']} mode, {header['dtype']}"))
+    console.print(
+        f"image {image.get('path')} {image.get('size', ['?', '?'])[0]}x{image.get('size', ['?', '?'])[1]} {image.get('mode')} · "
+        f"prompt {header['inputs'].get('prompt')!r} ({summary.get('prompt_tokens')} tokens, {header['inputs'].get('layout')} layout)"
+    )
+    shown = 0
+    for i, (row, ctx) in enumerate(all_stage_contexts(header, events, summary), 1):
+        sid = row["stage"]
+        if stage and not (sid == stage or sid.startswith(stage + ".") or sid.startswith(stage)):
+            continue
+        shown += 1
+        info = catalog.get(sid)
+        note = annotate(sid, ctx)
+        e = row["first"]
+        title = info.title if info else sid
+        phase = f" · {row['phase']}" if row["phase"] else ""
+        console.print()
+        console.print(Rule(f"[bold]{i}. {title}[/] [dim]({sid}{phase})[/]", align="left"))
+        facts = [f"{row['calls']} call" + ("s" if row["calls"] > 1 else "")]
+        if row["params"]:
+            facts.append(f"{fmt_count(row['params'])} parameters")
+        if row["flops"]:
+            facts.append(f"{fmt_count(row['flops'])} FLOPs ({ctx['flops_share']})")
+        console.print(Text(" · ".join(facts), style="dim"))
+        if note.what:
+            console.print(note.what)
+        if note.why:
+            console.print(Text.from_markup(f"[italic]Why:[/] ") + Text(note.why))
+        for g in note.gotchas:
+            console.print(Text("  ! ", style="bold yellow") + Text(g))
+        if note.hf:
+            console.print(Text("  HF: ", style="bold cyan") + Text(note.hf))
+        console.print(shape_table(e))
+        src = e.get("src")
+        if src:
+            console.print(Panel(code_panel(src), title=f"{src['file']}:{src['line']}", title_align="left", box=box.ROUNDED, expand=True))
+        tree = module_tree(events, e, depth)
+        if tree is not None:
+            console.print(tree)
+        if info and (info.meta or info.hf):
+            console.print(Text(f"Meta: {info.meta}   HF: {info.hf}", style="dim"))
+    if stage and not shown:
+        console.print(f"[yellow]no stage matches {stage!r}[/]; stages: {', '.join(catalog)}")
+    if "next_token" in summary:
+        console.print()
+        console.print(f"next token: {summary['next_token']['id']} {summary['next_token']['text']!r}")

@@ -1,0 +1,88 @@
+"""Module trees of a trace, with repeated layers folded ("layers 0-31 ×32, identical signature")."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from .summary import first_tensor, fmt_shape
+
+_INDEX = re.compile(r"\.(\d+)$")
+
+
+@dataclass
+class Node:
+    event: dict
+    children: list["Node"] = field(default_factory=list)
+    folded: list[int] = field(default_factory=list)  # indices of the identical siblings folded into this one
+    pattern: str = ""
+
+    parent_path: str = ""
+
+    @property
+    def label(self) -> str:
+        e = self.event
+        name = e["path"] or e["name"]
+        if self.folded:
+            first, last = self.folded[0], self.folded[-1]
+            name = f"{self.pattern}.{first}-{last} ×{len(self.folded)}"
+        if self.parent_path and name.startswith(self.parent_path + "."):
+            name = name[len(self.parent_path) + 1 :]
+        outs = first_tensor(e.get("outputs", []))
+        shape = fmt_shape(outs).split(" = ")[0] if outs else ""
+        kind = e["name"] if e["kind"] == "module" else e["kind"]
+        same = ", identical signature" if self.folded else ""
+        return f"{name} ({kind}{same}) → {shape}" if shape else f"{name} ({kind}{same})"
+
+
+def build_tree(events: list[dict], root_seq: int, include_ops: bool = False) -> Node:
+    children: dict[int, list[dict]] = {}
+    for e in events:
+        if e.get("parent") is not None and (include_ops or e["kind"] != "op"):
+            children.setdefault(e["parent"], []).append(e)
+    by_seq = {e["seq"]: e for e in events}
+
+    def make(e: dict, parent_path: str = "") -> Node:
+        return Node(e, [make(c, e["path"]) for c in children.get(e["seq"], [])], parent_path=parent_path)
+
+    return fold(make(by_seq[root_seq]))
+
+
+def signature(node: Node) -> tuple:
+    e = node.event
+    outs = tuple(tuple(o.get("shape", ())) for o in e.get("outputs", []) if "shape" in o)
+    return (e["name"], outs, tuple(signature(c) for c in node.children))
+
+
+def fold(node: Node) -> Node:
+    """Group siblings with the same path pattern (`layers.N`) and signature; keep the first."""
+    node.children = [fold(c) for c in node.children]
+    kept: list[Node] = []
+    groups: dict[tuple, Node] = {}
+    for child in node.children:
+        m = _INDEX.search(child.event["path"])
+        if not m:
+            kept.append(child)
+            continue
+        pattern = child.event["path"][: m.start()]
+        key = (pattern, signature(child))
+        if key in groups:
+            groups[key].folded.append(int(m.group(1)))
+            continue
+        child.pattern = pattern
+        child.folded = [int(m.group(1))]
+        groups[key] = child
+        kept.append(child)
+    for child in kept:
+        if len(child.folded) == 1:
+            child.folded = []
+    node.children = kept
+    return node
+
+
+def walk(node: Node, depth: int, level: int = 0):
+    """(level, node) pairs down to `depth` levels below the root."""
+    yield level, node
+    if level < depth:
+        for child in node.children:
+            yield from walk(child, depth, level + 1)
