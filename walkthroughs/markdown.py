@@ -36,6 +36,19 @@ def anchor(i: int, title: str) -> str:
     return keep.replace(" ", "-")
 
 
+META_REPO = "https://github.com/meta-llama/llama-models/blob/main/models/"
+HF_REPO = "https://github.com/huggingface/transformers/blob/main/src/transformers/"
+
+
+def reference_link(ref: str, repo: str) -> str:
+    """`llama3/multimodal/model.py: Name` -> a link to the file, the name beside it."""
+    path, sep, name = ref.partition(": ")
+    if not sep or not path.endswith(".py") or " " in path:
+        return f"`{ref}`"
+    url = repo + ("models/" + path if path.startswith("mllama/") else path)
+    return f"[`{path}`]({url}) `{name}`"
+
+
 def md_escape_cell(text: str) -> str:
     return text.replace("|", "\\|")
 
@@ -178,7 +191,7 @@ def render_markdown(header: dict, events: list[dict], summary: dict, page: Path,
         if tree:
             out += ["Modules:", ""] + tree + [""]
         if info and (info.meta or info.hf):
-            out += [f"Reference: Meta `{info.meta}` · HF `{info.hf}`", ""]
+            out += [f"Meta's reference: {reference_link(info.meta, META_REPO)} · Hugging Face: {reference_link(info.hf, HF_REPO)}", ""]
     if "next_token" in summary:
         nt = summary["next_token"]
         out += ["## Result", "", f"Next token: `{nt['id']}` {md_escape_cell(repr(nt['text']))}", ""]

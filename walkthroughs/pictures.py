@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 from PIL import Image, ImageDraw
@@ -21,10 +22,16 @@ TEXT = (20, 20, 20)
 BG = (250, 250, 250)
 
 
-def save_png(image: Image.Image, path: Path) -> None:
+def png_bytes(image: Image.Image) -> bytes:
     """PNG without timestamps or other metadata, so identical pictures give identical bytes."""
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", optimize=False, compress_level=9)
+    return buf.getvalue()
+
+
+def save_png(image: Image.Image, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    image.save(tmp, format="PNG", optimize=False, compress_level=9)
+    tmp.write_bytes(png_bytes(image))
     tmp.replace(path)
 
 

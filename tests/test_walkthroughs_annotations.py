@@ -1,0 +1,64 @@
+"""The stage prose is data, every number in it comes from the trace, and none is stale."""
+
+import re
+
+import pytest
+
+from tracer.log import build_lines, load_lines
+from walkthroughs.annotations import annotate, load_annotations
+from walkthroughs.catalog import load_catalog
+from walkthroughs.context import all_stage_contexts
+from walkthroughs.run import run
+
+PRESETS = ("11b-instruct", "90b-instruct", "tiny")
+ALLOWED_NUMBERS = {"0", "1", "2", "8"}
+# identifiers and names that contain digits without being sizes
+IDENTIFIER = re.compile(r"`[^`]*`|\b(?:bf16|fp16|fp32|fp64|int64|int8|sm90|ln_[12]|w[123]|c_fc|3\.2|Llama ?3(?:\.\d)?|#\d+|[A-Za-z]+\d+[A-Za-z0-9_]*)\b")
+PLACEHOLDER = re.compile(r"\{[^{}]+\}")
+
+
+@pytest.fixture(scope="module")
+def contexts():
+    out = {}
+    for preset in PRESETS:
+        result = run(None, "Describe this image in one sentence.", preset=preset, timing=False)
+        header, events, summary = load_lines(build_lines(result.trace, result.header, result.summary))
+        out[preset] = {row["stage"]: ctx for row, ctx in all_stage_contexts(header, events, summary)}
+    return out
+
+
+def test_every_stage_has_prose():
+    notes = load_annotations()
+    for stage in load_catalog():
+        assert stage.id in notes, f"no annotation for {stage.id}"
+        assert notes[stage.id].get("what", "").strip(), f"{stage.id}: empty 'what'"
+    assert set(notes) <= {s.id for s in load_catalog()}, "annotations for unknown stages"
+
+
+def test_no_hand_typed_numbers():
+    for stage_id, note in load_annotations().items():
+        texts = [note.get("what", ""), note.get("why", ""), note.get("hf", "")] + list(note.get("gotchas", []))
+        for text in texts:
+            bare = IDENTIFIER.sub(" ", PLACEHOLDER.sub(" ", text))
+            numbers = set(re.findall(r"\d+(?:\.\d+)?", bare)) - ALLOWED_NUMBERS
+            assert not numbers, f"{stage_id}: hand-typed number(s) {sorted(numbers)} in {text!r}"
+
+
+def test_templates_resolve_for_every_model(contexts):
+    for preset, by_stage in contexts.items():
+        for stage_id, ctx in by_stage.items():
+            annotate(stage_id, ctx)  # raises TemplateError naming the missing placeholder
+
+
+def test_prose_follows_the_model(contexts):
+    def text(preset, stage):
+        note = annotate(stage, contexts[preset][stage])
+        return " ".join([note.what, note.why, *note.gotchas, note.hf])
+
+    projection = {p: text(p, "vision.projection") for p in PRESETS}
+    assert "4096" in projection["11b-instruct"] and "8192" in projection["90b-instruct"] and "64" in projection["tiny"]
+    assert "8192" not in projection["11b-instruct"] and "4096" not in projection["90b-instruct"]
+    xattn = {p: text(p, "text.cross_attention") for p in PRESETS}
+    assert "20" in xattn["90b-instruct"] and "20" not in xattn["11b-instruct"]
+    pad = {p: text(p, "vision.pad8") for p in PRESETS}
+    assert "1601" in pad["11b-instruct"] and "65" in pad["tiny"]

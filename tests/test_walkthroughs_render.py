@@ -1,0 +1,119 @@
+"""Walkthrough renderers: Markdown pages with pictures, the rich terminal view, determinism."""
+
+import re
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from rich.console import Console
+
+from tracer.log import build_lines, load_lines
+from walkthroughs.catalog import stage_index
+from walkthroughs.examples_build import EXAMPLES, PRESETS, example_files
+from walkthroughs.markdown import render_markdown, write_files
+from walkthroughs.pictures import png_bytes
+from walkthroughs.run import run
+from walkthroughs.terminal import render_walkthrough
+
+
+def logged(preset, prompt="Describe this image in one sentence.", image=None):
+    result = run(image, prompt, preset=preset, timing=False)
+    return (*load_lines(build_lines(result.trace, result.header, result.summary)), result.image)
+
+
+@pytest.fixture(scope="module")
+def tiny_log():
+    return logged("tiny")
+
+
+@pytest.fixture(scope="module")
+def page_11b(tmp_path_factory):
+    header, events, summary, image = logged("11b-instruct")
+    page = tmp_path_factory.mktemp("page") / "deep-dive.md"
+    files = render_markdown(header, events, summary, page, image=image)
+    write_files(files)
+    return page, header, events, files
+
+
+def test_page_has_a_section_for_every_stage_in_the_trace(page_11b):
+    page, _, events, _ = page_11b
+    text = page.read_text()
+    stages = []
+    for e in events:
+        if e.get("stage") and e["kind"] != "op" and e["stage"] not in stages:
+            stages.append(e["stage"])
+    catalog = stage_index()
+    for sid in stages:
+        assert f"stage `{sid}`" in text, sid
+        assert f". {catalog[sid].title}" in text
+    assert text.count("\n## ") >= len(stages)
+    assert "```mermaid" in text and "<" not in text.replace("<|", "").replace("->", "")  # no raw HTML
+
+
+def test_every_picture_link_exists_and_is_a_png(page_11b):
+    page, _, _, _ = page_11b
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", page.read_text())
+    assert len(links) == 4
+    for link in links:
+        target = page.parent / link
+        assert target.is_file() and not link.startswith("/")
+        with Image.open(target) as im:
+            assert im.format == "PNG"
+
+
+def test_code_links_point_at_our_source(page_11b):
+    page, _, _, _ = page_11b
+    for link, line in re.findall(r"\]\(([^)#]+\.py)#L(\d+)\)", page.read_text()):
+        source = (page.parent / link).resolve()
+        assert source.is_file() and int(line) <= len(source.read_text().splitlines())
+
+
+def test_markdown_and_pictures_are_byte_identical_across_runs(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for out in (a, b):
+        out.mkdir()
+        header, events, summary, image = logged("tiny")
+        write_files(render_markdown(header, events, summary, out / "page.md", image=image))
+    assert sorted(p.name for p in a.iterdir()) == sorted(p.name for p in b.iterdir())
+    for p in a.iterdir():
+        assert p.read_bytes() == (b / p.name).read_bytes(), p.name
+
+
+def test_terminal_walkthrough_fits_100_columns_without_colour(tiny_log):
+    header, events, summary, _ = tiny_log
+    console = Console(width=100, no_color=True, record=True, force_terminal=False, file=open("/dev/null", "w"))
+    render_walkthrough(header, events, summary, console)
+    text = console.export_text()
+    assert "\x1b[" not in text
+    assert max(len(line) for line in text.splitlines()) <= 100
+    for stage in ("vision.pad8", "vision.local_layers", "text.cross_attention", "sampling"):
+        assert f"({stage}" in text
+    assert "resblocks.0-7 ×8" in text  # repeated layers folded, first shown
+
+
+def test_stage_filter_and_depth(tiny_log):
+    header, events, summary, _ = tiny_log
+    console = Console(width=100, no_color=True, record=True, file=open("/dev/null", "w"))
+    render_walkthrough(header, events, summary, console, stage="vision.global", depth=1)
+    text = console.export_text()
+    assert "(vision.global_layers" in text and "(vision.local_layers" not in text
+    assert "resblocks.0-1 ×2" in text and "attn (ImageAttention)" not in text
+
+
+def test_real_values_are_shown(tiny_log):
+    header, events, summary, _ = tiny_log
+    console = Console(width=140, no_color=True, record=True, file=open("/dev/null", "w"))
+    render_walkthrough(header, events, summary, console, stage="text.logits")
+    text = console.export_text()
+    assert "range [" in text and "μ=" in text
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_committed_example_pages_do_not_drift(preset):
+    files = example_files(preset)
+    for path, content in files.items():
+        assert path.is_file(), f"{path} is missing: run python -m walkthroughs.examples_build"
+        if isinstance(content, str):
+            assert path.read_text() == content, f"{path.name} drifted from the code: run python -m walkthroughs.examples_build"
+        else:
+            assert png_bytes(content) == path.read_bytes(), f"{path.name} drifted from the code: run python -m walkthroughs.examples_build"
