@@ -14,6 +14,7 @@ Shape letters used throughout the project (code comments, logs, walkthroughs):
     H  text attention heads       Hkv key/value heads          Dh text head width
     Hv vision attention heads     Dhv vision head width        F  text feed-forward width
     L  intermediate taps          X  cross-attention layers    K  vocabulary size
+    Hc, Wc  height and width in pixels of the canvas an image is padded to
     BI = B*I and BIC = B*I*C are written as one symbol where Meta folds them into one dim.
 """
 

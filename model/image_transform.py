@@ -85,10 +85,10 @@ def pad(image: Image.Image, canvas: tuple[int, int]) -> Image.Image:
 
 
 def to_tensor(image: Image.Image, dtype: torch.dtype) -> torch.Tensor:
-    """PIL RGB -> [3, H, W] in [0, 1], computed as torchvision's ToTensor does in `dtype`."""
+    """PIL RGB -> [3, Hc, Wc] in [0, 1], computed as torchvision's ToTensor does in `dtype`."""
     width, height = image.size
     pixels = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)  # [H*W*3]
-    pixels = pixels.view(height, width, 3).permute(2, 0, 1).contiguous()  # [3, H, W]
+    pixels = pixels.view(height, width, 3).permute(2, 0, 1).contiguous()  # [3, Hc, Wc]
     return pixels.to(dtype).div(255)
 
 
@@ -100,10 +100,10 @@ def normalize(image: torch.Tensor) -> torch.Tensor:
 
 
 def split_to_chunks(image: torch.Tensor, ncw: int, nch: int) -> torch.Tensor:
-    """[3, nch*R, ncw*R] -> [nch*ncw, 3, R, R], tiles in row-major order."""
+    """[3, Hc, Wc] -> [c, 3, R, R] with c = (Hc/R) * (Wc/R) chunks, tiles in row-major order."""
     channels, height, width = image.shape
-    image = image.view(channels, nch, height // nch, ncw, width // ncw)  # [3, rows, R, cols, R]
-    image = image.permute(1, 3, 0, 2, 4).contiguous()  # [rows, cols, 3, R, R]
+    image = image.view(channels, nch, height // nch, ncw, width // ncw)  # [3, Hc/R, R, Wc/R, R]
+    image = image.permute(1, 3, 0, 2, 4).contiguous()  # [Hc/R, Wc/R, 3, R, R]
     return image.view(ncw * nch, channels, height // nch, width // ncw)  # [C, 3, R, R]
 
 
@@ -119,7 +119,7 @@ class VariableSizeImageTransform:
         canvas = get_best_fit(image.size, resolutions, self.dtype)  # (width, height)
         image = resize_without_distortion(image, canvas, max_upscaling_size=self.size)
         image = pad(image, canvas)
-        pixels = normalize(to_tensor(image, self.dtype))  # [3, H_canvas, W_canvas]
+        pixels = normalize(to_tensor(image, self.dtype))  # [3, Hc, Wc]
         ncw, nch = canvas[0] // self.size, canvas[1] // self.size
         chunks = split_to_chunks(pixels, ncw, nch)  # [c, 3, R, R]
         return chunks, (nch, ncw)

@@ -104,12 +104,16 @@ def compact_int_lists(items: list[dict]) -> list[dict]:
             prev["values"].append(item["value"])
             continue
         if "value" in item and isinstance(item["value"], int) and not isinstance(item["value"], bool) and last.rstrip("]").isdigit():
-            folded.append({"path": parent or "", "_parent": parent, "values": [item["value"]]})
+            folded.append({"path": parent or "", "_parent": parent, "_first": item["path"], "values": [item["value"]]})
             continue
         folded.append(item)
-    for item in folded:
+    for i, item in enumerate(folded):
         if "_parent" in item:
             del item["_parent"]
+            first = item.pop("_first")
+            if len(item["values"]) == 1:  # a lone int in a tuple, e.g. (x, npad): keep it a value
+                folded[i] = {"path": first, "value": item["values"][0]}
+                continue
             if len(item["values"]) > MAX_INLINE_LIST:
                 item["length"] = len(item["values"])
                 item["values"] = item["values"][:MAX_INLINE_LIST]

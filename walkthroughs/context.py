@@ -36,7 +36,7 @@ def run_context(header: dict, events: list[dict], summary: dict) -> dict:
     resized = (resize["outputs"][0].get("image") or {}).get("size", image.get("size")) if resize else image.get("size")
     mask = header["inputs"].get("vision_mask") or [[None, None]]
     total = sum(e.get("flops", 0) for e in events)
-    vision = sum(e.get("flops", 0) for e in events if (e.get("stage") or "").startswith(("vision.", "image.")))
+    vision = sum(e.get("flops", 0) for e in events if (e.get("stage") or "").startswith(("vision.", "image.", "xattn.")))
     taps = cfg["vision_return_intermediate"]
     heads = cfg["n_heads"] // cfg["n_kv_heads"]
     ctx = {
@@ -71,6 +71,7 @@ def run_context(header: dict, events: list[dict], summary: dict) -> dict:
         "n_xattn": cfg["vision_num_cross_attention_layers"],
         "fusion": ", ".join(str(i) for i in _fusion(cfg)),
         "n_rep": heads,
+        "n_learnable": cfg["n_learnable_embeddings"],
         "vision_dim": (len(taps) + 1) * cfg["vision_width"],
         "rope_theta": int(cfg["rope_theta"]),
         "norm_eps": cfg["norm_eps"],

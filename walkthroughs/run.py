@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from model import ChatFormat, Message, ModelArgs, build_model, get_preset, get_tokenizer
-from model import generation
+from model import generation, image_transform
 from tracer import trace
 from tracer.capture import Trace
 
@@ -53,10 +53,11 @@ def config_hash(args: ModelArgs) -> str:
     return hashlib.sha256(json.dumps(args.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def shape_symbols(args: ModelArgs, n_images: int, prompt_len: int, total_len: int) -> dict[str, int]:
+def shape_symbols(args: ModelArgs, n_images: int, prompt_len: int, total_len: int, canvas: tuple[int, int] = (0, 0)) -> dict[str, int]:
     """The project's shape letters (model/args.py) with this run's sizes."""
     C, N = args.vision_max_num_chunks, args.vision_num_tokens
     return {
+        **({"Wc": canvas[0], "Hc": canvas[1]} if canvas[0] else {}),
         "B": 1, "I": n_images, "C": C, "R": args.vision_chunk_size, "P": args.vision_num_patches,
         "N": N, "N8": N + args.vision_num_pad, "W": args.vision_width, "D": args.dim,
         "T": total_len, "S": prompt_len, "V": n_images * C * N, "H": args.n_heads, "Hkv": args.n_kv_heads,
@@ -129,6 +130,10 @@ def run(
     instruct = preset.endswith("instruct") or preset == "tiny"
     fmt = ChatFormat(tokenizer)
 
+    # The canvas, known before the trace so the image stages get their shape letters (Hc, Wc).
+    canvas = image_transform.get_best_fit(
+        image.size, image_transform.find_supported_resolutions(args.vision_max_num_chunks, args.vision_chunk_size), torch_dtype
+    )
     model = build_model(args, device=run_device, dtype=torch_dtype, seed=seed if mode == "real" else 0, setup_cache=False)
     max_seq_len = args.max_seq_len
 
@@ -146,7 +151,7 @@ def run(
         if n >= max_seq_len:
             raise RunError(f"the prompt is {n} tokens; this model's context here is {max_seq_len}: shorten the prompt")
         total_len = max_seq_len  # Meta's generate: min(max_gen_len + prompt_len, max_seq_len), max_gen_len = max_seq_len - 1
-        t.set_symbols(shape_symbols(args, len(inp.vision.images) if inp.vision else 0, n, total_len))
+        t.set_symbols(shape_symbols(args, len(inp.vision.images) if inp.vision else 0, n, total_len, canvas))
 
         model.setup_cache(1, run_device, torch_dtype)
         images = [inp.vision.images] if inp.vision else [[]]
