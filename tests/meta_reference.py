@@ -293,6 +293,9 @@ def _build_stand_ins() -> dict[str, types.ModuleType]:
         get_model_parallel_world_size=get_model_parallel_world_size,
         get_model_parallel_rank=get_model_parallel_rank,
         get_model_parallel_group=get_model_parallel_group,
+        # imported by generation.py, only called by Llama3.build (which the tests never call)
+        initialize_model_parallel=lambda *a, **k: None,
+        model_parallel_is_initialized=lambda: True,
     )
     fs_layers = _module(
         "fairscale.nn.model_parallel.layers", False,
@@ -511,3 +514,18 @@ def randomize_meta_params_(model: nn.Module, seed: int = 0) -> nn.Module:
                 value = torch.randn(shape, generator=gen, dtype=torch.float32) / math.sqrt(shape[-1])
             p.copy_(value.to(p.dtype))
     return model
+
+
+def meta_generator(model):
+    """Meta's `Llama3` object (generation.py) around an already built reference model, without
+    `Llama3.build` (no process group, no checkpoint): its `generate` is Meta's decoding loop."""
+    with stand_in_modules():
+        generation = importlib.import_module("llama_models.llama3.generation")
+        chat_format = importlib.import_module("llama_models.llama3.chat_format")
+        tokenizer = importlib.import_module("llama_models.llama3.tokenizer")
+    llama = generation.Llama3.__new__(generation.Llama3)
+    llama.args = model.params
+    llama.model = model
+    llama.tokenizer = tokenizer.Tokenizer.get_instance()
+    llama.formatter = chat_format.ChatFormat(llama.tokenizer)
+    return llama

@@ -43,7 +43,7 @@ def test_json_log_render_and_determinism(tmp_path):
     header = json.loads(a.read_text().splitlines()[0])
     assert header["model"]["preset"] == "tiny" and header["mode"] == "real"
     result = invoke("render", str(a))
-    assert result.exit_code == 0 and "next token:" in result.stdout and "text.logits" in result.stdout
+    assert result.exit_code == 0 and "generated 1 token(s)" in result.stdout and "text.logits" in result.stdout
 
 
 def test_json_to_stdout_is_json_lines():
@@ -59,6 +59,10 @@ def test_json_to_stdout_is_json_lines():
         (["run", "--prompt", "   "], "the prompt is empty"),
         (["run", "--model", "13b"], "Invalid value"),
         (["render", "/no/such/log.jsonl"], "cannot read"),
+        (["run", "--model", "tiny", "--max-new-tokens", "-3"], "--max-new-tokens must be at least 1"),
+        (["run", "--model", "tiny", "--device", "cuda"], "no CUDA GPU"),
+        (["run", "--model", "tiny", "--device", "tpu"], "unknown --device"),
+        (["run", "--format", "markdown"], "give the page path with -o"),
     ],
 )
 def test_bad_input_gives_a_one_line_error(args, message):
@@ -88,3 +92,16 @@ def test_corrupt_image_is_refused(tmp_path):
     bad.write_text("this is not a png")
     result = runner.invoke(app, ["run", "--model", "tiny", "--image", str(bad)])
     assert result.exit_code == 2 and "cannot read" in result.output and "Traceback" not in result.output
+
+
+def test_generation_traces_every_decode_step_and_folds_them(tmp_path):
+    log = tmp_path / "gen.jsonl"
+    assert invoke("run", "--model", "tiny", "--max-new-tokens", "5", "--format", "json", "-o", str(log), "--no-timing").exit_code == 0
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    phases = [e for e in lines if e.get("kind") == "phase"]
+    assert [p["path"] for p in phases] == ["prefill"] + ["decode"] * 4
+    summary = lines[-1]
+    assert len(summary["generated"]["ids"]) == 5 and summary["steps"] == 5
+    out = invoke("render", str(log)).stdout
+    assert "decode steps 1-4 (×4, the same shapes, one" in out  # the line may wrap after that
+    assert "generated 5 token(s)" in out

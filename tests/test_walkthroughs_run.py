@@ -60,7 +60,7 @@ def test_spec_section_2_shapes_for_800x600_and_20_tokens(image_800x600):
     logits = out_shape(first(events, stage="text.logits"))
     n = result.summary["prompt_tokens"]
     assert logits["shape"] == [1, n, 128256] and logits["sym"] == ["B", "S", "K"]
-    assert first(events, kind="phase", path="prefill")["info"] == {"positions": [0, n]}
+    assert first(events, kind="phase", path="prefill")["info"] == {"step": 0, "positions": [0, n]}
 
 
 def test_11b_base_uses_448_chunks(run_11b):

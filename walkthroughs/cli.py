@@ -109,6 +109,11 @@ def run(
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output file."),
     no_timing: bool = typer.Option(False, "--no-timing", help="Leave timings out, so identical inputs give byte-identical logs."),
     dtype: DType = typer.Option(DType.bf16, "--dtype", help="bf16 reproduces Meta's arithmetic; fp32 for exact comparisons."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda, for real mode (meta mode needs no device)."),
+    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Generate this many tokens, tracing every decode step (default: the prefill and its next token)."),
+    temperature: float = typer.Option(0.0, "--temperature", help="0 = greedy (default); above 0, top-p sampling as Meta's generate."),
+    top_p: float = typer.Option(0.9, "--top-p", help="Nucleus size for sampling."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the random weights (tiny) and of sampling."),
     debug: bool = typer.Option(False, "--debug", help="Show Python tracebacks."),
 ) -> None:
     """Run the model under the tracer and print a stage-by-stage summary (or write the log)."""
@@ -121,8 +126,22 @@ def run(
         fail("--format markdown writes a page and its pictures: give the page path with -o, e.g. -o page.md")
     if not prompt.strip():
         fail("the prompt is empty; pass some text with --prompt")
+    if max_new_tokens is not None and max_new_tokens < 1:
+        fail(f"--max-new-tokens must be at least 1 (got {max_new_tokens})")
+    if temperature < 0 or not 0 < top_p <= 1:
+        fail("--temperature must be >= 0 and --top-p in (0, 1]")
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        fail(f"unknown --device {device!r}; use cpu or cuda")
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            fail("--device cuda: no CUDA GPU is visible here; use --device cpu (or meta mode, the default for 11b/90b)")
     try:
-        result = do_run(image, prompt, model.value, mode.value if mode else None, ops, not no_timing, dtype=dtype.value)
+        result = do_run(
+            image, prompt, model.value, mode.value if mode else None, ops, not no_timing, device=device, dtype=dtype.value,
+            seed=seed, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+        )
     except RunError as err:
         fail(str(err))
     except Exception as err:

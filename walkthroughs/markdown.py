@@ -15,7 +15,7 @@ from .annotations import annotate
 from .catalog import stage_index
 from .context import all_stage_contexts, run_context
 from .source_excerpt import PROJECT_ROOT, excerpt
-from .summary import fmt_count, fmt_shape
+from .summary import fmt_count, fmt_shape, phase_label
 from .tree import build_tree, walk
 
 GROUPS = [
@@ -166,7 +166,7 @@ def render_markdown(header: dict, events: list[dict], summary: dict, page: Path,
         note = annotate(sid, sctx)
         e = row["first"]
         out += [f"## {i}. {title}", ""]
-        facts = [f"stage `{sid}`"] + ([f"phase `{row['phase']}`"] if row["phase"] else [])
+        facts = [f"stage `{sid}`"] + ([f"phase: {phase_label(row['phase'], events)}"] if row["phase"] else [])
         facts.append(f"{row['calls']} call" + ("s" if row["calls"] > 1 else ""))
         if row["params"]:
             facts.append(f"{fmt_count(row['params'])} parameters")
@@ -194,7 +194,10 @@ def render_markdown(header: dict, events: list[dict], summary: dict, page: Path,
             out += [f"Meta's reference: {reference_link(info.meta, META_REPO)} · Hugging Face: {reference_link(info.hf, HF_REPO)}", ""]
     if "next_token" in summary:
         nt = summary["next_token"]
-        out += ["## Result", "", f"Next token: `{nt['id']}` {md_escape_cell(repr(nt['text']))}", ""]
+        out += ["## Result", "", f"Next token after the prefill: `{nt['id']}` {md_escape_cell(repr(nt['text']))}", ""]
+        if "generated" in summary:
+            g = summary["generated"]
+            out += [f"Generated {len(g['ids'])} token(s), stopped at {g['stopped']}: {md_escape_cell(repr(g['text']))}", ""]
         if summary.get("top5"):
             out += ["| id | text | logit |", "|---|---|---|"] + [f"| {t['id']} | {md_escape_cell(repr(t['text']))} | {t['logit']} |" for t in summary["top5"]] + [""]
     files[page] = "\n".join(out).rstrip() + "\n"

@@ -120,6 +120,9 @@ def run(
     device: str = "cpu",
     dtype: str = "bf16",
     seed: int = 0,
+    max_new_tokens: int | None = None,
+    temperature: float = 0.0,
+    top_p: float = 0.9,
 ) -> RunResult:
     args = get_preset(preset)
     mode = mode or default_mode(preset)
@@ -150,20 +153,25 @@ def run(
         n = len(inp.tokens)
         if n >= max_seq_len:
             raise RunError(f"the prompt is {n} tokens; this model's context here is {max_seq_len}: shorten the prompt")
-        total_len = max_seq_len  # Meta's generate: min(max_gen_len + prompt_len, max_seq_len), max_gen_len = max_seq_len - 1
-        t.set_symbols(shape_symbols(args, len(inp.vision.images) if inp.vision else 0, n, total_len, canvas))
+        # Meta's generate: total_len = min(max_gen_len + prompt_len, max_seq_len), max_gen_len = max_seq_len - 1 by default
+        total_len = min((max_new_tokens or max_seq_len - 1) + n, max_seq_len)
+        symbols = shape_symbols(args, len(inp.vision.images) if inp.vision else 0, n, total_len, canvas)
+        t.set_symbols(symbols)
+
+        def marker(name, **info):  # each step's phase, with S = the positions this step feeds
+            first, last = info["positions"]
+            t.set_symbols({**symbols, "S": last - first})
+            return t.phase(name, **info)
 
         model.setup_cache(1, run_device, torch_dtype)
-        images = [inp.vision.images] if inp.vision else [[]]
-        masks = [inp.vision.mask] if inp.vision else [[]]
-        with torch.no_grad():
-            xattn_caches, xattn_masks, row_mask = model.compute_vision_tokens_masks(images, masks, total_len, run_device)  # [X, 2, B, H, V, Dh], [B, 1, T, V], [B, 1, T, 1]
-            tokens = torch.full((1, total_len), tokenizer.pad_id, dtype=torch.long)
-            tokens[0, :n] = torch.tensor(inp.tokens)
-            tokens = tokens.to(run_device)
-            with t.phase("prefill", positions=[0, n]):
-                logits = model(torch.arange(0, n, device=run_device), tokens, xattn_masks, row_mask, xattn_caches, text_only_inference=inp.vision is None)  # [B, S, K]
-            next_token = generation.select_next_token(logits[:, -1])  # [B]
+        steps = []
+        for step in generation.generate(
+            model, inp, tokenizer.pad_id, tokenizer.stop_tokens, max_gen_len=max_new_tokens, temperature=temperature,
+            top_p=top_p, seed=seed if temperature > 0 else None, device=run_device, marker=marker, max_steps=max_new_tokens or 1,
+        ):
+            if not steps:
+                prefill_logits = step.logits[0, -1].float()  # [K]
+            steps.append(step.next_token[0] if mode != "meta" else None)
 
     header = {
         "tool": "llama-trace",
@@ -175,11 +183,13 @@ def run(
         "dtype": dtype,
         "ops": ops,
         "timing": timing,
+        "generation": {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "seed": seed if temperature > 0 else None},
     }
-    summary = {"prompt_tokens": n, "total_len": total_len}
+    summary = {"prompt_tokens": n, "total_len": total_len, "steps": len(steps)}
     if mode != "meta":
-        nid = int(next_token[0])
-        summary["next_token"] = {"id": nid, "text": tokenizer.decode([nid])}
-        top = torch.topk(logits[0, -1].float(), 5)
+        ids = [int(x) for x in steps]
+        summary["next_token"] = {"id": ids[0], "text": tokenizer.decode([ids[0]])}
+        summary["generated"] = {"ids": ids, "text": tokenizer.decode(ids), "stopped": "stop token" if ids[-1] in tokenizer.stop_tokens else "length"}
+        top = torch.topk(prefill_logits, 5)
         summary["top5"] = [{"id": int(i), "text": tokenizer.decode([int(i)]), "logit": round(float(v), 4)} for v, i in zip(top.values, top.indices)]
     return RunResult(t, header, summary, image.convert("RGB"))

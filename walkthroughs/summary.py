@@ -56,6 +56,20 @@ def stage_rows(events: list[dict]) -> list[dict]:
     return list(rows.values())
 
 
+def phase_label(phase: str | None, events: list[dict]) -> str:
+    """'prefill', or the folded decode steps: 'decode steps 1-15 (×15, one position each)'."""
+    if phase is None:
+        return "before the first forward step"
+    if phase != "decode":
+        return phase
+    steps = [e["info"]["step"] for e in events if e["kind"] == "phase" and e["path"] == "decode"]
+    if not steps:
+        return phase
+    if len(steps) == 1:
+        return f"decode step {steps[0]} (one position)"
+    return f"decode steps {steps[0]}-{steps[-1]} (×{len(steps)}, the same shapes, one position each)"
+
+
 def first_tensor(items: list[dict]) -> dict | None:
     return next((i for i in items if "shape" in i), items[0] if items else None)
 
@@ -85,7 +99,7 @@ def render_summary(header: dict, events: list[dict], summary: dict, console: Con
         if row["phase"] != phase:
             phase = row["phase"]
             table.add_section()
-            table.add_row("", f"[bold]{phase or 'before the first forward step'}[/]")
+            table.add_row("", f"[bold]{phase_label(phase, events)}[/]")
         e = row["first"]
         stage = catalog.get(row["stage"])
         title = stage.title if stage else ""
@@ -101,7 +115,10 @@ def render_summary(header: dict, events: list[dict], summary: dict, console: Con
         err = summary["error"]
         src = err.get("src", {})
         console.print(f"[bold red]failed[/] in stage {err.get('stage')} at {src.get('file')}:{src.get('line')}: {err.get('type')}: {err.get('message')}")
-    if "next_token" in summary:
+    if "generated" in summary:
+        g = summary["generated"]
+        console.print(f"generated {len(g['ids'])} token(s), stopped at {g['stopped']}: {g['text']!r}")
+    elif "next_token" in summary:
         nt = summary["next_token"]
         console.print(f"next token: {nt['id']} {nt['text']!r}")
     total = sum(e.get("flops", 0) for e in events)

@@ -16,7 +16,7 @@ from .annotations import annotate
 from .catalog import stage_index
 from .context import all_stage_contexts
 from .source_excerpt import excerpt
-from .summary import fmt_count, fmt_shape
+from .summary import fmt_count, fmt_shape, phase_label
 from .tree import build_tree, walk
 
 
@@ -99,7 +99,7 @@ def render_walkthrough(header: dict, events: list[dict], summary: dict, console:
         note = annotate(sid, ctx)
         e = row["first"]
         title = info.title if info else sid
-        phase = f" · {row['phase']}" if row["phase"] else ""
+        phase = f" · {phase_label(row['phase'], events)}" if row["phase"] else ""
         console.print()
         console.print(Rule(f"[bold]{i}. {title}[/] [dim]({sid}{phase})[/]", align="left"))
         facts = [f"{row['calls']} call" + ("s" if row["calls"] > 1 else "")]
@@ -127,6 +127,7 @@ def render_walkthrough(header: dict, events: list[dict], summary: dict, console:
             console.print(Text(f"Meta: {info.meta}   HF: {info.hf}", style="dim"))
     if stage and not shown:
         console.print(f"[yellow]no stage matches {stage!r}[/]; stages: {', '.join(catalog)}")
-    if "next_token" in summary:
+    if "generated" in summary:
         console.print()
-        console.print(f"next token: {summary['next_token']['id']} {summary['next_token']['text']!r}")
+        g = summary["generated"]
+        console.print(f"generated {len(g['ids'])} token(s), stopped at {g['stopped']}: {g['text']!r}")
