@@ -84,22 +84,27 @@ def render_summary(header: dict, events: list[dict], summary: dict, console: Con
         f"image {image.get('path')} ({w}x{h} {image.get('mode')}) · {summary.get('prompt_tokens')} prompt tokens"
     )
     timing = header.get("timing", False)
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
-    table.add_column("#", justify="right", style="dim")
     rows = stage_rows(events)
     longest = max((len(r["stage"]) + (len(f" ×{r['calls']}") if r["calls"] > 1 else 0) for r in rows), default=10)
-    table.add_column("stage", min_width=longest, ratio=1)
-    table.add_column("output", min_width=25, ratio=1)
-    table.add_column("params", justify="right")
-    table.add_column("FLOPs", justify="right")
-    if timing:
-        table.add_column("ms", justify="right")
-    phase = object()
+
+    def new_table(title: str) -> Table:
+        table = Table(box=box.SIMPLE_HEAD, pad_edge=False, title=title, title_justify="left", title_style="bold")
+        table.add_column("#", justify="right", style="dim")
+        table.add_column("stage", min_width=longest, ratio=1)
+        table.add_column("output", min_width=25, ratio=1)
+        table.add_column("params", justify="right")
+        table.add_column("FLOPs", justify="right")
+        if timing:
+            table.add_column("ms", justify="right")
+        return table
+
+    table, phase = None, object()
     for i, row in enumerate(rows, 1):
-        if row["phase"] != phase:
+        if row["phase"] != phase:  # one table per phase: setup, prefill, the folded decode steps
+            if table is not None:
+                console.print(table)
             phase = row["phase"]
-            table.add_section()
-            table.add_row("", f"[bold]{phase_label(phase, events)}[/]")
+            table = new_table(phase_label(phase, events))
         e = row["first"]
         stage = catalog.get(row["stage"])
         title = stage.title if stage else ""
@@ -110,7 +115,8 @@ def render_summary(header: dict, events: list[dict], summary: dict, console: Con
         if timing:
             cells.append(f"{row['time_ms']:.1f}")
         table.add_row(*cells)
-    console.print(table)
+    if table is not None:
+        console.print(table)
     if summary.get("error"):
         err = summary["error"]
         src = err.get("src", {})
