@@ -91,7 +91,7 @@ def test_corrupt_image_is_refused(tmp_path):
     bad = tmp_path / "bad.png"
     bad.write_text("this is not a png")
     result = runner.invoke(app, ["run", "--model", "tiny", "--image", str(bad)])
-    assert result.exit_code == 2 and "cannot read" in result.output and "Traceback" not in result.output
+    assert result.exit_code == 2 and "is not an image" in result.output and "Traceback" not in result.output
 
 
 def test_generation_traces_every_decode_step_and_folds_them(tmp_path):

@@ -114,9 +114,11 @@ def run(
     temperature: float = typer.Option(0.0, "--temperature", help="0 = greedy (default); above 0, top-p sampling as Meta's generate."),
     top_p: float = typer.Option(0.9, "--top-p", help="Nucleus size for sampling."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random weights (tiny) and of sampling."),
+    allow_special: bool = typer.Option(False, "--allow-special", help="Read special-token strings in the prompt (<|eot_id|> …) as control tokens, not as plain text."),
     debug: bool = typer.Option(False, "--debug", help="Show Python tracebacks."),
 ) -> None:
     """Run the model under the tracer and print a stage-by-stage summary (or write the log)."""
+    from .inputs import InputError
     from .run import RunError
     from .run import run as do_run
 
@@ -140,14 +142,16 @@ def run(
     try:
         result = do_run(
             image, prompt, model.value, mode.value if mode else None, ops, not no_timing, device=device, dtype=dtype.value,
-            seed=seed, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+            seed=seed, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, allow_special=allow_special,
         )
-    except RunError as err:
+    except (RunError, InputError) as err:
         fail(str(err))
     except Exception as err:
         if debug:
             raise
         fail(f"internal error: {err.__class__.__name__}: {err} (run again with --debug for the traceback)", code=1)
+    for note in result.header["inputs"].get("notes", []):
+        typer.echo(f"llama-trace: note: {note}", err=True)
     _emit(result.header, result.trace, result.summary, fmt, output, stage, depth, result.image)
     if result.trace.error is not None:
         err = result.trace.error

@@ -22,7 +22,7 @@ pixels (Meta's transform fails on those too, with Pillow's
 Public API
 ----------
     InputError                                   ValueError with a one-line, actionable message
-    LoadedImage(image, info, notes)              RGB image (loaded), run.open_image's info, notes
+    LoadedImage(image, info, notes)              RGB image (loaded), the info the run log records, notes
     load_image(path, *, chunk_size=560, max_num_chunks=4, dtype=torch.bfloat16) -> LoadedImage
     check_transform_size(size, chunk_size, max_num_chunks, dtype)   raises InputError
     check_prompt(text, tokenizer, max_tokens, allow_special=False) -> notes
@@ -76,7 +76,7 @@ class InputError(ValueError):
 @dataclass
 class LoadedImage:
     image: Image.Image  # mode RGB, pixels loaded, file closed
-    info: dict  # path, file, size (of the file's image), mode (of the file's image), as run.open_image
+    info: dict  # path, file, size (of the file's image), mode (of the file's image), as the run log records them
     notes: list[str] = field(default_factory=list)
 
 

@@ -15,7 +15,7 @@ from .annotations import annotate
 from .catalog import stage_index
 from .context import all_stage_contexts, run_context
 from .source_excerpt import PROJECT_ROOT, excerpt
-from .summary import fmt_count, fmt_shape, phase_label
+from .summary import display_path, fmt_count, fmt_shape, phase_label
 from .tree import build_tree, walk
 
 GROUPS = [
@@ -80,7 +80,7 @@ def shape_table(event: dict) -> list[str]:
     lines = [head, "|---|---|---|---|" + ("---|" if real else "")]
     for side, items in (("in", event.get("inputs", [])), ("out", event.get("outputs", []))):
         for item in items[:6]:
-            cells = [side, f"`{item['path'].strip('[]') or '·'}`", f"`{fmt_shape(item)}`", item.get("dtype", "")]
+            cells = [side, f"`{display_path(item['path'])}`", f"`{fmt_shape(item)}`", item.get("dtype", "")]
             if real:
                 s = item.get("stats")
                 cells.append(f"[{s['min']}, {s['max']}] μ={s['mean']} σ={s['std']}" + (f" **NaN×{s['nan']}**" if s["nan"] else "") + (f" **Inf×{s['inf']}**" if s["inf"] else "") if s else "")

@@ -22,6 +22,7 @@ from model import generation, image_transform
 from tracer import trace
 from tracer.capture import Trace
 
+from . import inputs
 from .catalog import stage_rules, wrapped_functions
 from .sample_image import SAMPLE_IMAGE
 
@@ -75,28 +76,6 @@ def default_mode(preset: str) -> str:
     return "real" if preset == "tiny" else "meta"
 
 
-def open_image(path: Path | None) -> tuple[Image.Image, dict]:
-    path = Path(path) if path is not None else SAMPLE_IMAGE
-    if not path.exists():
-        raise RunError(f"image not found: {path}; pass an existing file with --image")
-    if path.is_dir():
-        raise RunError(f"{path} is a folder, not an image; pass an image file with --image")
-    try:
-        with Image.open(path) as im:
-            im.load()
-            image = im.copy()
-    except Exception as err:  # PIL raises many types for broken files
-        raise RunError(f"cannot read {path} as an image ({err.__class__.__name__}: {err}); pass a PNG or JPEG") from None
-    bundled = path == SAMPLE_IMAGE
-    info = {
-        "path": "sample.png (bundled)" if bundled else path.name,
-        "file": "bundled" if bundled else str(path),
-        "size": list(image.size),
-        "mode": image.mode,
-    }
-    return image, info
-
-
 def image_for_log(header: dict) -> Image.Image | None:
     """The traced image again, for pictures rendered from a saved log (None if it is gone)."""
     source = (header.get("inputs", {}).get("image") or {}).get("file")
@@ -123,15 +102,19 @@ def run(
     max_new_tokens: int | None = None,
     temperature: float = 0.0,
     top_p: float = 0.9,
+    allow_special: bool = False,
 ) -> RunResult:
     args = get_preset(preset)
     mode = mode or default_mode(preset)
     run_device = "meta" if mode == "meta" else device
     torch_dtype = DTYPES[dtype]
-    image, image_info = open_image(image_path)
+    loaded = inputs.load_image(image_path, chunk_size=args.vision_chunk_size, max_num_chunks=args.vision_max_num_chunks, dtype=torch_dtype)
+    image, image_info, notes = loaded.image, loaded.info, list(loaded.notes)
     tokenizer = get_tokenizer()
     instruct = preset.endswith("instruct") or preset == "tiny"
-    fmt = ChatFormat(tokenizer)
+    budget = inputs.prompt_budget(tokenizer, args.max_seq_len, chat=instruct)
+    notes += inputs.check_prompt(prompt, tokenizer, budget, allow_special=allow_special)
+    fmt = ChatFormat(tokenizer, allow_special=allow_special)
 
     # The canvas, known before the trace so the image stages get their shape letters (Hc, Wc).
     canvas = image_transform.get_best_fit(
@@ -177,7 +160,7 @@ def run(
         "tool": "llama-trace",
         "versions": {"llama-trace": version(), "torch": torch.__version__, "python": platform.python_version()},
         "model": {"preset": preset, "config": args.to_dict(), "config_hash": config_hash(args)},
-        "inputs": {"image": image_info, "prompt": prompt, "layout": "chat" if instruct else "completion", "token_ids": inp.tokens, "vision_mask": inp.vision.mask if inp.vision else []},
+        "inputs": {"image": image_info, "notes": notes, "prompt": prompt, "layout": "chat" if instruct else "completion", "token_ids": inp.tokens, "vision_mask": inp.vision.mask if inp.vision else []},
         "mode": mode,
         "device": run_device,
         "dtype": dtype,

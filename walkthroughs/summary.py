@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from rich import box
 from rich.console import Console
 from rich.table import Table
@@ -24,6 +26,14 @@ def fmt_shape(item: dict) -> str:
         return concrete
     letters = "[" + ", ".join(s if s is not None else str(d) for s, d in zip(sym, shape)) + "]"
     return f"{letters} = {concrete}" if letters != concrete else concrete
+
+
+def display_path(path: str) -> str:
+    """`['x']` -> `x`, `['parts'][0]` -> `parts[0]`, `[1]` -> `[1]`, `` -> `·` (the value itself)."""
+    m = re.match(r"^\['([^']*)'\](.*)$", path)
+    if m:
+        return m.group(1) + m.group(2)
+    return path.lstrip(".") or "·"
 
 
 def fmt_count(n: int | float) -> str:

@@ -16,7 +16,7 @@ from .annotations import annotate
 from .catalog import stage_index
 from .context import all_stage_contexts
 from .source_excerpt import excerpt
-from .summary import fmt_count, fmt_shape, phase_label
+from .summary import display_path, fmt_count, fmt_shape, phase_label
 from .tree import build_tree, walk
 
 
@@ -39,7 +39,7 @@ def shape_table(event: dict) -> Table:
         table.add_column("values")
     for side, items in (("in", event.get("inputs", [])), ("out", event.get("outputs", []))):
         for item in items[:6]:
-            cells = [side, item["path"].strip("[]'") or "·", fmt_shape(item), item.get("dtype", "")]
+            cells = [side, display_path(item["path"]), fmt_shape(item), item.get("dtype", "")]
             if real:
                 cells.append(stats_line(item))
             table.add_row(*cells)
