@@ -2,13 +2,14 @@
 
 from .args import PRESETS, ConfigError, ModelArgs, from_params_json, get_preset
 from .build import build_model, init_random_weights
+from .checkpoint import CheckpointError, load_checkpoint
 from .chat_format import ChatFormat, LLMInput, Message, VisionInput, create_vision_mask
 from .multimodal import CrossAttentionTransformer
 from .tokenizer import Tokenizer, get_tokenizer
 
 __all__ = [
     "PRESETS", "ConfigError", "ModelArgs", "from_params_json", "get_preset",
-    "build_model", "init_random_weights",
+    "build_model", "init_random_weights", "CheckpointError", "load_checkpoint",
     "ChatFormat", "LLMInput", "Message", "VisionInput", "create_vision_mask",
     "CrossAttentionTransformer", "Tokenizer", "get_tokenizer",
 ]

@@ -157,6 +157,14 @@ PARAMS_JSON_OPTIONAL = {
 }
 
 
+# Not in Meta's params.json (Meta hard-codes its vision encoder), but accepted there so that a
+# small checkpoint, like the tests' tiny ones, can state its vision sizes.
+PARAMS_JSON_EXTENSION = (
+    "vision_width", "vision_layers", "vision_heads", "vision_global_layers", "vision_patch_size",
+    "vision_max_num_tiles", "vision_mlp_ratio", "vision_return_intermediate", "n_learnable_embeddings",
+)
+
+
 def from_params_json(path: str | Path, **runtime) -> ModelArgs:
     """Read a Meta `params.json` strictly: unknown keys and missing required keys are errors."""
     path = Path(path)
@@ -166,7 +174,7 @@ def from_params_json(path: str | Path, **runtime) -> ModelArgs:
         raise ConfigError(f"cannot read {path}: {err}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a JSON object")
-    unknown = sorted(set(data) - set(PARAMS_JSON_REQUIRED) - set(PARAMS_JSON_OPTIONAL))
+    unknown = sorted(set(data) - set(PARAMS_JSON_REQUIRED) - set(PARAMS_JSON_OPTIONAL) - set(PARAMS_JSON_EXTENSION))
     if unknown:
         raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)}")
     missing = [k for k in PARAMS_JSON_REQUIRED if k not in data]
@@ -175,7 +183,12 @@ def from_params_json(path: str | Path, **runtime) -> ModelArgs:
     values = {**PARAMS_JSON_OPTIONAL, **data}
     if values["n_kv_heads"] is None:
         values["n_kv_heads"] = values["n_heads"]
-    return ModelArgs(name=path.parent.name or "checkpoint", **values, **runtime)
+    if "vision_return_intermediate" in values:
+        values["vision_return_intermediate"] = tuple(values["vision_return_intermediate"])
+    try:
+        return ModelArgs(name=path.parent.name or "checkpoint", **values, **runtime)
+    except TypeError as err:
+        raise ConfigError(f"{path}: {err}") from None
 
 
 _11B = dict(dim=4096, n_layers=32, n_heads=32, n_kv_heads=8, multiple_of=1024, vision_num_cross_attention_layers=8)

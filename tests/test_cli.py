@@ -105,3 +105,71 @@ def test_generation_traces_every_decode_step_and_folds_them(tmp_path):
     out = invoke("render", str(log)).stdout
     assert "decode steps 1-4 (×4, the same shapes, one" in out  # the line may wrap after that
     assert "generated 5 token(s)" in out
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoints(tmp_path_factory):
+    """A Meta-layout and a Hugging Face-layout checkpoint of the same random tiny weights."""
+    import shutil
+
+    import torch
+
+    from checkpoints import write_hf_checkpoint, write_meta_checkpoint
+    from model import build_model, get_preset
+    from model.tokenizer import default_model_path
+
+    args = get_preset("tiny")
+    state = build_model(args, dtype=torch.float32, seed=3).state_dict()
+    root = tmp_path_factory.mktemp("ckpt")
+    meta = write_meta_checkpoint(root / "meta-tiny-instruct", args, state, with_vision_fields=True, tokenizer=False)
+    shutil.copy(default_model_path(), meta / "tokenizer.model")
+    hf = write_hf_checkpoint(root / "hf-tiny-instruct", args, state)
+    return meta, hf, state
+
+
+def test_checkpoints_of_both_layouts_generate_what_meta_generates(tiny_checkpoints, tmp_path):
+    import copy
+
+    import torch
+
+    import meta_reference as mr
+    from model import ChatFormat, Message, get_preset, get_tokenizer
+    from walkthroughs.inputs import load_image
+
+    meta, hf, state = tiny_checkpoints
+    generated = {}
+    for folder in (meta, hf):
+        log = tmp_path / f"{folder.name}.jsonl"
+        result = invoke("run", "--checkpoint", str(folder), "--max-new-tokens", "16", "--dtype", "fp32", "--format", "json", "-o", str(log), "--no-timing")
+        assert result.exit_code == 0
+        lines = [json.loads(line) for line in log.read_text().splitlines()]
+        assert lines[0]["mode"] == "real" and lines[0]["model"]["preset"] == f"checkpoint {folder.name}"
+        generated[folder.name] = lines[-1]["generated"]["ids"]
+    assert generated["meta-tiny-instruct"] == generated["hf-tiny-instruct"]
+
+    reference = mr.build_meta_model(get_preset("tiny"), dtype=torch.float32)
+    reference.load_state_dict(state, strict=True)
+    image = load_image(None, chunk_size=112).image
+    inp = ChatFormat(get_tokenizer()).encode_dialog_prompt([Message("user", [image, "Describe this image in one sentence."])])
+    with mr.meta_default_dtype(torch.float32):
+        steps = list(mr.meta_generator(reference).generate([copy.deepcopy(inp)], temperature=0.0, max_gen_len=16))
+    assert generated["meta-tiny-instruct"] == [r[0].token for r in steps]
+
+
+def test_broken_checkpoints_give_one_line_errors(tiny_checkpoints, tmp_path):
+    from checkpoints import write_malicious_pth
+
+    meta, _, _ = tiny_checkpoints
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    evil = tmp_path / "evil"
+    evil.mkdir()
+    (evil / "params.json").write_text((meta / "params.json").read_text())
+    marker = tmp_path / "pwned"
+    write_malicious_pth(evil / "consolidated.00.pth", marker)
+    for folder, message in ((tmp_path / "nope", "does not exist"), (empty, "is empty"), (evil, "refused")):
+        result = runner.invoke(app, ["run", "--checkpoint", str(folder)])
+        assert result.exit_code == 2, result.output
+        assert message in result.output and "Traceback" not in result.output
+        assert len(result.output.strip().splitlines()) == 1
+    assert not marker.exists()

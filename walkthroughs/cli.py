@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from enum import Enum
@@ -84,6 +85,25 @@ def _console(path: Optional[Path] = None):
     return Console(no_color=no_color, highlight=False, soft_wrap=False)
 
 
+@contextlib.contextmanager
+def _loading_progress(active: bool):
+    """A rich progress bar on stderr while checkpoint weights load; yields the callback."""
+    if not active:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("loading weights"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
+                  console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("load", total=None)
+
+        def update(done: int, total: int, name: str) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
 def _check_output(path: Path, force: bool) -> None:
     if path.is_dir():
         fail(f"{path} is a folder; give a file name with -o")
@@ -114,10 +134,14 @@ def run(
     temperature: float = typer.Option(0.0, "--temperature", help="0 = greedy (default); above 0, top-p sampling as Meta's generate."),
     top_p: float = typer.Option(0.9, "--top-p", help="Nucleus size for sampling."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random weights (tiny) and of sampling."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="A Meta (params.json + consolidated*.pth) or Hugging Face (config.json + *.safetensors) Llama 3.2 Vision folder: real weights, real values, generated text."),
+    layout: Optional[str] = typer.Option(None, "--layout", help="chat or completion prompt layout (default: chat for instruct models)."),
     allow_special: bool = typer.Option(False, "--allow-special", help="Read special-token strings in the prompt (<|eot_id|> …) as control tokens, not as plain text."),
     debug: bool = typer.Option(False, "--debug", help="Show Python tracebacks."),
 ) -> None:
     """Run the model under the tracer and print a stage-by-stage summary (or write the log)."""
+    from model import CheckpointError, ConfigError
+
     from .inputs import InputError
     from .run import RunError
     from .run import run as do_run
@@ -139,12 +163,18 @@ def run(
 
         if not torch.cuda.is_available():
             fail("--device cuda: no CUDA GPU is visible here; use --device cpu (or meta mode, the default for 11b/90b)")
+    if layout not in (None, "chat", "completion"):
+        fail(f"unknown --layout {layout!r}; use chat or completion")
+    if checkpoint is not None and mode is Mode.meta:
+        fail("--checkpoint loads real weights; leave out --mode meta")
     try:
-        result = do_run(
-            image, prompt, model.value, mode.value if mode else None, ops, not no_timing, device=device, dtype=dtype.value,
-            seed=seed, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, allow_special=allow_special,
-        )
-    except (RunError, InputError) as err:
+        with _loading_progress(checkpoint is not None) as progress:
+            result = do_run(
+                image, prompt, model.value, mode.value if mode else None, ops, not no_timing, device=device, dtype=dtype.value,
+                seed=seed, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, allow_special=allow_special,
+                checkpoint=checkpoint, layout=layout, progress=progress,
+            )
+    except (RunError, InputError, CheckpointError, ConfigError) as err:
         fail(str(err))
     except Exception as err:
         if debug:

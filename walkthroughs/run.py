@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from model import ChatFormat, Message, ModelArgs, build_model, get_preset, get_tokenizer
+from model import ChatFormat, Message, ModelArgs, Tokenizer, build_model, get_preset, get_tokenizer, load_checkpoint
+from model.checkpoint import detect_layout, read_checkpoint_args
 from model import generation, image_transform
 from tracer import trace
 from tracer.capture import Trace
@@ -76,6 +77,16 @@ def default_mode(preset: str) -> str:
     return "real" if preset == "tiny" else "meta"
 
 
+def checkpoint_tokenizer(path: Path | None) -> tuple[Tokenizer, str | None]:
+    """The checkpoint's own tokenizer.model when it reads as one, else the bundled Llama 3 one."""
+    if path is None:
+        return get_tokenizer(), "the checkpoint has no tokenizer.model: using the Llama 3 tokenizer from llama-models"
+    try:
+        return Tokenizer(path), None
+    except Exception as err:  # a broken BPE file fails in many ways
+        return get_tokenizer(), f"cannot read {path.name} ({err.__class__.__name__}): using the Llama 3 tokenizer from llama-models"
+
+
 def image_for_log(header: dict) -> Image.Image | None:
     """The traced image again, for pictures rendered from a saved log (None if it is gone)."""
     source = (header.get("inputs", {}).get("image") or {}).get("file")
@@ -103,24 +114,38 @@ def run(
     temperature: float = 0.0,
     top_p: float = 0.9,
     allow_special: bool = False,
+    checkpoint: Path | None = None,
+    layout: str | None = None,
+    progress=None,
 ) -> RunResult:
-    args = get_preset(preset)
-    mode = mode or default_mode(preset)
-    run_device = "meta" if mode == "meta" else device
     torch_dtype = DTYPES[dtype]
+    # Cheap checks first (config, image, prompt), the weights last.
+    args = read_checkpoint_args(checkpoint) if checkpoint is not None else get_preset(preset)
     loaded = inputs.load_image(image_path, chunk_size=args.vision_chunk_size, max_num_chunks=args.vision_max_num_chunks, dtype=torch_dtype)
     image, image_info, notes = loaded.image, loaded.info, list(loaded.notes)
-    tokenizer = get_tokenizer()
-    instruct = preset.endswith("instruct") or preset == "tiny"
+    if checkpoint is not None:  # real weights: the config, chunk size included, comes from the checkpoint
+        mode, run_device = "real", device
+        preset = f"checkpoint {Path(checkpoint).resolve().name}"
+        instruct = layout == "chat" if layout else "instruct" in preset.lower()
+        tokenizer, note = checkpoint_tokenizer(detect_layout(checkpoint).tokenizer)
+        notes += [note] if note else []
+    else:
+        mode = mode or default_mode(preset)
+        run_device = "meta" if mode == "meta" else device
+        tokenizer = get_tokenizer()
+        instruct = layout == "chat" if layout else preset.endswith("instruct") or preset == "tiny"
     budget = inputs.prompt_budget(tokenizer, args.max_seq_len, chat=instruct)
     notes += inputs.check_prompt(prompt, tokenizer, budget, allow_special=allow_special)
     fmt = ChatFormat(tokenizer, allow_special=allow_special)
+    if checkpoint is not None:
+        model, args, _ = load_checkpoint(checkpoint, device=run_device, dtype=torch_dtype, progress=progress)
+    else:
+        model = build_model(args, device=run_device, dtype=torch_dtype, seed=seed if mode == "real" else 0, setup_cache=False)
 
     # The canvas, known before the trace so the image stages get their shape letters (Hc, Wc).
     canvas = image_transform.get_best_fit(
         image.size, image_transform.find_supported_resolutions(args.vision_max_num_chunks, args.vision_chunk_size), torch_dtype
     )
-    model = build_model(args, device=run_device, dtype=torch_dtype, seed=seed if mode == "real" else 0, setup_cache=False)
     max_seq_len = args.max_seq_len
 
     with trace(
