@@ -173,3 +173,37 @@ def test_broken_checkpoints_give_one_line_errors(tiny_checkpoints, tmp_path):
         assert message in result.output and "Traceback" not in result.output
         assert len(result.output.strip().splitlines()) == 1
     assert not marker.exists()
+
+
+def test_a_failing_forward_still_writes_the_events_and_names_the_stage(tmp_path, monkeypatch):
+    import model.vision_encoder as ve
+
+    def broken_mask(*args, **kwargs):
+        raise RuntimeError("simulated failure in the encoder mask")
+
+    monkeypatch.setattr(ve, "build_encoder_attention_mask", broken_mask)
+    log = tmp_path / "failed.jsonl"
+    result = runner.invoke(app, ["run", "--model", "tiny", "--format", "json", "-o", str(log), "--no-timing"])
+    assert result.exit_code == 1
+    assert "failed in stage vision.encoder_mask" in result.output and "simulated failure" in result.output
+    assert "Traceback" not in result.output
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    summary = lines[-1]
+    assert summary["type"] == "summary" and summary["error"]["type"] == "RuntimeError"
+    assert summary["error"]["stage"] == "vision.encoder_mask"
+    stages = {e.get("stage") for e in lines[1:-1]}
+    assert {"prompt", "image.canvas", "vision.patch_embed", "vision.pad8"} <= stages  # everything before the failure
+
+
+def test_ctrl_c_leaves_no_partial_file(tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "run.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "walkthroughs.cli", "run", "--model", "90b-instruct", "--format", "json", "-o", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(4)
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=60)
+    assert proc.returncode != 0
+    assert list(tmp_path.iterdir()) == []  # neither the log nor a temporary file

@@ -100,6 +100,35 @@ def image_for_log(header: dict) -> Image.Image | None:
         return None
 
 
+def _traced_run(t, state, model, fmt, image, prompt, instruct, args, canvas, tokenizer, run_device, torch_dtype, mode,
+                max_new_tokens, temperature, top_p, seed) -> None:
+    """Prompt, caches, vision, prefill and decode steps, inside the trace; results go into `state`."""
+    max_seq_len = args.max_seq_len
+    content = [image, prompt]
+    inp = state["inp"] = fmt.encode_dialog_prompt([Message("user", content)]) if instruct else fmt.encode_content(content)
+    n = state["n"] = len(inp.tokens)
+    if n >= max_seq_len:
+        raise RunError(f"the prompt is {n} tokens; this model's context here is {max_seq_len}: shorten the prompt")
+    # Meta's generate: total_len = min(max_gen_len + prompt_len, max_seq_len), max_gen_len = max_seq_len - 1 by default
+    total_len = state["total_len"] = min((max_new_tokens or max_seq_len - 1) + n, max_seq_len)
+    symbols = shape_symbols(args, len(inp.vision.images) if inp.vision else 0, n, total_len, canvas)
+    t.set_symbols(symbols)
+
+    def marker(name, **info):  # each step's phase, with S = the positions this step feeds
+        first, last = info["positions"]
+        t.set_symbols({**symbols, "S": last - first})
+        return t.phase(name, **info)
+
+    model.setup_cache(1, run_device, torch_dtype)
+    for step in generation.generate(
+        model, inp, tokenizer.pad_id, tokenizer.stop_tokens, max_gen_len=max_new_tokens, temperature=temperature,
+        top_p=top_p, seed=seed if temperature > 0 else None, device=run_device, marker=marker, max_steps=max_new_tokens or 1,
+    ):
+        if not state["steps"]:
+            state["prefill_logits"] = step.logits[0, -1].float()  # [K]
+        state["steps"].append(step.next_token[0] if mode != "meta" else None)
+
+
 def run(
     image_path: Path | None = None,
     prompt: str = DEFAULT_PROMPT,
@@ -148,44 +177,32 @@ def run(
     )
     max_seq_len = args.max_seq_len
 
-    with trace(
+    t = trace(
         model,
         ops=ops,
         functions=wrapped_functions(),
         stage_rules=stage_rules(),
         source_roots=[str(PROJECT_ROOT)],
         timing=timing,
-    ) as t:
-        content = [image, prompt]
-        inp = fmt.encode_dialog_prompt([Message("user", content)]) if instruct else fmt.encode_content(content)
-        n = len(inp.tokens)
-        if n >= max_seq_len:
-            raise RunError(f"the prompt is {n} tokens; this model's context here is {max_seq_len}: shorten the prompt")
-        # Meta's generate: total_len = min(max_gen_len + prompt_len, max_seq_len), max_gen_len = max_seq_len - 1 by default
-        total_len = min((max_new_tokens or max_seq_len - 1) + n, max_seq_len)
-        symbols = shape_symbols(args, len(inp.vision.images) if inp.vision else 0, n, total_len, canvas)
-        t.set_symbols(symbols)
-
-        def marker(name, **info):  # each step's phase, with S = the positions this step feeds
-            first, last = info["positions"]
-            t.set_symbols({**symbols, "S": last - first})
-            return t.phase(name, **info)
-
-        model.setup_cache(1, run_device, torch_dtype)
-        steps = []
-        for step in generation.generate(
-            model, inp, tokenizer.pad_id, tokenizer.stop_tokens, max_gen_len=max_new_tokens, temperature=temperature,
-            top_p=top_p, seed=seed if temperature > 0 else None, device=run_device, marker=marker, max_steps=max_new_tokens or 1,
-        ):
-            if not steps:
-                prefill_logits = step.logits[0, -1].float()  # [K]
-            steps.append(step.next_token[0] if mode != "meta" else None)
+    )
+    state = {"inp": None, "n": 0, "total_len": 0, "steps": [], "prefill_logits": None}
+    try:
+        with t:
+            _traced_run(t, state, model, fmt, image, prompt, instruct, args, canvas, tokenizer, run_device, torch_dtype, mode,
+                        max_new_tokens, temperature, top_p, seed)
+    except RunError:
+        raise
+    except Exception:  # the forward failed: keep every event so far; t.error names the stage and line
+        if t.error is None:
+            raise
+    inp, n, total_len, steps, prefill_logits = (state[k] for k in ("inp", "n", "total_len", "steps", "prefill_logits"))
 
     header = {
         "tool": "llama-trace",
         "versions": {"llama-trace": version(), "torch": torch.__version__, "python": platform.python_version()},
         "model": {"preset": preset, "config": args.to_dict(), "config_hash": config_hash(args)},
-        "inputs": {"image": image_info, "notes": notes, "prompt": prompt, "layout": "chat" if instruct else "completion", "token_ids": inp.tokens, "vision_mask": inp.vision.mask if inp.vision else []},
+        "inputs": {"image": image_info, "notes": notes, "prompt": prompt, "layout": "chat" if instruct else "completion",
+                   "token_ids": inp.tokens if inp else [], "vision_mask": inp.vision.mask if inp and inp.vision else []},
         "mode": mode,
         "device": run_device,
         "dtype": dtype,
@@ -194,7 +211,7 @@ def run(
         "generation": {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "seed": seed if temperature > 0 else None},
     }
     summary = {"prompt_tokens": n, "total_len": total_len, "steps": len(steps)}
-    if mode != "meta":
+    if mode != "meta" and steps:
         ids = [int(x) for x in steps]
         summary["next_token"] = {"id": ids[0], "text": tokenizer.decode([ids[0]])}
         summary["generated"] = {"ids": ids, "text": tokenizer.decode(ids), "stopped": "stop token" if ids[-1] in tokenizer.stop_tokens else "length"}
