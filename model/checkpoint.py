@@ -387,6 +387,8 @@ def args_from_hf_config(config: dict, where: str = HF_CONFIG, name: str = "check
 class _Source:
     """Tensors of a checkpoint by name; `get` returns a CPU tensor (optionally only rows `rows`)."""
 
+    fresh = False  # True when get() returns tensors that share memory with nothing else
+
     def keys(self) -> list[str]: ...
     def shape(self, key: str) -> tuple[int, ...]: ...
     def dtype_name(self, key: str) -> str: ...
@@ -505,9 +507,66 @@ class _MetaSource(_Source):
         return out if rows is None else out[rows]
 
 
+_TORCH_DTYPES = {**_SAFETENSORS_FLOAT, "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
+                 "U8": torch.uint8, "BOOL": torch.bool}
+
+
+class _SafetensorsFile:
+    """One .safetensors file read with plain reads, not mmap: the file's pages then stay in the
+    page cache instead of counting in this process's memory, so peak RSS stays near the weights.
+    Format: 8-byte little-endian header length, a JSON header {name: {dtype, shape,
+    data_offsets}}, then the raw data."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                raise ValueError("shorter than a safetensors header")
+            n = int.from_bytes(head, "little")
+            if n > size - 8 or n > 100 << 20:
+                raise ValueError(f"header length {n} does not fit in a {size}-byte file")
+            header = json.loads(f.read(n))
+        header.pop("__metadata__", None)
+        self.base = 8 + n
+        self.meta = header
+        self._file = open(path, "rb", buffering=0)  # noqa: SIM115 -- one read() per tensor, kept open while loading
+        for key, info in header.items():
+            start, end = info["data_offsets"]
+            if self.base + end > size:
+                raise ValueError(f"{key} ends at byte {self.base + end} but the file has {size} bytes")
+
+    def keys(self) -> list[str]:
+        return list(self.meta)
+
+    def shape(self, key: str) -> list[int]:
+        return self.meta[key]["shape"]
+
+    def dtype_name(self, key: str) -> str:
+        return self.meta[key]["dtype"]
+
+    def read(self, key: str, rows: slice | None = None) -> torch.Tensor:
+        info = self.meta[key]
+        dtype, shape = _TORCH_DTYPES[info["dtype"]], list(info["shape"])
+        start, end = info["data_offsets"]
+        if rows is not None:  # rows of a row-major tensor are contiguous bytes
+            row_bytes = (end - start) // shape[0] if shape and shape[0] else 0
+            first, stop, _ = rows.indices(shape[0])
+            start, end, shape[0] = start + first * row_bytes, start + stop * row_bytes, stop - first
+        out = torch.empty(shape, dtype=dtype)  # read straight into the tensor's memory: no zero-fill, no copy
+        if end > start:
+            self._file.seek(self.base + start)
+            if self._file.readinto(out.view(-1).view(torch.uint8).numpy()) != end - start:
+                raise ValueError(f"{key}: the file ends early")
+        return out
+
+
 class _SafetensorsSource(_Source):
     """model.safetensors, or the shards an index json names; HF key layouts mapped to canonical names:
     `text.` (decoder), `lm_head.`, `vision.` (vision model), `projector.`."""
+
+    fresh = True  # get() returns tensors of their own, read from the file
 
     PREFIXES = (  # (HF prefix, canonical prefix); the re-rooted transformers >= 4.52 names first
         ("model.language_model.", "text."),
@@ -521,8 +580,6 @@ class _SafetensorsSource(_Source):
     )
 
     def __init__(self, weights: Path) -> None:
-        from safetensors import safe_open
-
         if weights.name == HF_INDEX:
             index = _read_json(weights)
             weight_map = index.get("weight_map")
@@ -540,9 +597,9 @@ class _SafetensorsSource(_Source):
         for f in files:
             path = weights.parent / f
             try:
-                handle = safe_open(str(path), framework="pt", device="cpu")
-                keys = list(handle.keys())
-            except Exception as err:  # SafetensorError (truncated header or data), OSError
+                handle = _SafetensorsFile(path)
+                keys = handle.keys()
+            except Exception as err:  # a truncated header or data, bad JSON, OSError
                 raise CheckpointError(f"{path}: not a readable safetensors file ({_one_line(err)}); "
                                       "it is truncated or corrupt: re-download it") from None
             self.handles[f] = handle
@@ -572,18 +629,20 @@ class _SafetensorsSource(_Source):
                 return new + key[len(old):]
         return None
 
-    def _slice(self, key: str):
+    def _file(self, key: str) -> tuple[_SafetensorsFile, str]:
         original = self.original[key]
-        return self.handles[self.file_of[original]].get_slice(original)
+        return self.handles[self.file_of[original]], original
 
     def keys(self) -> list[str]:
         return list(self.original)
 
     def shape(self, key: str) -> tuple[int, ...]:
-        return tuple(self._slice(key).get_shape())
+        handle, original = self._file(key)
+        return tuple(handle.shape(original))
 
     def dtype_name(self, key: str) -> str:
-        return self._slice(key).get_dtype()
+        handle, original = self._file(key)
+        return handle.dtype_name(original)
 
     def is_float(self, key: str) -> bool:
         return self.dtype_name(key) in _SAFETENSORS_FLOAT
@@ -592,11 +651,9 @@ class _SafetensorsSource(_Source):
         return _SAFETENSORS_ITEMSIZE.get(self.dtype_name(key), 2)
 
     def get(self, key: str, rows: slice | None = None) -> torch.Tensor:
-        original = self.original[key]
+        handle, original = self._file(key)
         try:
-            if rows is None:
-                return self.handles[self.file_of[original]].get_tensor(original)
-            return self._slice(key)[rows]
+            return handle.read(original, rows)
         except Exception as err:
             raise CheckpointError(f"{self.file_of[original]}: cannot read {original} ({_one_line(err)}); re-download the file") from None
 
@@ -853,8 +910,8 @@ def load_checkpoint(
             value = source.get(recipe.key, recipe.rows)
             if recipe.convert is not None:
                 value = recipe.convert(value)
-            # copy=True: the model never shares memory with a memory-mapped file or a reader's buffer
-            value = value.to(device=device, dtype=dtype, copy=True).contiguous()
+            # The model never shares memory with a memory-mapped file: copy unless the source made a fresh tensor.
+            value = value.to(device=device, dtype=dtype, copy=not source.fresh).contiguous()
             _set_parameter(model, param_name, value)
             done += sizes[param_name]
             if progress is not None:

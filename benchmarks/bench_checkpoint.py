@@ -1,0 +1,137 @@
+"""Checkpoint loading and traced generation, as ratios measured side by side in one run.
+
+    python benchmarks/bench_checkpoint.py [--quick]
+
+1. Loading a Hugging Face-layout checkpoint (a mid-size random model, bf16 safetensors) with
+   `model.load_checkpoint` against `safetensors.torch.load_file` of the same file, each in a
+   fresh process: time, and peak RSS against the weight bytes.
+2. Greedy generation of 16 tokens with `tiny` (real bf16 arithmetic), traced (module events and
+   value summaries) against untraced, in one process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # the test helpers that write checkpoints
+
+CHILD = """
+import sys, time
+sys.path.insert(0, {root!r})
+import torch
+from safetensors.torch import load_file
+from model import load_checkpoint
+t0 = time.perf_counter()  # imports done: only the loading is timed
+if sys.argv[1] == "safetensors":
+    state = {{k: v.clone() for k, v in load_file(sys.argv[2]).items()}}  # every byte read into memory, as a model needs
+    n = sum(v.numel() for v in state.values())
+else:
+    model, args, _ = load_checkpoint(sys.argv[2], dtype=torch.bfloat16)
+    n = sum(p.numel() for p in model.parameters())
+dt = time.perf_counter() - t0
+peak = next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmHWM"))  # this image only
+print(dt, peak, n)
+"""
+
+
+def write_checkpoint(folder: Path) -> tuple[Path, int]:
+    import torch
+    from safetensors.torch import save_file
+
+    import hf_convert
+    from model import build_model
+    from model.args import ModelArgs
+
+    args = ModelArgs(
+        name="bench", dim=1024, n_layers=8, n_heads=8, n_kv_heads=2, multiple_of=256, vision_num_cross_attention_layers=2,
+        vision_chunk_size=224, vision_width=512, vision_layers=8, vision_heads=8, vision_global_layers=2,
+        vision_return_intermediate=(1, 3, 5, 6, 7),
+    )
+    state = build_model(args, dtype=torch.bfloat16, seed=0).state_dict()
+    hf_state = {k: v.contiguous() for k, v in hf_convert.meta_to_hf_state_dict(args, state, layout="hub").items()}
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(hf_state, folder / "model.safetensors")
+    (folder / "config.json").write_text(hf_convert.hf_config_from_args(args).to_json_string())
+    return folder, sum(v.numel() * v.element_size() for v in hf_state.values())
+
+
+def loading(repeats: int) -> list[str]:
+    folder, weight_bytes = write_checkpoint(Path(tempfile.mkdtemp()) / "bench-ckpt")
+    child = CHILD.format(root=str(ROOT))
+    results: dict[str, list[tuple[float, int]]] = {"safetensors": [], "llama-trace": []}
+    for _ in range(repeats):
+        for kind, target in (("safetensors", folder / "model.safetensors"), ("llama-trace", folder)):
+            out = subprocess.run([sys.executable, "-c", child, kind, str(target)], capture_output=True, text=True, check=True)
+            seconds, rss, _ = out.stdout.split()
+            results[kind].append((float(seconds), int(rss)))
+    t = {k: statistics.median(s for s, _ in v) for k, v in results.items()}
+    rss = {k: statistics.median(r for _, r in v) for k, v in results.items()}
+    return [
+        f"| loading {weight_bytes / 2**20:.0f} MiB of bf16 weights | median s | ratio | peak RSS | ÷ weight bytes |",
+        "|---|---|---|---|---|",
+        f"| safetensors.torch.load_file | {t['safetensors']:.2f} | 1.00x | {rss['safetensors'] / 2**20:.0f} MiB | {rss['safetensors'] / weight_bytes:.2f}x |",
+        f"| llama-trace load_checkpoint | {t['llama-trace']:.2f} | {t['llama-trace'] / t['safetensors']:.2f}x | {rss['llama-trace'] / 2**20:.0f} MiB | {rss['llama-trace'] / weight_bytes:.2f}x |",
+        "",
+        "Peak RSS includes the Python interpreter and torch itself (about 300 MiB here), which weigh heavily against a checkpoint this small.",
+    ]
+
+
+def generation_overhead(repeats: int) -> list[str]:
+    import torch
+    from PIL import Image
+
+    from model import ChatFormat, Message, build_model, get_preset, get_tokenizer
+    from model.generation import generate
+    from tracer import trace
+    from walkthroughs.catalog import stage_rules, wrapped_functions
+    from walkthroughs.sample_image import SAMPLE_IMAGE
+
+    torch.set_num_threads(2)
+    model = build_model(get_preset("tiny"), dtype=torch.bfloat16, seed=0)
+    tok = get_tokenizer()
+    inp = ChatFormat(tok).encode_dialog_prompt([Message("user", [Image.open(SAMPLE_IMAGE).convert("RGB"), "Describe it."])])
+
+    def untraced():
+        return [int(s.next_token[0]) for s in generate(model, inp, tok.pad_id, tok.stop_tokens, max_gen_len=16)]
+
+    def traced():
+        with trace(model, functions=wrapped_functions(), stage_rules=stage_rules()) as t:
+            ids = [int(s.next_token[0]) for s in generate(model, inp, tok.pad_id, tok.stop_tokens, max_gen_len=16, marker=t.phase)]
+        return ids
+
+    assert untraced() == traced()
+    times = {"untraced": [], "traced": []}
+    for _ in range(repeats):
+        for name, fn in (("untraced", untraced), ("traced", traced)):
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return [
+        "| tiny, 16 greedy tokens, bf16 on the CPU | median ms | ÷ untraced |",
+        "|---|---|---|",
+        f"| untraced | {med['untraced'] * 1000:.0f} | 1.00x |",
+        f"| traced (module events + value summaries) | {med['traced'] * 1000:.0f} | {med['traced'] / med['untraced']:.2f}x |",
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    opts = parser.parse_args()
+    lines = ["## Checkpoint loading", ""] + loading(2 if opts.quick else 5)
+    lines += ["", "## Generation", ""] + generation_overhead(3 if opts.quick else 9)
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
