@@ -63,6 +63,9 @@ def test_json_to_stdout_is_json_lines():
         (["run", "--model", "tiny", "--device", "cuda"], "no CUDA GPU"),
         (["run", "--model", "tiny", "--device", "tpu"], "unknown --device"),
         (["run", "--format", "markdown"], "give the page path with -o"),
+        (["run", "--model", "tiny", "--dtype", "fp16"], "Invalid value"),
+        (["run", "--model", "tiny", "--layout", "poem"], "unknown --layout"),
+        (["run", "--model", "tiny", "-o", "/"], "is a folder"),
     ],
 )
 def test_bad_input_gives_a_one_line_error(args, message):

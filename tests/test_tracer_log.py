@@ -55,6 +55,7 @@ def test_identical_runs_are_byte_identical_without_timing(tmp_path):
         ('{"type": "header", "schema": 1}\n{"type": "event", "seq": 0}\n', "truncated"),
         ('{"type": "header", "schema": 1}\n{"type": "event", "seq": 1}\n{"type": "event", "seq": 0}\n{"type": "summary"}\n', "out of order"),
         ("[1, 2]\n", "not a JSON object"),
+        ('{"type": "header", "schema": 1}\n{"type": "event", "seq": 0}\n{"type": "summ', r"last line \(3\) is cut off"),
     ],
 )
 def test_malformed_logs_give_one_line_errors(tmp_path, text, message):

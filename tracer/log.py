@@ -104,6 +104,8 @@ def load_lines(lines: list[str], path: str = "log") -> tuple[dict, list[dict], d
         try:
             records.append(json.loads(line))
         except json.JSONDecodeError as err:
+            if number == len(lines) and records and records[0].get("type") == "header":
+                raise LogError(f"{path}: the last line ({number}) is cut off: the log is truncated; write it again") from None
             raise LogError(f"{path}:{number} is not JSON ({err.msg}); is this a llama-trace log (JSON Lines)?") from None
         if not isinstance(records[-1], dict):
             raise LogError(f"{path}:{number} is not a JSON object; is this a llama-trace log?")

@@ -1,0 +1,79 @@
+"""GPU check for generation (run on a CUDA machine): 11B-Instruct with random bf16 weights, one
+800x600 image and a 24-token prompt, prefill plus 8 decode steps, traced (module events and value
+summaries) against untraced, side by side in one process; peak GPU memory.
+
+    python benchmarks/gpu_generate.py [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from benchmarks_common import PROMPT_IDS  # noqa: E402
+from model import build_model, get_preset  # noqa: E402
+from model.chat_format import LLMInput, VisionInput  # noqa: E402
+from model.generation import generate  # noqa: E402
+from tracer import trace  # noqa: E402
+from walkthroughs.catalog import stage_rules, wrapped_functions  # noqa: E402
+
+STOP = [128001, 128008, 128009]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeats", type=int, default=5)
+    opts = parser.parse_args()
+    dev = torch.device("cuda")
+    args = get_preset("11b-instruct")
+    model = build_model(args, device=dev, dtype=torch.bfloat16, seed=0)
+    image = Image.effect_noise((800, 600), 64).convert("RGB")
+    inp = LLMInput(list(PROMPT_IDS), VisionInput([[5, -1]], [image]))
+
+    def run(traced: bool, values: bool = True):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        if traced:
+            with trace(model, values_summary=values, functions=wrapped_functions(), stage_rules=stage_rules(), timing=False) as t:
+                ids = [int(s.next_token[0]) for s in generate(model, inp, 128004, STOP, max_gen_len=9, device=dev, marker=t.phase)]
+            events = len(t.events)
+        else:
+            ids = [int(s.next_token[0]) for s in generate(model, inp, 128004, STOP, max_gen_len=9, device=dev)]
+            events = 0
+        torch.cuda.synchronize()
+        return time.perf_counter() - t0, ids, events
+
+    for _ in range(2):
+        run(False), run(True, False), run(True)
+    times = {"untraced": [], "traced, shapes only": [], "traced, with value summaries": []}
+    reference, events = None, 0
+    for _ in range(opts.repeats):
+        for name, kw in (("untraced", dict(traced=False)), ("traced, shapes only", dict(traced=True, values=False)),
+                         ("traced, with value summaries", dict(traced=True))):
+            dt, ids, n = run(**kw)
+            times[name].append(dt)
+            reference = reference or ids
+            assert ids == reference, f"{name}: generated tokens differ"
+            events = max(events, n)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(json.dumps({
+        "device": torch.cuda.get_device_name(), "torch": torch.__version__, "steps": len(reference), "events": events,
+        "peak_gb": round(torch.cuda.max_memory_allocated() / 2**30, 1),
+        "median_ms": {k: round(v * 1000, 1) for k, v in med.items()},
+        "ratio_vs_untraced": {k: round(v / med["untraced"], 3) for k, v in med.items()},
+    }, indent=1))
+
+
+if __name__ == "__main__":
+    main()
