@@ -181,7 +181,6 @@ class ValueStats:
         self._rows: list[torch.Tensor | None] = []  # per summary row: its copy, if NaN/Inf counts are still due
         self._seen: dict[int, tuple[weakref.ref, int, dict]] = {}
         self._aliases: list[tuple[dict, dict]] = []
-        self._large: list[tuple[dict, tuple[torch.Tensor, ...]]] = []
 
     @torch.no_grad()
     def add(self, item: dict, x: torch.Tensor) -> None:
@@ -204,11 +203,9 @@ class ValueStats:
             self._bytes += copy.numel() * copy.element_size()
             if self._bytes >= BATCH_BYTES:
                 self._flush()
-        else:  # six 0-d results, left in their own dtypes: converting them here would cost a kernel each
-            lo, hi = torch.aminmax(flat)
-            total = torch.sum(flat, dtype=torch.float32)
-            norm = torch.linalg.vector_norm(flat, dtype=torch.float32)
-            self._large.append((item, (lo, hi, total, norm, torch.isnan(flat).sum(), torch.isinf(flat).sum())))
+        else:
+            self._done.append(([item], _raw_moments(flat[None])))
+            self._rows.append(None)
 
     def _flush(self, final: bool = False) -> None:
         """Summarise the queued copies. At the end (`final`) the NaN/Inf counts wait for the
@@ -236,7 +233,6 @@ class ValueStats:
                 if copy is not None and not all(math.isfinite(v) for v in row[:2]):
                     row[4], row[5] = int(torch.isnan(copy).sum()), int(torch.isinf(copy).sum())
                 item["stats"] = summary_from_raw(row, math.prod(item["shape"]))
-        self._resolve_large()
         for item, source in self._aliases:
             if "stats" in source:
                 item["stats"] = dict(source["stats"])
@@ -244,21 +240,6 @@ class ValueStats:
         self._rows.clear()
         self._aliases.clear()
         self._seen.clear()
-        self._large.clear()
-
-    def _resolve_large(self) -> None:
-        """The large tensors' scalars: stacked per (device, dtype), so one read-back each."""
-        groups: dict[tuple, list[tuple[int, int, torch.Tensor]]] = {}
-        for i, (_, scalars) in enumerate(self._large):
-            for j, value in enumerate(scalars):
-                groups.setdefault((value.device, value.dtype), []).append((i, j, value))
-        table = [[0.0] * 6 for _ in self._large]
-        for entries in groups.values():
-            values = torch.stack([v for _, _, v in entries]).double().cpu().tolist()
-            for (i, j, _), v in zip(entries, values):
-                table[i][j] = v
-        for (item, _), row in zip(self._large, table):
-            item["stats"] = summary_from_raw(row, math.prod(item["shape"]))
 
 
 def round_sig(v: float, digits: int = 6) -> float | str:
