@@ -22,7 +22,10 @@ app = typer.Typer(
         "  llama-trace run --model 90b-instruct --ops      # every torch op too\n\n"
         "  llama-trace run --image cat.jpg --prompt 'What is this?' --format json -o run.jsonl\n\n"
         "  llama-trace run --model tiny                    # real arithmetic, random weights\n\n"
-        "  llama-trace render run.jsonl                    # summary of a saved log"
+        "  llama-trace render run.jsonl                    # summary of a saved log\n\n"
+        "  llama-trace run --format step                   # one stage per key press, for a workshop\n\n"
+        "  llama-trace quiz --model tiny --seed 1          # predict the output shapes\n\n"
+        "  llama-trace diff a.jsonl b.jsonl                # what changed between two traces, and why"
     ),
 )
 
@@ -38,14 +41,18 @@ class ModelName(str, Enum):
 class Format(str, Enum):
     terminal = "terminal"
     walkthrough = "walkthrough"
+    step = "step"
     markdown = "markdown"
+    html = "html"
     json = "json"
 
 
 class RenderFormat(str, Enum):
     terminal = "terminal"
     walkthrough = "walkthrough"
+    step = "step"
     markdown = "markdown"
+    html = "html"
 
 
 class Mode(str, Enum):
@@ -122,8 +129,8 @@ def run(
     model: ModelName = typer.Option(ModelName.b11_instruct, "--model", help="Model preset."),
     mode: Optional[Mode] = typer.Option(None, "--mode", help="meta: shapes only, no weights (default for 11b/90b); real: random weights, real arithmetic (default for tiny)."),
     ops: bool = typer.Option(False, "--ops", help="Also record every torch function call (view, matmul, softmax …)."),
-    fmt: Format = typer.Option(Format.terminal, "--format", help="terminal: stage summary; walkthrough: annotated, stage by stage; markdown: a deep-dive page with pictures (needs -o); json: the JSON Lines event log."),
-    stage: Optional[str] = typer.Option(None, "--stage", help="Only stages whose id starts with this, e.g. vision or text.cross_attention (implies the walkthrough in the terminal)."),
+    fmt: Format = typer.Option(Format.terminal, "--format", help="terminal: stage summary; walkthrough: annotated, stage by stage; step: the walkthrough one stage per screen (n/space next, p back, g jump, q quit, ? help); markdown: a deep-dive page with pictures (needs -o); html: the page as one offline HTML file for a projector (j/k move); json: the JSON Lines event log."),
+    stage: Optional[str] = typer.Option(None, "--stage", help="Only stages whose id starts with this, e.g. vision or text.cross_attention (implies the walkthrough in the terminal); with --format step, the stage to start at."),
     depth: int = typer.Option(2, "--depth", help="Levels of the module tree to show under each stage."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write to this file instead of stdout."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output file."),
@@ -150,6 +157,8 @@ def run(
         _check_output(output, force)
     if fmt is Format.markdown and output is None:
         fail("--format markdown writes a page and its pictures: give the page path with -o, e.g. -o page.md")
+    if fmt is Format.step and output is not None:
+        fail("--format step is interactive; leave out -o")
     if not prompt.strip():
         fail("the prompt is empty; pass some text with --prompt")
     if max_new_tokens is not None and max_new_tokens < 1:
@@ -218,6 +227,21 @@ def _render(header, events, summary, fmt: str, output: Optional[Path], stage=Non
         write_files(render_markdown(header, events, summary, output, image=image, depth=depth))
         typer.echo(f"wrote {output} and its pictures")
         return
+    if fmt == "html":
+        from .html import render_html
+
+        text = render_html(header, events, summary, image=image, depth=depth)
+        if output is None:
+            sys.stdout.write(text)
+        else:
+            atomic_write_text(output, text)
+            typer.echo(f"wrote {output}")
+        return
+    if fmt == "step":
+        from .step import step_through
+
+        step_through(header, events, summary, _console(), start_stage=stage, depth=depth)
+        return
     walkthrough = fmt == "walkthrough" or stage is not None
 
     def draw(console):
@@ -252,11 +276,110 @@ def render(
         _check_output(output, force)
     if fmt is RenderFormat.markdown and output is None:
         fail("--format markdown writes a page and its pictures: give the page path with -o, e.g. -o page.md")
+    if fmt is RenderFormat.step and output is not None:
+        fail("--format step is interactive; leave out -o")
     try:
         header, events, summary = load_log(log)
     except LogError as err:
         fail(str(err))
     _render(header, events, summary, fmt.value, output, stage, depth, image_for_log(header))
+
+
+class DiffFormat(str, Enum):
+    terminal = "terminal"
+    markdown = "markdown"
+
+
+@app.command()
+def diff(
+    log_a: Path = typer.Argument(..., metavar="A", help="A JSON Lines log (`llama-trace run --format json`)."),
+    log_b: Path = typer.Argument(..., metavar="B", help="The log to compare it with."),
+    fmt: DiffFormat = typer.Option(DiffFormat.terminal, "--format", help="terminal: rich tables (plain when piped); markdown: a table per section."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write to this file instead of stdout."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing output file."),
+) -> None:
+    """Compare two logs: config, symbols, each stage's output shape (A → B, by shape letter), params, FLOPs, events."""
+    from tracer.log import LogError, atomic_write_text, load_log
+
+    from .diff import Log, compare, render_markdown, render_terminal, render_text
+
+    if output is not None:
+        _check_output(output, force)
+    logs = []
+    for path in (log_a, log_b):
+        try:
+            logs.append(Log(path.name, *load_log(path)))
+        except LogError as err:
+            fail(str(err))
+    result = compare(*logs)
+    if fmt is DiffFormat.markdown:
+        text = render_markdown(result)
+    elif output is None and sys.stdout.isatty():
+        render_terminal(result, _console())
+        return
+    else:  # piped or to a file: plain text at a fixed width
+        text = render_text(result)
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        atomic_write_text(output, text)
+
+
+@app.command()
+def quiz(
+    log: Optional[Path] = typer.Option(None, "--log", help="Ask about this saved log (default: trace --model now)."),
+    model: Optional[ModelName] = typer.Option(None, "--model", help="Trace this preset (default 11b-instruct) with the bundled image."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the question choice and order (default: a random one, printed)."),
+    n_questions: int = typer.Option(5, "--questions", help="How many questions."),
+    answers: Optional[Path] = typer.Option(None, "--answers", help="Read one answer per line from this file instead of asking (for scripts); the last line printed is `score: X/N`."),
+) -> None:
+    """Quiz: given a stage's inputs, the symbol table and its code line, give its output shape."""
+    import random
+
+    from tracer.log import LogError, build_lines, load_lines, load_log
+
+    from .quiz import QuizError, run_quiz
+
+    if log is not None and model is not None:
+        fail("give either --log or --model, not both")
+    if n_questions < 1:
+        fail(f"--questions must be at least 1 (got {n_questions})")
+    if answers is not None:
+        try:
+            answer_lines = answers.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as err:
+            fail(f"cannot read --answers {answers}: {err.__class__.__name__}: {err}")
+    if log is not None:
+        try:
+            header, events, summary = load_log(log)
+        except LogError as err:
+            fail(str(err))
+    else:
+        from .run import RunError
+        from .run import run as do_run
+
+        try:
+            result = do_run(None, preset=(model or ModelName.b11_instruct).value, timing=False)
+        except RunError as err:
+            fail(str(err))
+        header, events, summary = load_lines(build_lines(result.trace, result.header, result.summary))
+    if seed is None:
+        seed = random.SystemRandom().randrange(10_000)
+    if answers is not None:
+        source, echo_answers = iter(answer_lines), True
+    else:
+        def typed():
+            while True:
+                try:
+                    yield typer.prompt("  your answer", default="", show_default=False)
+                except (typer.Abort, EOFError):
+                    return
+
+        source, echo_answers = typed(), False
+    try:
+        run_quiz(header, events, summary, n_questions, seed, source, typer.echo, echo_answers=echo_answers)
+    except QuizError as err:
+        fail(str(err))
 
 
 if __name__ == "__main__":

@@ -111,7 +111,7 @@ def _traced_run(t, state, model, fmt, image, prompt, instruct, args, canvas, tok
         raise RunError(f"the prompt is {n} tokens; this model's context here is {max_seq_len}: shorten the prompt")
     # Meta's generate: total_len = min(max_gen_len + prompt_len, max_seq_len), max_gen_len = max_seq_len - 1 by default
     total_len = state["total_len"] = min((max_new_tokens or max_seq_len - 1) + n, max_seq_len)
-    symbols = shape_symbols(args, len(inp.vision.images) if inp.vision else 0, n, total_len, canvas)
+    symbols = state["symbols"] = shape_symbols(args, len(inp.vision.images) if inp.vision else 0, n, total_len, canvas)
     t.set_symbols(symbols)
 
     def marker(name, **info):  # each step's phase, with S = the positions this step feeds
@@ -185,7 +185,7 @@ def run(
         source_roots=[str(PROJECT_ROOT)],
         timing=timing,
     )
-    state = {"inp": None, "n": 0, "total_len": 0, "steps": [], "prefill_logits": None}
+    state = {"inp": None, "n": 0, "total_len": 0, "steps": [], "prefill_logits": None, "symbols": {}}
     try:
         with t:
             _traced_run(t, state, model, fmt, image, prompt, instruct, args, canvas, tokenizer, run_device, torch_dtype, mode,
@@ -208,6 +208,7 @@ def run(
         "dtype": dtype,
         "ops": ops,
         "timing": timing,
+        "symbols": state["symbols"],  # the prefill's: S is the prompt length (decode steps record S = 1 themselves)
         "generation": {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "seed": seed if temperature > 0 else None},
     }
     summary = {"prompt_tokens": n, "total_len": total_len, "steps": len(steps)}

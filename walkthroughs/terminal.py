@@ -109,7 +109,7 @@ def render_walkthrough(header: dict, events: list[dict], summary: dict, console:
             facts.append(f"{fmt_count(row['flops'])} FLOPs ({ctx['flops_share']})")
         console.print(Text(" · ".join(facts), style="dim"))
         if note.what:
-            console.print(note.what)
+            console.print(Text(note.what))
         if note.why:
             console.print(Text.from_markup(f"[italic]Why:[/] ") + Text(note.why))
         for g in note.gotchas:

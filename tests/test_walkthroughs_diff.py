@@ -1,0 +1,140 @@
+"""`llama-trace diff`: two logs compared stage by stage, checked against golden files in tests/golden/.
+
+Regenerate the golden files after an intended change with
+
+    LLAMA_TRACE_REGEN=1 pytest tests/test_walkthroughs_diff.py
+"""
+
+import os
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from tracer.log import build_lines, load_log
+from walkthroughs.cli import app
+from walkthroughs.diff import Log, compare, compare_shapes
+from walkthroughs.run import DEFAULT_PROMPT, run
+
+GOLDEN = Path(__file__).with_name("golden")
+REGEN = os.environ.get("LLAMA_TRACE_REGEN") == "1"
+LONG_PROMPT = "Describe this image in one sentence, then name every color you can see in it."
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def logs(tmp_path_factory):
+    """Meta-mode logs, each written once: the name is what the diff shows as its label."""
+    folder = tmp_path_factory.mktemp("diff")
+    square = folder / "square.png"
+    Image.new("RGB", (1000, 1000), (120, 60, 30)).save(square)
+    runs = {
+        "11b-instruct.jsonl": dict(image_path=None, prompt=DEFAULT_PROMPT, preset="11b-instruct"),  # the bundled 1000x500 image
+        "90b-instruct.jsonl": dict(image_path=None, prompt=DEFAULT_PROMPT, preset="90b-instruct"),
+        "square.jsonl": dict(image_path=square, prompt=DEFAULT_PROMPT, preset="11b-instruct"),
+        "long-prompt.jsonl": dict(image_path=None, prompt=LONG_PROMPT, preset="11b-instruct"),
+    }
+    paths = {}
+    for name, kw in runs.items():
+        result = run(kw["image_path"], kw["prompt"], preset=kw["preset"], timing=False)
+        path = paths[name] = folder / name
+        path.write_text("\n".join(build_lines(result.trace, result.header, result.summary)) + "\n", encoding="utf-8")
+    return paths
+
+
+CASES = {
+    "11b_vs_90b": ("11b-instruct.jsonl", "90b-instruct.jsonl"),
+    "wide_vs_square": ("11b-instruct.jsonl", "square.jsonl"),
+    "short_vs_long_prompt": ("11b-instruct.jsonl", "long-prompt.jsonl"),
+}
+
+
+def _diff_text(logs, tmp_path, case, fmt):
+    a, b = CASES[case]
+    out = tmp_path / f"{case}.{fmt}"
+    result = runner.invoke(app, ["diff", str(logs[a]), str(logs[b]), "--format", fmt, "-o", str(out)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return out.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("fmt, ext", [("terminal", "txt"), ("markdown", "md")])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_golden(logs, tmp_path, case, fmt, ext):
+    text = _diff_text(logs, tmp_path, case, fmt)
+    golden = GOLDEN / f"diff_{case}.{ext}"
+    if REGEN:
+        GOLDEN.mkdir(exist_ok=True)
+        golden.write_text(text, encoding="utf-8")
+    assert golden.exists(), f"no golden file {golden}: run with LLAMA_TRACE_REGEN=1 to write it"
+    assert text == golden.read_text(encoding="utf-8"), f"{golden.name} differs; if intended, regenerate with LLAMA_TRACE_REGEN=1"
+
+
+def _load(logs, name):
+    return Log(name, *load_log(logs[name]))
+
+
+def _by_stage(diff):
+    return {(s.phase, s.stage): s for s in diff.stages}
+
+
+def test_11b_vs_90b_explains_by_symbol(logs):
+    d = compare(_load(logs, "11b-instruct.jsonl"), _load(logs, "90b-instruct.jsonl"))
+    assert {k for k, _, _ in d.symbols} >= {"D", "H", "X", "F"}
+    assert {k for k, _, _ in d.config} >= {"dim", "n_layers", "n_heads", "vision_num_cross_attention_layers"}
+    stages = _by_stage(d)
+    assert stages[("prefill", "text.embeddings")].changes == ["D: 4096 → 8192"]
+    assert "X: 8 → 20" in stages[(None, "vision.inputs")].changes and "H: 32 → 64" in stages[(None, "vision.inputs")].changes
+    # the vision encoder is the same in both: unchanged up to the projection into D
+    for (phase, stage), s in stages.items():
+        if stage.startswith("vision.") and stage not in ("vision.inputs", "vision.model", "vision.projection"):
+            assert s.status == "same", (stage, s.changes)
+    assert "C*N8" in stages[(None, "vision.local_layers")].unchanged
+    assert all(s.status not in ("added", "removed") for s in d.stages)
+
+
+def test_wide_vs_square_changes_the_canvas_not_the_vision_tokens(logs):
+    d = compare(_load(logs, "11b-instruct.jsonl"), _load(logs, "square.jsonl"))
+    runs = {k: (x, y) for k, x, y in d.runs}
+    assert runs["canvas"] == ("1120x560", "1120x1120")
+    assert runs["chunks (rows x cols)"] == ("2 (1 x 2)", "4 (2 x 2)")
+    stages = _by_stage(d)
+    assert stages[(None, "image.chunks")].changes == ["chunks: 2 → 4"]
+    assert stages[(None, "image.to_tensor")].changes == ["Hc: 560 → 1120"]
+    for stage in ("vision.model", "vision.projection", "vision.local_layers", "xattn.cache"):
+        assert stages[(None, stage)].status == "same"
+    assert d.config == []
+
+
+def test_prompt_length_changes_s(logs):
+    d = compare(_load(logs, "11b-instruct.jsonl"), _load(logs, "long-prompt.jsonl"))
+    assert [k for k, _, _ in d.symbols] == ["S"]
+    stages = _by_stage(d)
+    assert stages[("prefill", "text.logits")].changes == ["S: 18 → 28"]
+    assert stages[(None, "vision.model")].status == "same"
+
+
+def test_added_and_removed_stages_and_unlabelled_dims(logs):
+    a = _load(logs, "11b-instruct.jsonl")
+    b = _load(logs, "11b-instruct.jsonl")
+    b.rows = [r for r in b.rows if r["stage"] != "vision.pad8"] + [{**b.rows[-1], "phase": "decode"}]
+    d = compare(a, b)
+    status = {(s.phase, s.stage): s.status for s in d.stages}
+    assert status[(None, "vision.pad8")] == "removed" and status[("decode", "sampling")] == "added"
+    changes, _ = compare_shapes(a, b, {"shape": [1, 18]}, {"shape": [1, 99]})
+    assert changes == ["dim 1: 18 → 99 (no letter)"]
+    changes, _ = compare_shapes(a, b, {"shape": [1, 18]}, {"shape": [1, 18, 2]})
+    assert changes == ["rank 2 → 3"]
+
+
+def test_piped_output_is_plain_and_errors_are_one_line(logs, tmp_path):
+    result = runner.invoke(app, ["diff", str(logs["11b-instruct.jsonl"]), str(logs["long-prompt.jsonl"])], catch_exceptions=False)
+    assert result.exit_code == 0 and "S: 18 → 28" in result.stdout and "\x1b[" not in result.stdout
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("not json\n")
+    result = runner.invoke(app, ["diff", str(bad), str(logs["11b-instruct.jsonl"])])
+    assert result.exit_code == 2 and "llama-trace: error:" in result.output and len(result.output.strip().splitlines()) == 1
+    out = tmp_path / "exists.md"
+    out.write_text("x")
+    result = runner.invoke(app, ["diff", str(logs["11b-instruct.jsonl"]), str(logs["11b-instruct.jsonl"]), "-o", str(out)])
+    assert result.exit_code == 2 and "--force" in result.output
