@@ -122,9 +122,9 @@ def render_workshop(big: dict, tiny: dict) -> str:
         "llama-trace run --format walkthrough --stage image",
         "```",
         "",
-        f"The {b['image_w']}x{b['image_h']} image is "
+        f"The {b['image_w']}x{b['image_h']} image "
         + ("already fits the canvas, so it keeps its size" if (b['resized_w'], b['resized_h']) == (b['image_w'], b['image_h'])
-           else f"resized without distortion to {b['resized_w']}x{b['resized_h']}")
+           else f"is resized without distortion to {b['resized_w']}x{b['resized_h']}")
         + f", is pasted on a {b['canvas_w']}x{b['canvas_h']} canvas and cut into {b['rows']} x {b['cols']} chunks of "
         f"{b['R']}x{b['R']} pixels. The encoder always sees C = {b['C']} chunk slots: "
         f"{b['chunks']} real, {b['empty_chunks']} empty (`image.chunks` → `{s.get('image.chunks')}`).",
