@@ -65,7 +65,7 @@ def whole_process(repeats: int) -> list[str]:
             rss[name] = max(rss.get(name, 0), r)
     med = {k: statistics.median(v) for k, v in times.items()}
     base, floor = med["import torch"], med["torch meta floor"]
-    lines = [f"| case | median s | ÷ import torch | ÷ torch meta floor |", "|---|---|---|---|"]
+    lines = ["| case | median s | ÷ import torch | ÷ torch meta floor |", "|---|---|---|---|"]
     for name, t in med.items():
         lines.append(f"| {name} | {t:.2f} | {t / base:.2f}x | {t / floor:.2f}x |")
     lines.append("")

@@ -174,6 +174,12 @@ def from_params_json(path: str | Path, **runtime) -> ModelArgs:
         raise ConfigError(f"cannot read {path}: {err}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a JSON object")
+    return from_params(data, str(path), name=path.parent.name or "checkpoint", **runtime)
+
+
+def from_params(data: dict, where: str = "params.json", name: str = "checkpoint", **runtime) -> ModelArgs:
+    """The checks and defaults of `from_params_json`, for a params.json already read into a dict."""
+    path = where
     unknown = sorted(set(data) - set(PARAMS_JSON_REQUIRED) - set(PARAMS_JSON_OPTIONAL) - set(PARAMS_JSON_EXTENSION))
     if unknown:
         raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)}")
@@ -186,7 +192,7 @@ def from_params_json(path: str | Path, **runtime) -> ModelArgs:
     if "vision_return_intermediate" in values:
         values["vision_return_intermediate"] = tuple(values["vision_return_intermediate"])
     try:
-        return ModelArgs(name=path.parent.name or "checkpoint", **values, **runtime)
+        return ModelArgs(name=name, **values, **runtime)
     except TypeError as err:
         raise ConfigError(f"{path}: {err}") from None
 

@@ -41,7 +41,7 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import nn
 
-from .args import PARAMS_JSON_OPTIONAL, PARAMS_JSON_REQUIRED, ConfigError, ModelArgs, from_params_json
+from .args import PARAMS_JSON_OPTIONAL, PARAMS_JSON_REQUIRED, ConfigError, ModelArgs, from_params
 from .build import build_model
 from .multimodal import CrossAttentionTransformer
 
@@ -164,13 +164,13 @@ def _read_json(path: Path) -> dict:
 
 
 def args_from_params_json(path: Path, **runtime) -> ModelArgs:
-    """Meta's params.json -> ModelArgs (strict, through `from_params_json`), refusing text-only Llama files."""
+    """Meta's params.json -> ModelArgs (strict, through `model.args.from_params`), refusing text-only Llama files."""
     data = _read_json(path)
     if not any(k.startswith("vision_") for k in data) and "dim" in data:
         raise CheckpointError(f"{path}: not a Llama 3.2 Vision checkpoint (a text-only Llama params.json: no vision_* keys); "
                               "use an 11B/90B Vision checkpoint")
     try:
-        return from_params_json(path, **runtime)
+        return from_params(data, str(path), name=path.parent.name or "checkpoint", **runtime)
     except (ConfigError, TypeError, ZeroDivisionError) as err:
         message = _one_line(err)
         if "unknown key" in message:

@@ -1,7 +1,6 @@
 """Walkthrough renderers: Markdown pages with pictures, the rich terminal view, determinism."""
 
 import re
-from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -9,7 +8,7 @@ from rich.console import Console
 
 from tracer.log import build_lines, load_lines
 from walkthroughs.catalog import stage_index
-from walkthroughs.examples_build import EXAMPLES, PRESETS, example_files
+from walkthroughs.examples_build import PRESETS, example_files
 from walkthroughs.markdown import render_markdown, write_files
 from walkthroughs.pictures import png_bytes
 from walkthroughs.run import run

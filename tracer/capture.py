@@ -21,7 +21,6 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode, resolve_name
 
@@ -373,7 +372,7 @@ class Trace:
                 src = self._locations[key] = source.location(frame, self.roots)
                 src.pop("_abs", None)
             event["src"] = src  # shared between events from the same line; never mutated
-        event["inputs"] = self._describe(inputs, event, stats=False)
+        event["inputs"] = self._describe(inputs, stats=False)
         event["_symbols"] = self.symbols
         if self.timing:
             event["_t"] = time.perf_counter()
@@ -382,7 +381,7 @@ class Trace:
         return event
 
     def _close(self, event: dict, output, failed: bool = False, stats: bool = True) -> None:
-        event["outputs"] = self._describe(output, event, stats=stats and self.values_summary) if output is not None else []
+        event["outputs"] = self._describe(output, stats=stats and self.values_summary) if output is not None else []
         if failed:
             event.setdefault("error", "exception")
         if self.timing:
@@ -408,7 +407,7 @@ class Trace:
             self._count_params(module)
         return self._params[id(module)]  # shared by every call of this module; never mutated
 
-    def _describe(self, tree, event: dict, stats: bool) -> list[dict]:
+    def _describe(self, tree, stats: bool) -> list[dict]:
         """Shapes now; symbol labels later (`_finish`), value summaries queued on the device."""
         items, tensors = values.describe_with_tensors(tree)
         if stats:

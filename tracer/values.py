@@ -1,7 +1,7 @@
 """Describe what flows through a traced call: tensors (shape, dtype, device), scalars, images.
 
-Nothing here keeps a tensor alive: a description holds plain Python values, plus (for real
-tensors) a small pending statistics tensor that no longer references the original.
+Nothing here keeps a tensor alive: a description holds plain Python values; value statistics
+(`ValueStats`) are queued as small device tensors (copies, for small outputs) and read back once.
 """
 
 from __future__ import annotations
@@ -69,13 +69,9 @@ def describe_leaf(leaf) -> dict | None:
     return {"type": type(leaf).__name__}
 
 
-def describe(tree, prefix: str = "") -> list[dict]:
-    """Describe every leaf of `tree`; lists of plain ints (token ids, masks) are kept whole when short."""
-    return describe_with_tensors(tree, prefix)[0]
-
-
 def describe_with_tensors(tree, prefix: str = "") -> tuple[list[dict], list[tuple[dict, torch.Tensor]]]:
-    """Like `describe`, and also each tensor leaf paired with its description (one walk)."""
+    """Describe every leaf of `tree` (lists of plain ints, e.g. token ids, kept whole when short),
+    and pair each tensor leaf with its description, in one walk."""
     out, tensors = [], []
     for path, leaf in leaves_with_paths(tree, prefix):
         if isinstance(leaf, torch.Tensor):
@@ -120,11 +116,6 @@ def compact_int_lists(items: list[dict]) -> list[dict]:
     return folded
 
 
-def tensor_leaves(tree) -> list[tuple[str, torch.Tensor]]:
-    return [(p, x) for p, x in leaves_with_paths(tree) if isinstance(x, torch.Tensor)]
-
-
-STAT_NAMES = ("min", "max", "mean", "std", "nan", "inf")
 SMALL = 1 << 18  # tensors up to this many elements are copied and summarised in batches
 BATCH_BYTES = 256 << 20  # summarise the copies once they hold this much
 

@@ -111,6 +111,16 @@ def _loading_progress(active: bool):
         yield update
 
 
+def _check_target(fmt: str, output: Optional[Path], force: bool) -> None:
+    """Where the chosen format writes: a page needs -o, step mode is interactive, files are checked."""
+    if output is not None:
+        _check_output(output, force)
+    if fmt == "markdown" and output is None:
+        fail("--format markdown writes a page and its pictures: give the page path with -o, e.g. -o page.md")
+    if fmt == "step" and output is not None:
+        fail("--format step is interactive; leave out -o")
+
+
 def _check_output(path: Path, force: bool) -> None:
     if path.is_dir():
         fail(f"{path} is a folder; give a file name with -o")
@@ -153,12 +163,7 @@ def run(
     from .run import RunError
     from .run import run as do_run
 
-    if output is not None:
-        _check_output(output, force)
-    if fmt is Format.markdown and output is None:
-        fail("--format markdown writes a page and its pictures: give the page path with -o, e.g. -o page.md")
-    if fmt is Format.step and output is not None:
-        fail("--format step is interactive; leave out -o")
+    _check_target(fmt.value, output, force)
     if not prompt.strip():
         fail("the prompt is empty; pass some text with --prompt")
     if max_new_tokens is not None and max_new_tokens < 1:
@@ -272,12 +277,7 @@ def render(
 
     from .run import image_for_log
 
-    if output is not None:
-        _check_output(output, force)
-    if fmt is RenderFormat.markdown and output is None:
-        fail("--format markdown writes a page and its pictures: give the page path with -o, e.g. -o page.md")
-    if fmt is RenderFormat.step and output is not None:
-        fail("--format step is interactive; leave out -o")
+    _check_target(fmt.value, output, force)
     try:
         header, events, summary = load_log(log)
     except LogError as err:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
-import time
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -175,7 +174,6 @@ def run(
     canvas = image_transform.get_best_fit(
         image.size, image_transform.find_supported_resolutions(args.vision_max_num_chunks, args.vision_chunk_size), torch_dtype
     )
-    max_seq_len = args.max_seq_len
 
     t = trace(
         model,

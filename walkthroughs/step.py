@@ -16,16 +16,13 @@ from collections.abc import Iterator
 from typing import TextIO
 
 from rich.console import Console
-from rich.panel import Panel
-from rich import box
 from rich.rule import Rule
 from rich.text import Text
 
-from .annotations import annotate
 from .catalog import stage_index
 from .context import all_stage_contexts
-from .summary import fmt_count, phase_label
-from .terminal import code_panel, module_tree, shape_table
+from .summary import phase_label
+from .terminal import render_stage_body
 
 NEXT = {"n", " ", "\r", "\n", "j", "\x1b[C", "\x1b[B"}
 BACK = {"p", "b", "k", "\x1b[D", "\x1b[A"}
@@ -110,37 +107,13 @@ def render_stage(header: dict, events: list[dict], summary: dict, console: Conso
     row, ctx = rows[index]
     sid = row["stage"]
     info = catalog.get(sid)
-    note = annotate(sid, ctx)
-    e = row["first"]
     title = info.title if info else sid
     phase = f" · {phase_label(row['phase'], events)}" if row["phase"] else ""
     model = header["model"]
     console.clear()
     console.print(Rule(f"[bold]Llama 3.2 Vision {model['preset']}[/] · {header['mode']} mode · stage {index + 1}/{len(rows)}", align="left"))
     console.print(Text(f"stage {index + 1}/{len(rows)}: {title}", style="bold") + Text(f"  ({sid}{phase})", style="dim"))
-    facts = [f"{row['calls']} call" + ("s" if row["calls"] > 1 else "")]
-    if row["params"]:
-        facts.append(f"{fmt_count(row['params'])} parameters")
-    if row["flops"]:
-        facts.append(f"{fmt_count(row['flops'])} FLOPs ({ctx['flops_share']})")
-    console.print(Text(" · ".join(facts), style="dim"))
-    if note.what:
-        console.print(Text(note.what))  # plain text: '[5, -1]' in the prose is not rich markup
-    if note.why:
-        console.print(Text.from_markup("[italic]Why:[/] ") + Text(note.why))
-    for g in note.gotchas:
-        console.print(Text("  ! ", style="bold yellow") + Text(g))
-    if note.hf:
-        console.print(Text("  HF: ", style="bold cyan") + Text(note.hf))
-    console.print(shape_table(e))
-    src = e.get("src")
-    if src:
-        console.print(Panel(code_panel(src), title=f"{src['file']}:{src['line']}", title_align="left", box=box.ROUNDED, expand=True))
-    tree = module_tree(events, e, depth)
-    if tree is not None:
-        console.print(tree)
-    if info and (info.meta or info.hf):
-        console.print(Text(f"Meta: {info.meta}   HF: {info.hf}", style="dim"))
+    render_stage_body(events, row, ctx, console, depth)
     if index == len(rows) - 1 and "generated" in summary:
         g = summary["generated"]
         console.print(f"generated {len(g['ids'])} token(s), stopped at {g['stopped']}: {g['text']!r}")

@@ -4,7 +4,7 @@ the source line in context, and the module tree with repeated layers folded."""
 from __future__ import annotations
 
 from rich import box
-from rich.console import Console, Group
+from rich.console import Console
 from rich.panel import Panel
 from rich.rule import Rule
 from rich.syntax import Syntax
@@ -17,7 +17,7 @@ from .catalog import stage_index
 from .context import all_stage_contexts
 from .source_excerpt import excerpt
 from .summary import display_path, fmt_count, fmt_shape, phase_label
-from .tree import build_tree, walk
+from .tree import build_tree
 
 
 def stats_line(item: dict) -> str:
@@ -56,28 +56,50 @@ def code_panel(src: dict | None) -> Syntax | Text:
 
 
 def module_tree(events: list[dict], event: dict, depth: int) -> Tree | None:
+    """The event's module subtree, repeated layers folded, `depth` levels deep."""
     node = build_tree(events, event["seq"])
     if not node.children or depth <= 0:
         return None
+
+    def add(branch: Tree, n, level: int) -> None:
+        for child in n.children:
+            sub = branch.add(child.label)
+            if level + 1 < depth:
+                add(sub, child, level + 1)
+
     tree = Tree(node.label, guide_style="dim")
-    handles = {id(node): tree}
-    for level, n in walk(node, depth):
-        if n is node:
-            continue
-        parent = next(p for p in _parents(node, n))
-        handles[id(n)] = handles[id(parent)].add(n.label)
+    add(tree, node, 0)
     return tree
 
 
-def _parents(root, target):
-    stack = [root]
-    while stack:
-        cur = stack.pop()
-        for c in cur.children:
-            if c is target:
-                yield cur
-                return
-            stack.append(c)
+def render_stage_body(events: list[dict], row: dict, ctx: dict, console: Console, depth: int) -> None:
+    """What every view shows of one stage under its title: facts, prose, shapes, source, modules, references."""
+    sid, e = row["stage"], row["first"]
+    info = stage_index().get(sid)
+    note = annotate(sid, ctx)
+    facts = [f"{row['calls']} call" + ("s" if row["calls"] > 1 else "")]
+    if row["params"]:
+        facts.append(f"{fmt_count(row['params'])} parameters")
+    if row["flops"]:
+        facts.append(f"{fmt_count(row['flops'])} FLOPs ({ctx['flops_share']})")
+    console.print(Text(" · ".join(facts), style="dim"))
+    if note.what:
+        console.print(Text(note.what))  # plain text: '[start, end]' in the prose is not rich markup
+    if note.why:
+        console.print(Text("Why: ", style="italic") + Text(note.why))
+    for g in note.gotchas:
+        console.print(Text("  ! ", style="bold yellow") + Text(g))
+    if note.hf:
+        console.print(Text("  HF: ", style="bold cyan") + Text(note.hf))
+    console.print(shape_table(e))
+    src = e.get("src")
+    if src:
+        console.print(Panel(code_panel(src), title=f"{src['file']}:{src['line']}", title_align="left", box=box.ROUNDED, expand=True))
+    tree = module_tree(events, e, depth)
+    if tree is not None:
+        console.print(tree)
+    if info and (info.meta or info.hf):
+        console.print(Text(f"Meta: {info.meta}   HF: {info.hf}", style="dim"))
 
 
 def render_walkthrough(header: dict, events: list[dict], summary: dict, console: Console, stage: str | None = None, depth: int = 2) -> None:
@@ -92,39 +114,15 @@ def render_walkthrough(header: dict, events: list[dict], summary: dict, console:
     shown = 0
     for i, (row, ctx) in enumerate(all_stage_contexts(header, events, summary), 1):
         sid = row["stage"]
-        if stage and not (sid == stage or sid.startswith(stage + ".") or sid.startswith(stage)):
+        if stage and not sid.startswith(stage):
             continue
         shown += 1
         info = catalog.get(sid)
-        note = annotate(sid, ctx)
-        e = row["first"]
         title = info.title if info else sid
         phase = f" · {phase_label(row['phase'], events)}" if row["phase"] else ""
         console.print()
         console.print(Rule(f"[bold]{i}. {title}[/] [dim]({sid}{phase})[/]", align="left"))
-        facts = [f"{row['calls']} call" + ("s" if row["calls"] > 1 else "")]
-        if row["params"]:
-            facts.append(f"{fmt_count(row['params'])} parameters")
-        if row["flops"]:
-            facts.append(f"{fmt_count(row['flops'])} FLOPs ({ctx['flops_share']})")
-        console.print(Text(" · ".join(facts), style="dim"))
-        if note.what:
-            console.print(Text(note.what))
-        if note.why:
-            console.print(Text.from_markup(f"[italic]Why:[/] ") + Text(note.why))
-        for g in note.gotchas:
-            console.print(Text("  ! ", style="bold yellow") + Text(g))
-        if note.hf:
-            console.print(Text("  HF: ", style="bold cyan") + Text(note.hf))
-        console.print(shape_table(e))
-        src = e.get("src")
-        if src:
-            console.print(Panel(code_panel(src), title=f"{src['file']}:{src['line']}", title_align="left", box=box.ROUNDED, expand=True))
-        tree = module_tree(events, e, depth)
-        if tree is not None:
-            console.print(tree)
-        if info and (info.meta or info.hf):
-            console.print(Text(f"Meta: {info.meta}   HF: {info.hf}", style="dim"))
+        render_stage_body(events, row, ctx, console, depth)
     if stage and not shown:
         console.print(f"[yellow]no stage matches {stage!r}[/]; stages: {', '.join(catalog)}")
     if "generated" in summary:
