@@ -6,7 +6,7 @@ Mirrors llama_models/llama3/tokenizer.py. The BPE file is read from the installe
 
 from __future__ import annotations
 
-import base64
+import binascii
 import functools
 import importlib.util
 from pathlib import Path
@@ -57,12 +57,13 @@ def load_bpe_file(path: Path) -> dict[bytes, int]:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
         raise TokenizerError(f"cannot read tokenizer model {path}: {err}") from None
-    ranks = {}
-    for line in text.splitlines():
-        if line.strip():
-            token, rank = line.split()
-            ranks[base64.b64decode(token)] = int(rank)
-    return ranks
+    fields = text.split()  # [token, rank, token, rank, ...]
+    if len(fields) % 2:
+        raise TokenizerError(f"tokenizer model {path} is malformed: expected `base64-token rank` on every line")
+    try:
+        return {binascii.a2b_base64(token): int(rank) for token, rank in zip(fields[0::2], fields[1::2])}
+    except (binascii.Error, ValueError) as err:
+        raise TokenizerError(f"tokenizer model {path} is malformed: {err}") from None
 
 
 def split_long_runs(text: str, max_run: int):

@@ -200,13 +200,25 @@ def test_a_failing_forward_still_writes_the_events_and_names_the_stage(tmp_path,
 
 def test_ctrl_c_leaves_no_partial_file(tmp_path):
     import signal
-    import time
 
     out = tmp_path / "run.jsonl"
-    proc = subprocess.Popen([sys.executable, "-m", "walkthroughs.cli", "run", "--model", "90b-instruct", "--format", "json", "-o", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    time.sleep(4)
+    # The child stops mid-trace (after the prefill) and says so; Ctrl-C lands there.
+    child = (
+        "import sys, time\n"
+        "import model.generation as g\n"
+        "original = g.select_next_token\n"
+        "def slow(*a, **k):\n"
+        "    print('in the trace', flush=True); time.sleep(60); return original(*a, **k)\n"
+        "g.select_next_token = slow\n"
+        "from walkthroughs.cli import app\n"
+        "sys.argv = ['llama-trace'] + sys.argv[1:]\n"
+        "app()\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", child, "run", "--model", "tiny", "--format", "json", "-o", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "in the trace"
     proc.send_signal(signal.SIGINT)
     proc.wait(timeout=60)
     assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr.read()
     assert list(tmp_path.iterdir()) == []  # neither the log nor a temporary file

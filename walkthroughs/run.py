@@ -18,6 +18,7 @@ from PIL import Image
 
 from model import ChatFormat, Message, ModelArgs, Tokenizer, build_model, get_preset, get_tokenizer, load_checkpoint
 from model.checkpoint import detect_layout, read_checkpoint_args
+from model.meta_kernels import use_native_meta_kernels
 from model import generation, image_transform
 from tracer import trace
 from tracer.capture import Trace
@@ -168,6 +169,8 @@ def run(
     if checkpoint is not None:
         model, args, _ = load_checkpoint(checkpoint, device=run_device, dtype=torch_dtype, progress=progress)
     else:
+        if run_device == "meta":
+            use_native_meta_kernels()  # torch's C++ shape code: seconds faster, same shapes
         model = build_model(args, device=run_device, dtype=torch_dtype, seed=seed if mode == "real" else 0, setup_cache=False)
 
     # The canvas, known before the trace so the image stages get their shape letters (Hc, Wc).
