@@ -39,6 +39,8 @@ NOISE = {
 
 
 _INHERITED = object()  # marks a patched attribute that the class only inherited
+_STAGE_CACHES: dict[tuple, dict[str, str | None]] = {}  # rules -> {path or function name: stage}
+_ARG_NAMES: dict[object, list[str]] = {}  # function, or module class for its forward -> parameter names
 
 
 @dataclass
@@ -117,10 +119,8 @@ class Trace:
         self._stats = values.ValueStats()
         self._names: dict[int, str] = {}
         self._params: dict[int, dict] = {}
-        self._stage_cache: dict[str, str | None] = {}
-        self._forward_names: dict[type, list[str]] = {}
+        self._stage_cache = _STAGE_CACHES.setdefault(tuple(stage_rules or ()), {})  # shared by traces with the same rules
         self._locations: dict[tuple, dict] = {}
-        self._signatures: dict[type, list[str]] = {}
         self._modes: list = []
         self._t0 = 0.0
 
@@ -216,13 +216,13 @@ class Trace:
 
     def _arg_names(self, fn) -> list[str]:
         key = getattr(fn, "__func__", fn)
-        names = self._signatures.get(key)
+        names = _ARG_NAMES.get(key)
         if names is None:
             try:
                 names = list(inspect.signature(fn).parameters)  # bound methods already omit self
             except (TypeError, ValueError):
                 names = []
-            self._signatures[key] = names
+            _ARG_NAMES[key] = names
         return names
 
     def _named_inputs(self, fn, args, kwargs) -> dict:
@@ -237,9 +237,9 @@ class Trace:
         self._busy = True
         try:
             path = self._names.get(id(mod), type(mod).__name__)
-            names = self._forward_names.get(type(mod))
+            names = _ARG_NAMES.get(type(mod))
             if names is None:
-                names = self._forward_names[type(mod)] = self._arg_names(mod.forward)
+                names = _ARG_NAMES[type(mod)] = self._arg_names(mod.forward)
             inputs = {(names[i] if i < len(names) else f"arg{i}"): a for i, a in enumerate(args)}
             if kwargs:
                 inputs.update(kwargs)
@@ -385,7 +385,7 @@ class Trace:
         if failed:
             event.setdefault("error", "exception")
         if self.timing:
-            event["time_ms"] = round((time.perf_counter() - event["_t"]) * 1000, 3)
+            event["time_ms"] = (time.perf_counter() - event["_t"]) * 1000  # rounded in _finish
         event.pop("_t", None)
         event.pop("_module", None)
 
@@ -416,8 +416,11 @@ class Trace:
         return items
 
     def _finish(self) -> None:
-        """After the run: label every shape with the symbols in force when it was recorded."""
+        """After the run: round the timings; label every shape with the symbols in force when it
+        was recorded."""
         for event in self.events:
+            if "time_ms" in event:
+                event["time_ms"] = round(event["time_ms"], 3)
             table = event.pop("_symbols", None)
             if table is None or not table.symbols:
                 continue

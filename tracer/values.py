@@ -50,10 +50,15 @@ def dtype_name(dtype: torch.dtype) -> str:
     return name
 
 
+def device_type(x: torch.Tensor) -> str:
+    """`x.device.type`, without building a device object for the usual two."""
+    return "cpu" if x.is_cpu else "meta" if x.is_meta else x.device.type
+
+
 def describe_leaf(leaf) -> dict | None:
     """A JSON-ready description of one leaf, or None for leaves not worth recording."""
     if isinstance(leaf, torch.Tensor):
-        return {"shape": list(leaf.shape), "dtype": dtype_name(leaf.dtype), "device": leaf.device.type}
+        return {"shape": list(leaf.shape), "dtype": dtype_name(leaf.dtype), "device": device_type(leaf)}
     if isinstance(leaf, bool) or leaf is None:
         return {"value": leaf}
     if isinstance(leaf, (int, float, str)):
@@ -72,10 +77,20 @@ def describe_leaf(leaf) -> dict | None:
 def describe_with_tensors(tree, prefix: str = "") -> tuple[list[dict], list[tuple[dict, torch.Tensor]]]:
     """Describe every leaf of `tree` (lists of plain ints, e.g. token ids, kept whole when short),
     and pair each tensor leaf with its description, in one walk."""
+    if isinstance(tree, torch.Tensor):  # the common cases first: one tensor, or named tensors
+        item = {"path": prefix, "shape": list(tree.shape), "dtype": dtype_name(tree.dtype), "device": device_type(tree)}
+        return [item], [(item, tree)]
+    if type(tree) is dict and all(isinstance(v, torch.Tensor) for v in tree.values()):
+        out, tensors = [], []
+        for key, x in tree.items():
+            item = {"path": f"{prefix}[{key!r}]", "shape": list(x.shape), "dtype": dtype_name(x.dtype), "device": device_type(x)}
+            out.append(item)
+            tensors.append((item, x))
+        return out, tensors
     out, tensors = [], []
     for path, leaf in leaves_with_paths(tree, prefix):
         if isinstance(leaf, torch.Tensor):
-            item = {"path": path, "shape": list(leaf.shape), "dtype": dtype_name(leaf.dtype), "device": leaf.device.type}
+            item = {"path": path, "shape": list(leaf.shape), "dtype": dtype_name(leaf.dtype), "device": device_type(leaf)}
             tensors.append((item, leaf))
             out.append(item)
             continue
@@ -160,7 +175,9 @@ class ValueStats:
     `add(item, x)` queues x's summary for the description `item`. Small tensors are copied
     (flattened, fp32) and summarised together, grouped by size, in a handful of batched
     reductions; large ones get their reductions at once, as small device tensors. Nothing is
-    read back until `resolve()`, so no event waits on the device; no traced tensor is kept
+    read back from an accelerator until `resolve()`, so no event waits on the device (on the
+    CPU, where reading costs nothing, a large tensor is counted for NaN/Inf only when its min
+    or max is not finite: those two passes are most of its cost); no traced tensor is kept
     alive (only copies of small ones, until the next batch). A tensor seen again (a module
     passing its child's output on) reuses the first summary, matched through a weak reference.
     """
@@ -173,9 +190,8 @@ class ValueStats:
         self._seen: dict[int, tuple[weakref.ref, int, dict]] = {}
         self._aliases: list[tuple[dict, dict]] = []
 
-    @torch.no_grad()
     def add(self, item: dict, x: torch.Tensor) -> None:
-        if x.device.type == "meta" or x.numel() == 0 or x.is_complex():
+        if x.is_meta or x.numel() == 0 or x.is_complex():
             return
         hit = self._seen.get(id(x))
         if hit is not None and hit[0]() is x and hit[1] == x._version:
@@ -186,16 +202,20 @@ class ValueStats:
         except TypeError:
             pass
         flat = x.detach().reshape(-1)
-        if not flat.is_floating_point():
-            flat = flat.float()
-        if flat.numel() <= SMALL:
-            copy = flat.clone()
-            self._groups.setdefault((x.device, flat.dtype, flat.numel()), []).append((item, copy))
-            self._bytes += copy.numel() * copy.element_size()
+        if flat.numel() <= SMALL:  # an fp32 copy: reductions over fp32 rows run several times faster than over bf16
+            copy = flat.to(torch.float32, copy=True)
+            self._groups.setdefault((x.device, flat.numel()), []).append((item, copy))
+            self._bytes += copy.numel() * 4
             if self._bytes >= BATCH_BYTES:
                 self._flush()
+        elif flat.device.type == "cpu":  # reading a CPU scalar costs no sync: count NaN/Inf only if min/max say so
+            stats = _raw_moments(flat[None] if flat.is_floating_point() else flat.float()[None], counts=False)
+            if not torch.isfinite(stats[0, :2]).all():
+                stats[0, 4], stats[0, 5] = torch.isnan(flat).sum(), torch.isinf(flat).sum()
+            self._done.append(([item], stats))
+            self._rows.append(None)
         else:
-            self._done.append(([item], _raw_moments(flat[None])))
+            self._done.append(([item], _raw_moments(flat[None] if flat.is_floating_point() else flat.float()[None])))
             self._rows.append(None)
 
     def _flush(self, final: bool = False) -> None:
