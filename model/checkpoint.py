@@ -31,9 +31,11 @@ Every problem is a `CheckpointError` with a one-line message: what is wrong, and
 from __future__ import annotations
 
 import json
+import mmap
 import math
 import pickle
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -385,9 +387,10 @@ def args_from_hf_config(config: dict, where: str = HF_CONFIG, name: str = "check
 
 
 class _Source:
-    """Tensors of a checkpoint by name; `get` returns a CPU tensor (optionally only rows `rows`)."""
+    """Tensors of a checkpoint by name; `get` returns a CPU tensor (optionally only rows `rows`),
+    possibly a view of a memory-mapped file, and `release` is called once it has been copied."""
 
-    fresh = False  # True when get() returns tensors that share memory with nothing else
+    row_views = False  # True when get(key, rows) is a cheap view, so a big tensor can be copied block by block
 
     def keys(self) -> list[str]: ...
     def shape(self, key: str) -> tuple[int, ...]: ...
@@ -395,6 +398,7 @@ class _Source:
     def is_float(self, key: str) -> bool: ...
     def itemsize(self, key: str) -> int: ...
     def get(self, key: str, rows: slice | None = None) -> torch.Tensor: ...
+    def release(self, key: str, rows: slice | None = None) -> None: ...
     def display(self, key: str) -> str:
         return key
 
@@ -512,10 +516,11 @@ _TORCH_DTYPES = {**_SAFETENSORS_FLOAT, "I64": torch.int64, "I32": torch.int32, "
 
 
 class _SafetensorsFile:
-    """One .safetensors file read with plain reads, not mmap: the file's pages then stay in the
-    page cache instead of counting in this process's memory, so peak RSS stays near the weights.
-    Format: 8-byte little-endian header length, a JSON header {name: {dtype, shape,
-    data_offsets}}, then the raw data."""
+    """One .safetensors file, memory-mapped. `read` returns a view of the file's bytes; the loader
+    copies each tensor into the model and then `release`s those bytes, so the mapped pages leave
+    this process's memory as loading goes and peak RSS stays near the weights. The mapping is
+    private (copy-on-write) and never written. Format: 8-byte little-endian header length, a
+    JSON header {name: {dtype, shape, data_offsets}}, then the raw data."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -528,10 +533,10 @@ class _SafetensorsFile:
             if n > size - 8 or n > 100 << 20:
                 raise ValueError(f"header length {n} does not fit in a {size}-byte file")
             header = json.loads(f.read(n))
+            self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
         header.pop("__metadata__", None)
         self.base = 8 + n
         self.meta = header
-        self._file = open(path, "rb", buffering=0)  # noqa: SIM115 -- one read() per tensor, kept open while loading
         for key, info in header.items():
             start, end = info["data_offsets"]
             if self.base + end > size:
@@ -546,27 +551,40 @@ class _SafetensorsFile:
     def dtype_name(self, key: str) -> str:
         return self.meta[key]["dtype"]
 
-    def read(self, key: str, rows: slice | None = None) -> torch.Tensor:
+    def _span(self, key: str, rows: slice | None) -> tuple[int, int, list[int]]:
+        """File offsets [start, end) and shape of the tensor, or of its rows `rows`."""
         info = self.meta[key]
-        dtype, shape = _TORCH_DTYPES[info["dtype"]], list(info["shape"])
+        shape = list(info["shape"])
         start, end = info["data_offsets"]
         if rows is not None:  # rows of a row-major tensor are contiguous bytes
             row_bytes = (end - start) // shape[0] if shape and shape[0] else 0
             first, stop, _ = rows.indices(shape[0])
             start, end, shape[0] = start + first * row_bytes, start + stop * row_bytes, stop - first
-        out = torch.empty(shape, dtype=dtype)  # read straight into the tensor's memory: no zero-fill, no copy
-        if end > start:
-            self._file.seek(self.base + start)
-            if self._file.readinto(out.view(-1).view(torch.uint8).numpy()) != end - start:
-                raise ValueError(f"{key}: the file ends early")
-        return out
+        return self.base + start, self.base + end, shape
+
+    def read(self, key: str, rows: slice | None = None) -> torch.Tensor:
+        """A view of the file (copy it before keeping it)."""
+        dtype = _TORCH_DTYPES[self.meta[key]["dtype"]]
+        start, end, shape = self._span(key, rows)
+        if end == start:
+            return torch.empty(shape, dtype=dtype)
+        with warnings.catch_warnings():  # the mapping is writable in principle; torch cannot tell
+            warnings.simplefilter("ignore", UserWarning)
+            flat = torch.frombuffer(self._map, dtype=dtype, count=(end - start) // dtype.itemsize, offset=start)
+        return flat.view(shape)
+
+    def release(self, key: str, rows: slice | None = None) -> None:
+        """Drop the mapped pages of a tensor already copied (they are re-read if touched again)."""
+        start, end, _ = self._span(key, rows)
+        page = mmap.PAGESIZE
+        first = start // page * page
+        if end > first and hasattr(mmap, "MADV_DONTNEED"):
+            self._map.madvise(mmap.MADV_DONTNEED, first, end - first)
 
 
 class _SafetensorsSource(_Source):
     """model.safetensors, or the shards an index json names; HF key layouts mapped to canonical names:
     `text.` (decoder), `lm_head.`, `vision.` (vision model), `projector.`."""
-
-    fresh = True  # get() returns tensors of their own, read from the file
 
     PREFIXES = (  # (HF prefix, canonical prefix); the re-rooted transformers >= 4.52 names first
         ("model.language_model.", "text."),
@@ -656,6 +674,12 @@ class _SafetensorsSource(_Source):
             return handle.read(original, rows)
         except Exception as err:
             raise CheckpointError(f"{self.file_of[original]}: cannot read {original} ({_one_line(err)}); re-download the file") from None
+
+    row_views = True
+
+    def release(self, key: str, rows: slice | None = None) -> None:
+        handle, original = self._file(key)
+        handle.release(original, rows)
 
     def display(self, key: str) -> str:
         """The checkpoint's own name for a canonical key; for a missing one, the name in the layout the file uses."""
@@ -855,6 +879,31 @@ def read_checkpoint_args(path: str | Path, **runtime) -> ModelArgs:
     return args_from_hf_config(_read_json(layout.config), where=str(layout.config), name=name, **runtime)
 
 
+COPY_BLOCK_BYTES = 16 << 20
+
+
+def _load_tensor(source: _Source, recipe: _Recipe, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """The model's own copy of one checkpoint tensor (it never shares memory with a file). A
+    tensor read as views of a mapped file is copied a block of rows at a time, each block's
+    pages released once copied, so peak memory stays at the weights plus one block."""
+    shape = source.shape(recipe.key)
+    if recipe.convert is not None or not source.row_views or not shape:
+        raw = source.get(recipe.key, recipe.rows)  # may be a view of a memory-mapped file
+        value = recipe.convert(raw) if recipe.convert is not None else raw
+        in_file = value.untyped_storage().data_ptr() == raw.untyped_storage().data_ptr()  # else conversion made a new tensor
+        value = value.to(device=device, dtype=dtype, copy=in_file).contiguous()
+        source.release(recipe.key, recipe.rows)
+        return value
+    first, stop, _ = (recipe.rows or slice(None)).indices(shape[0])
+    out = torch.empty((stop - first, *shape[1:]), dtype=dtype, device=device)
+    step = max(1, COPY_BLOCK_BYTES // max(1, math.prod(shape[1:]) * source.itemsize(recipe.key)))
+    for start in range(first, stop, step):
+        block = slice(start, min(start + step, stop))
+        out[block.start - first : block.stop - first].copy_(source.get(recipe.key, block))
+        source.release(recipe.key, block)
+    return out
+
+
 def load_checkpoint(
     path: str | Path,
     device: str | torch.device = "cpu",
@@ -907,12 +956,7 @@ def load_checkpoint(
         progress(0, total, "")
     with torch.no_grad():
         for param_name, recipe in recipes.items():
-            value = source.get(recipe.key, recipe.rows)
-            if recipe.convert is not None:
-                value = recipe.convert(value)
-            # The model never shares memory with a memory-mapped file: copy unless the source made a fresh tensor.
-            value = value.to(device=device, dtype=dtype, copy=not source.fresh).contiguous()
-            _set_parameter(model, param_name, value)
+            _set_parameter(model, param_name, _load_tensor(source, recipe, device, dtype))
             done += sizes[param_name]
             if progress is not None:
                 progress(done, total, param_name)

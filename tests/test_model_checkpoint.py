@@ -258,6 +258,26 @@ def test_args_from_hf_config_real_sizes(preset):
 # errors: folders and config files
 
 
+def test_hf_weights_are_copied_block_by_block_and_own_their_memory(tiny, hf_folder, tmp_path, monkeypatch):
+    """Big tensors are copied from the mapped file a block of rows at a time (tiny blocks here, so
+    every tensor takes many); the model keeps no view of the file: rewriting it changes nothing."""
+    import model.checkpoint as checkpoint
+
+    model, sd, want = tiny
+    folder = tmp_path / "hf"
+    shutil.copytree(hf_folder, folder)
+    monkeypatch.setattr(checkpoint, "COPY_BLOCK_BYTES", 1000)
+    loaded, _, _ = load_checkpoint(folder, dtype=torch.float32)
+    assert_same_model(loaded, sd, skip=TILE_TABLES)
+    for weights in folder.glob("*.safetensors"):
+        with open(weights, "r+b") as f:  # overwrite every data byte in place, under the mapping
+            header = 8 + int.from_bytes(f.read(8), "little")
+            f.seek(header)
+            f.write(b"\xff" * (weights.stat().st_size - header))
+    assert_same_model(loaded, sd, skip=TILE_TABLES)
+    assert torch.equal(logits(loaded), want)
+
+
 @pytest.fixture
 def micro_meta(micro_sd, tmp_path):
     return ck.write_meta_checkpoint(tmp_path / "meta", MICRO, micro_sd)
