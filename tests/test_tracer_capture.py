@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tracer import trace
+from tracer import trace, values
 
 
 class Block(nn.Module):
@@ -147,6 +147,36 @@ def test_nan_and_inf_are_counted():
         lin(torch.tensor([1.0, float("nan"), float("inf"), float("-inf")]))
     stats = t.events[0]["outputs"][0]["stats"]
     assert stats["nan"] == 1 and stats["inf"] == 2
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("n", [5, values.SMALL + 5])  # batched copies; a large CPU tensor summarised at once
+def test_value_summaries_small_and_large_with_and_without_nonfinite(n, dtype):
+    x = torch.randn(n, generator=torch.Generator().manual_seed(0)).to(dtype)
+    lin = nn.Identity()
+    with trace(lin) as t:
+        lin(x)
+    stats = t.events[0]["outputs"][0]["stats"]
+    ref = x.float()
+    assert stats["min"] == pytest.approx(ref.min().item(), rel=1e-5)  # logs keep 6 significant digits
+    assert stats["max"] == pytest.approx(ref.max().item(), rel=1e-5)
+    assert stats["mean"] == pytest.approx(ref.mean().item(), abs=1e-5)
+    assert stats["std"] == pytest.approx(ref.std(correction=0).item(), rel=1e-4)
+    assert stats["nan"] == 0 and stats["inf"] == 0
+    x[1], x[2], x[3] = float("nan"), float("inf"), float("-inf")
+    with trace(lin) as t:
+        lin(x)
+    stats = t.events[0]["outputs"][0]["stats"]
+    assert (stats["nan"], stats["inf"], stats["min"], stats["max"]) == (1, 2, "nan", "nan")
+
+
+def test_raw_moments_count_nonfinite_in_one_go_as_on_an_accelerator():
+    x = torch.zeros(values.SMALL + 5)
+    x[0], x[1], x[2] = float("nan"), float("inf"), 3.0
+    lo, hi, total, norm, nan, inf = values._raw_moments(x[None]).tolist()[0]
+    assert (nan, inf) == (1, 1)
+    x[0], x[1] = 0.0, 0.0
+    assert values._raw_moments(x[None]).tolist()[0] == [0.0, 3.0, 3.0, 3.0, 0.0, 0.0]
 
 
 def test_meta_tensors_get_shapes_but_no_statistics():
