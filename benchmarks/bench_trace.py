@@ -32,9 +32,9 @@ PY = sys.executable
 CHILD = """
 import resource, sys
 sys.argv = ["llama-trace"] + sys.argv[1:]
-from walkthroughs.cli import app
+from walkthroughs.cli import cli
 try:
-    app()
+    cli()
 except SystemExit as e:
     code = e.code
 print("MAXRSS_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)

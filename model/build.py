@@ -55,6 +55,16 @@ def _skip_init():
             setattr(nn.init, name, fn)
 
 
+@contextlib.contextmanager
+def _default_dtype(dtype: torch.dtype):
+    saved = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(saved)
+
+
 def build_model(
     args: ModelArgs,
     device: str | torch.device = "cpu",
@@ -67,8 +77,8 @@ def build_model(
     Elsewhere the weights are seeded random unless `seed` is None (then load a checkpoint)."""
     device = torch.device(device)
     if device.type == "meta" or seed is None:
-        with torch.device("meta"), _skip_init():
-            model = CrossAttentionTransformer(args).to(dtype)
+        with torch.device("meta"), _skip_init(), _default_dtype(dtype):  # born in `dtype`: no .to() walk over the tree
+            model = CrossAttentionTransformer(args)
         if seed is None and device.type != "meta":
             model = model.to_empty(device=device)
     elif device.type == "cpu":

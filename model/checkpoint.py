@@ -863,9 +863,9 @@ def _check_recipes(recipes: dict[str, _Recipe], source: _Source, ignorable: set[
 # =====================================================================================================
 
 
-def _set_parameter(model: nn.Module, name: str, value: torch.Tensor) -> None:
+def _set_parameter(modules: dict[str, nn.Module], name: str, value: torch.Tensor) -> None:
     module_name, _, leaf = name.rpartition(".")
-    module = model.get_submodule(module_name)
+    module = modules[module_name]
     old = module._parameters[leaf]
     module._parameters[leaf] = nn.Parameter(value, requires_grad=old.requires_grad)
 
@@ -954,9 +954,10 @@ def load_checkpoint(
     total, done = sum(sizes.values()), 0
     if progress is not None:
         progress(0, total, "")
+    modules = dict(model.named_modules())
     with torch.no_grad():
         for param_name, recipe in recipes.items():
-            _set_parameter(model, param_name, _load_tensor(source, recipe, device, dtype))
+            _set_parameter(modules, param_name, _load_tensor(source, recipe, device, dtype))
             done += sizes[param_name]
             if progress is not None:
                 progress(done, total, param_name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import sys
 from enum import Enum
@@ -162,6 +163,8 @@ def run(
     from .inputs import InputError
     from .run import RunError
     from .run import run as do_run
+
+    _start_up_done()
 
     _check_target(fmt.value, output, force)
     if not prompt.strip():
@@ -382,5 +385,23 @@ def quiz(
         fail(str(err))
 
 
-if __name__ == "__main__":
+_ONE_SHOT = False  # set by the console entry point: this process runs one command, then exits
+
+
+def _start_up_done() -> None:
+    """In a one-command process, once the heavy imports are in, move everything they created
+    (torch alone: about 170,000 objects) out of the garbage collector's reach. Otherwise the
+    first full collection walks them all, about 0.1 s on a 2-core machine, mid-run."""
+    if _ONE_SHOT:
+        gc.freeze()
+
+
+def cli() -> None:
+    """The `llama-trace` console script."""
+    global _ONE_SHOT
+    _ONE_SHOT = True
     app()
+
+
+if __name__ == "__main__":
+    cli()
