@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import statistics
 import subprocess
 import sys
@@ -111,6 +112,7 @@ def generation_overhead(repeats: int) -> list[str]:
             ids = [int(s.next_token[0]) for s in generate(model, inp, tok.pad_id, tok.stop_tokens, max_gen_len=16, marker=t.phase)]
         return ids
 
+    gc.freeze()  # set-up done: its objects leave the collector's reach, as in the CLI (walkthroughs/cli.py)
     assert untraced() == traced()
     times = {"untraced": [], "traced": []}
     for _ in range(repeats):

@@ -19,6 +19,7 @@ Each figure is the median of interleaved repeats.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import statistics
 import subprocess
@@ -114,6 +115,7 @@ def tiny_overhead(repeats: int) -> list[str]:
         with trace(model, values_summary=False, functions=wrapped_functions(), stage_rules=stage_rules()):
             return forward()
 
+    gc.freeze()  # set-up done: its objects leave the collector's reach, as in the CLI (walkthroughs/cli.py)
     cases = {"untraced": forward, "traced, shapes only": shapes_only, "traced (modules + values)": traced(False),
              "traced --ops": traced(True)}
     lines = ["| tiny, real bf16 arithmetic (vision + prefill) | torch threads | median ms | ÷ untraced |", "|---|---|---|---|"]
