@@ -55,6 +55,10 @@ def device_type(x: torch.Tensor) -> str:
     return "cpu" if x.is_cpu else "meta" if x.is_meta else x.device.type
 
 
+def tensor_item(path: str, x: torch.Tensor) -> dict:
+    return {"path": path, "shape": list(x.shape), "dtype": dtype_name(x.dtype), "device": device_type(x)}
+
+
 def describe_leaf(leaf) -> dict | None:
     """A JSON-ready description of one leaf, or None for leaves not worth recording."""
     if isinstance(leaf, torch.Tensor):
@@ -78,19 +82,15 @@ def describe_with_tensors(tree, prefix: str = "") -> tuple[list[dict], list[tupl
     """Describe every leaf of `tree` (lists of plain ints, e.g. token ids, kept whole when short),
     and pair each tensor leaf with its description, in one walk."""
     if isinstance(tree, torch.Tensor):  # the common cases first: one tensor, or named tensors
-        item = {"path": prefix, "shape": list(tree.shape), "dtype": dtype_name(tree.dtype), "device": device_type(tree)}
+        item = tensor_item(prefix, tree)
         return [item], [(item, tree)]
     if type(tree) is dict and all(isinstance(v, torch.Tensor) for v in tree.values()):
-        out, tensors = [], []
-        for key, x in tree.items():
-            item = {"path": f"{prefix}[{key!r}]", "shape": list(x.shape), "dtype": dtype_name(x.dtype), "device": device_type(x)}
-            out.append(item)
-            tensors.append((item, x))
-        return out, tensors
+        tensors = [(tensor_item(f"{prefix}[{key!r}]", x), x) for key, x in tree.items()]
+        return [item for item, _ in tensors], tensors
     out, tensors = [], []
     for path, leaf in leaves_with_paths(tree, prefix):
         if isinstance(leaf, torch.Tensor):
-            item = {"path": path, "shape": list(leaf.shape), "dtype": dtype_name(leaf.dtype), "device": device_type(leaf)}
+            item = tensor_item(path, leaf)
             tensors.append((item, leaf))
             out.append(item)
             continue
@@ -208,14 +208,13 @@ class ValueStats:
             self._bytes += copy.numel() * 4
             if self._bytes >= BATCH_BYTES:
                 self._flush()
-        elif flat.device.type == "cpu":  # reading a CPU scalar costs no sync: count NaN/Inf only if min/max say so
-            stats = _raw_moments(flat[None] if flat.is_floating_point() else flat.float()[None], counts=False)
-            if not torch.isfinite(stats[0, :2]).all():
+        else:
+            row = (flat if flat.is_floating_point() else flat.float())[None]  # [1, n]
+            on_cpu = flat.is_cpu  # reading a CPU scalar costs no sync: count NaN/Inf only if min/max say so
+            stats = _raw_moments(row, counts=not on_cpu)
+            if on_cpu and not torch.isfinite(stats[0, :2]).all():
                 stats[0, 4], stats[0, 5] = torch.isnan(flat).sum(), torch.isinf(flat).sum()
             self._done.append(([item], stats))
-            self._rows.append(None)
-        else:
-            self._done.append(([item], _raw_moments(flat[None] if flat.is_floating_point() else flat.float()[None])))
             self._rows.append(None)
 
     def _flush(self, final: bool = False) -> None:
