@@ -207,12 +207,25 @@ class Trace:
 
     # --- modules -------------------------------------------------------------------------------
     def _install_hooks(self, root: nn.Module) -> None:
-        for name, mod in root.named_modules(remove_duplicate=False):
-            self._names.setdefault(id(mod), ".".join(p for p in (self.root_name, name) if p))
-        self._count_params(root)
-        for mod in root.modules():
-            self._handles.append(mod.register_forward_pre_hook(self._module_enter, with_kwargs=True))
-            self._handles.append(mod.register_forward_hook(self._module_exit, with_kwargs=True, always_call=True))
+        self._walk(root, self.root_name, hook=True)
+
+    def _walk(self, module: nn.Module, name: str, hook: bool = False) -> int:
+        """One pass over the tree, depth first: each module's dotted path (the first, if it is
+        shared), its own and total parameter counts, and (`hook`) its two hooks, once per
+        module. Returns the total count."""
+        known = self._params.get(id(module))
+        if known is not None:  # a shared module, met again: counted in every parent, hooked once
+            return known["total"]
+        self._names[id(module)] = name
+        own = [p for p in module._parameters.values() if p is not None]
+        info = self._params[id(module)] = {"count": sum(p.numel() for p in own),
+                                           "dtype": str(own[0].dtype).removeprefix("torch.") if own else None, "total": 0}
+        children = [(f"{name}.{key}" if name else key, child) for key, child in module._modules.items() if child is not None]
+        info["total"] = info["count"] + sum(self._walk(child, path, hook) for path, child in children)
+        if hook:
+            self._handles.append(module.register_forward_pre_hook(self._module_enter, with_kwargs=True))
+            self._handles.append(module.register_forward_hook(self._module_exit, with_kwargs=True, always_call=True))
+        return info["total"]
 
     def _arg_names(self, fn) -> list[str]:
         key = getattr(fn, "__func__", fn)
@@ -389,22 +402,10 @@ class Trace:
         event.pop("_t", None)
         event.pop("_module", None)
 
-    def _count_params(self, module: nn.Module) -> int:
-        """Own and total parameter counts of every module, in one walk of the tree."""
-        own = list(module._parameters.values())
-        own = [p for p in own if p is not None]
-        total = sum(p.numel() for p in own) + sum(self._count_params(c) for c in module._modules.values() if c is not None)
-        self._params[id(module)] = {
-            "count": sum(p.numel() for p in own),
-            "dtype": str(own[0].dtype).removeprefix("torch.") if own else None,
-            "total": total,
-        }
-        return total
-
     def _param_info(self, module: nn.Module) -> dict:
         """The module's own parameter count and dtype, and the count including its children."""
         if id(module) not in self._params:
-            self._count_params(module)
+            self._walk(module, self._names.get(id(module), type(module).__name__))
         return self._params[id(module)]  # shared by every call of this module; never mutated
 
     def _describe(self, tree, stats: bool) -> list[dict]:
