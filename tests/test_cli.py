@@ -110,6 +110,21 @@ def test_generation_traces_every_decode_step_and_folds_them(tmp_path):
     assert "generated 5 token(s)" in out
 
 
+def test_no_values_traces_shapes_only_and_generates_the_same(tmp_path):
+    logs = {flag: tmp_path / f"{flag or 'values'}.jsonl" for flag in ("", "--no-values")}
+    for flag, log in logs.items():
+        args = ["run", "--model", "tiny", "--max-new-tokens", "3", "--format", "json", "-o", str(log), "--no-timing"]
+        assert invoke(*args, *([flag] if flag else [])).exit_code == 0
+    runs = {flag: [json.loads(line) for line in log.read_text().splitlines()] for flag, log in logs.items()}
+
+    def stats(lines):
+        return sum("stats" in item for e in lines[1:-1] for item in e.get("outputs", []))
+    assert stats(runs[""]) > 0 and stats(runs["--no-values"]) == 0
+    assert runs[""][0]["values"] is True and runs["--no-values"][0]["values"] is False
+    assert runs[""][-1]["generated"] == runs["--no-values"][-1]["generated"]  # the tracer changes nothing
+    assert "(no value summaries)" in invoke("render", str(logs["--no-values"])).stdout
+
+
 @pytest.fixture(scope="module")
 def tiny_checkpoints(tmp_path_factory):
     """A Meta-layout and a Hugging Face-layout checkpoint of the same random tiny weights."""

@@ -140,6 +140,7 @@ def run(
     model: ModelName = typer.Option(ModelName.b11_instruct, "--model", help="Model preset."),
     mode: Optional[Mode] = typer.Option(None, "--mode", help="meta: shapes only, no weights (default for 11b/90b); real: random weights, real arithmetic (default for tiny)."),
     ops: bool = typer.Option(False, "--ops", help="Also record every torch function call (view, matmul, softmax …)."),
+    no_values: bool = typer.Option(False, "--no-values", help="With real weights, skip the value summaries (min, max, mean, std, NaN/Inf): shapes only, the cheapest trace."),
     fmt: Format = typer.Option(Format.terminal, "--format", help="terminal: stage summary; walkthrough: annotated, stage by stage; step: the walkthrough one stage per screen (n/space next, p back, g jump, q quit, ? help); markdown: a deep-dive page with pictures (needs -o); html: the page as one offline HTML file for a projector (j/k move); json: the JSON Lines event log."),
     stage: Optional[str] = typer.Option(None, "--stage", help="Only stages whose id starts with this, e.g. vision or text.cross_attention (implies the walkthrough in the terminal); with --format step, the stage to start at."),
     depth: int = typer.Option(2, "--depth", help="Levels of the module tree to show under each stage."),
@@ -189,7 +190,7 @@ def run(
             result = do_run(
                 image, prompt, model.value, mode.value if mode else None, ops, not no_timing, device=device, dtype=dtype.value,
                 seed=seed, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, allow_special=allow_special,
-                checkpoint=checkpoint, layout=layout, progress=progress,
+                checkpoint=checkpoint, layout=layout, progress=progress, values=not no_values,
             )
     except (RunError, InputError, CheckpointError, ConfigError) as err:
         fail(str(err))

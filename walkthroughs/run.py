@@ -136,6 +136,7 @@ def run(
     mode: str | None = None,
     ops: bool = False,
     timing: bool = True,
+    values: bool = True,
     device: str = "cpu",
     dtype: str = "bf16",
     seed: int = 0,
@@ -181,6 +182,7 @@ def run(
     t = trace(
         model,
         ops=ops,
+        values_summary=values,
         functions=wrapped_functions(),
         stage_rules=stage_rules(),
         source_roots=[str(PROJECT_ROOT)],
@@ -208,6 +210,7 @@ def run(
         "device": run_device,
         "dtype": dtype,
         "ops": ops,
+        "values": values,
         "timing": timing,
         "symbols": state["symbols"],  # the prefill's: S is the prompt length (decode steps record S = 1 themselves)
         "generation": {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "seed": seed if temperature > 0 else None},

@@ -89,8 +89,9 @@ def render_summary(header: dict, events: list[dict], summary: dict, console: Con
     model = header.get("model", {})
     image = header.get("inputs", {}).get("image", {})
     w, h = image.get("size", ["?", "?"])
+    values_off = " (no value summaries)" if header.get("mode") == "real" and header.get("values") is False else ""
     console.print(
-        f"[bold]llama-trace[/] {model.get('preset')} · {header.get('mode')} mode · {header.get('dtype')} on {header.get('device')} · "
+        f"[bold]llama-trace[/] {model.get('preset')} · {header.get('mode')} mode{values_off} · {header.get('dtype')} on {header.get('device')} · "
         f"image {image.get('path')} ({w}x{h} {image.get('mode')}) · {summary.get('prompt_tokens')} prompt tokens"
     )
     timing = header.get("timing", False)
