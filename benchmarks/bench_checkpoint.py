@@ -107,16 +107,19 @@ def generation_overhead(repeats: int) -> list[str]:
     def untraced():
         return [int(s.next_token[0]) for s in generate(model, inp, tok.pad_id, tok.stop_tokens, max_gen_len=16)]
 
-    def traced():
-        with trace(model, functions=wrapped_functions(), stage_rules=stage_rules()) as t:
+    def traced(values: bool = True):
+        with trace(model, values_summary=values, functions=wrapped_functions(), stage_rules=stage_rules()) as t:
             ids = [int(s.next_token[0]) for s in generate(model, inp, tok.pad_id, tok.stop_tokens, max_gen_len=16, marker=t.phase)]
         return ids
 
+    def shapes_only():  # `--no-values`
+        return traced(values=False)
+
     gc.freeze()  # set-up done: its objects leave the collector's reach, as in the CLI (walkthroughs/cli.py)
-    assert untraced() == traced()
-    times = {"untraced": [], "traced": []}
+    assert untraced() == traced() == shapes_only()
+    times = {"untraced": [], "traced": [], "shapes only": []}
     for _ in range(repeats):
-        for name, fn in (("untraced", untraced), ("traced", traced)):
+        for name, fn in (("untraced", untraced), ("traced", traced), ("shapes only", shapes_only)):
             t0 = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t0)
@@ -126,6 +129,7 @@ def generation_overhead(repeats: int) -> list[str]:
         "|---|---|---|",
         f"| untraced | {med['untraced'] * 1000:.0f} | 1.00x |",
         f"| traced (module events + value summaries) | {med['traced'] * 1000:.0f} | {med['traced'] / med['untraced']:.2f}x |",
+        f"| traced, shapes only (`--no-values`) | {med['shapes only'] * 1000:.0f} | {med['shapes only'] / med['untraced']:.2f}x |",
     ]
 
 
