@@ -165,16 +165,21 @@ PARAMS_JSON_EXTENSION = (
 )
 
 
-def from_params_json(path: str | Path, **runtime) -> ModelArgs:
-    """Read a Meta `params.json` strictly: unknown keys and missing required keys are errors."""
-    path = Path(path)
+def read_json_object(path: Path) -> dict:
+    """A config file's JSON object; anything else (unreadable, not JSON, not an object) is a ConfigError."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ConfigError(f"cannot read {path}: {err}") from None
+        raise ConfigError(f"{path} is not valid JSON ({' '.join(str(err).split())})") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{path} must hold a JSON object")
-    return from_params(data, str(path), name=path.parent.name or "checkpoint", **runtime)
+        raise ConfigError(f"{path} must hold a JSON object, not {type(data).__name__}")
+    return data
+
+
+def from_params_json(path: str | Path, **runtime) -> ModelArgs:
+    """Read a Meta `params.json` strictly: unknown keys and missing required keys are errors."""
+    path = Path(path)
+    return from_params(read_json_object(path), str(path), name=path.parent.name or "checkpoint", **runtime)
 
 
 def from_params(data: dict, where: str = "params.json", name: str = "checkpoint", **runtime) -> ModelArgs:

@@ -43,7 +43,7 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import nn
 
-from .args import PARAMS_JSON_OPTIONAL, PARAMS_JSON_REQUIRED, ConfigError, ModelArgs, from_params
+from .args import PARAMS_JSON_OPTIONAL, PARAMS_JSON_REQUIRED, ConfigError, ModelArgs, from_params, read_json_object
 from .build import build_model
 from .multimodal import CrossAttentionTransformer
 
@@ -157,12 +157,9 @@ def _meta_shard_files(folder: Path, names: list[str]) -> tuple[Path, ...]:
 
 def _read_json(path: Path) -> dict:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"{path} is not valid JSON ({_one_line(err)}); re-download it") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path} must hold a JSON object, not {type(data).__name__}; re-download it")
-    return data
+        return read_json_object(path)
+    except ConfigError as err:
+        raise CheckpointError(f"{err}; re-download it") from None
 
 
 def args_from_params_json(path: Path, **runtime) -> ModelArgs:
@@ -712,20 +709,22 @@ def _meta_recipes(model: nn.Module) -> dict[str, _Recipe]:
 _META_DERIVED = {"text_model.rope.freqs"}  # a RoPE table some Meta checkpoints carry; recomputed, not loaded
 
 # Meta suffix -> HF suffix, inside a decoder layer (self-attention / cross-attention) or a vision block.
-_SELF_LAYER = {
-    "attention.wq.weight": "self_attn.q_proj.weight", "attention.wk.weight": "self_attn.k_proj.weight",
-    "attention.wv.weight": "self_attn.v_proj.weight", "attention.wo.weight": "self_attn.o_proj.weight",
+_LAYER_NORMS_AND_MLP = {
     "attention_norm.weight": "input_layernorm.weight", "ffn_norm.weight": "post_attention_layernorm.weight",
     "feed_forward.w1.weight": "mlp.gate_proj.weight", "feed_forward.w2.weight": "mlp.down_proj.weight",
     "feed_forward.w3.weight": "mlp.up_proj.weight",
+}
+_SELF_LAYER = {
+    "attention.wq.weight": "self_attn.q_proj.weight", "attention.wk.weight": "self_attn.k_proj.weight",
+    "attention.wv.weight": "self_attn.v_proj.weight", "attention.wo.weight": "self_attn.o_proj.weight",
+    **_LAYER_NORMS_AND_MLP,
 }
 _CROSS_LAYER = {
     "attention.wq.weight": "cross_attn.q_proj.weight", "attention.wk.weight": "cross_attn.k_proj.weight",
     "attention.wv.weight": "cross_attn.v_proj.weight", "attention.wo.weight": "cross_attn.o_proj.weight",
     "attention.q_norm.weight": "cross_attn.q_norm.weight", "attention.k_norm.weight": "cross_attn.k_norm.weight",
-    "attention_norm.weight": "input_layernorm.weight", "ffn_norm.weight": "post_attention_layernorm.weight",
-    "feed_forward.w1.weight": "mlp.gate_proj.weight", "feed_forward.w2.weight": "mlp.down_proj.weight",
-    "feed_forward.w3.weight": "mlp.up_proj.weight", "gate_attn": "cross_attn_attn_gate", "gate_ffwd": "cross_attn_mlp_gate",
+    **_LAYER_NORMS_AND_MLP,
+    "gate_attn": "cross_attn_attn_gate", "gate_ffwd": "cross_attn_mlp_gate",
 }
 _VISION_BLOCK = {
     "attn.wq.weight": "self_attn.q_proj.weight", "attn.wk.weight": "self_attn.k_proj.weight",

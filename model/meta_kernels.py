@@ -19,14 +19,10 @@ _LIBRARY: torch.library.Library | None = None
 _C_PATHS = ("Meta", "CompositeExplicitAutograd", "CompositeExplicitAutogradNonFunctional")
 
 
-def _low_precision(dtype: torch.dtype) -> bool:
-    return dtype in (torch.bfloat16, torch.float16)
-
-
 def native_layer_norm(x, normalized_shape, weight, bias, eps):
     axis = x.dim() - len(normalized_shape)
     stats_shape = list(x.shape[:axis]) + [1] * len(normalized_shape)  # mean and rstd keep the normalised dims as 1
-    stats_dtype = torch.float32 if _low_precision(x.dtype) else x.dtype
+    stats_dtype = torch.float32 if x.dtype in (torch.bfloat16, torch.float16) else x.dtype
     mean = x.new_empty(stats_shape, dtype=stats_dtype)  # mean and rstd stay internal: F.layer_norm returns only the output
     return torch.empty_like(x, memory_format=torch.contiguous_format), mean, torch.empty_like(mean)
 

@@ -30,7 +30,7 @@ class Boom(nn.Module):
         self.inner = nn.Linear(4, 4)
 
     def forward(self, x):
-        y = self.inner(x)
+        self.inner(x)
         raise RuntimeError("boom")
 
 
@@ -76,7 +76,7 @@ def test_outputs_are_bitwise_equal_to_untraced():
 def test_hooks_and_patches_are_removed():
     m = Block()
     original_linear = F.linear
-    with trace(m, functions=["torch.nn.functional:softmax"]) as t:
+    with trace(m, functions=["torch.nn.functional:softmax"]):
         m(x_input())
     assert all(not mod._forward_hooks and not mod._forward_pre_hooks for mod in m.modules())
     assert F.linear is original_linear and "matmul" not in vars(torch.Tensor)

@@ -56,13 +56,13 @@ def device_type(x: torch.Tensor) -> str:
 
 
 def tensor_item(path: str, x: torch.Tensor) -> dict:
+    """A tensor leaf's description: where it sits in the call, its shape, dtype and device."""
     return {"path": path, "shape": list(x.shape), "dtype": dtype_name(x.dtype), "device": device_type(x)}
 
 
 def describe_leaf(leaf) -> dict | None:
-    """A JSON-ready description of one leaf, or None for leaves not worth recording."""
-    if isinstance(leaf, torch.Tensor):
-        return {"shape": list(leaf.shape), "dtype": dtype_name(leaf.dtype), "device": device_type(leaf)}
+    """A JSON-ready description of a leaf that is not a tensor (see `tensor_item`), or None for
+    leaves not worth recording."""
     if isinstance(leaf, bool) or leaf is None:
         return {"value": leaf}
     if isinstance(leaf, (int, float, str)):
