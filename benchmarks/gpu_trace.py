@@ -4,7 +4,9 @@ a 24-token prompt. Prefill time traced vs untraced, measured side by side in one
 - steady state: the forward inside an open trace (hooks installed) vs the plain forward;
 - whole trace: entering the trace, the forward, and finishing it (labels, value read-back).
 
-Shapes only, and with value summaries; outputs must be bitwise equal to the untraced run.
+Shapes only, and with value summaries: through the fused Triton kernels (`tracer/fused_stats.py`)
+for large tensors, and through ATen reductions alone, side by side. Outputs must be bitwise equal
+to the untraced run, and the two kinds of summary must agree.
 
     python benchmarks/gpu_trace.py [--repeats 10]
 """
@@ -26,7 +28,7 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from model import build_model, get_preset  # noqa: E402
-from tracer import trace  # noqa: E402
+from tracer import trace, values  # noqa: E402
 from walkthroughs.catalog import stage_rules, wrapped_functions  # noqa: E402
 
 from benchmarks_common import PROMPT_IDS  # noqa: E402
@@ -63,19 +65,21 @@ def main() -> None:
     def options(values: bool):
         return dict(values_summary=values, functions=wrapped_functions(), stage_rules=stage_rules(), timing=False)
 
-    def steady(values: bool):
+    def steady(with_values: bool, fused: bool = True):
         def run():
-            with trace(model, **options(values)) as t:
+            values.FUSED = fused
+            with trace(model, **options(with_values)) as t:
                 t0 = time.perf_counter()
                 out = prefill()
                 dt = time.perf_counter() - t0
             return dt, out, t
         return run
 
-    def whole(values: bool):
+    def whole(with_values: bool, fused: bool = True):
         def run():
+            values.FUSED = fused
             t0 = time.perf_counter()
-            with trace(model, **options(values)) as t:
+            with trace(model, **options(with_values)) as t:
                 out = prefill()
             sync()
             return time.perf_counter() - t0, out, t
@@ -90,6 +94,7 @@ def main() -> None:
         "untraced": plain,
         "steady, shapes only": steady(False),
         "steady, with value summaries": steady(True),
+        "steady, with value summaries, ATen reductions only": steady(True, fused=False),
         "whole trace, shapes only": whole(False),
         "whole trace, with value summaries": whole(True),
     }
@@ -121,11 +126,38 @@ def main() -> None:
         "median_ms": {k: round(v * 1000, 2) for k, v in med.items()},
         "ratio_vs_untraced": {k: round(v / base, 3) for k, v in med.items()},
     }
-    # One value summary, to show they are real numbers.
-    _, _, t = whole(True)()
-    logits_event = next(e for e in t.events if e.get("stage") == "text.logits")
+    result["fused_kernels"] = values._fused() is not None
+    # The two kinds of summary, event by event; one of them shown, to show they are real numbers.
+    _, _, fused = whole(True, fused=True)()
+    _, _, aten = whole(True, fused=False)()
+    result["summaries_compared"], result["summaries_differing"] = compare_stats(fused.events, aten.events)
+    logits_event = next(e for e in fused.events if e.get("stage") == "text.logits")
     result["logits_stats"] = logits_event["outputs"][0].get("stats")
     print(json.dumps(result, indent=1))
+
+
+def compare_stats(a_events: list[dict], b_events: list[dict]) -> tuple[int, dict]:
+    """Compare the value summaries of two traces of the same run: min/max/NaN/Inf exactly,
+    mean/std to 1e-3 of the spread (fp32 sums in another order). Returns how many were
+    compared, and how many disagree with the first few of them."""
+    compared, count, differing = 0, 0, []
+    for a, b in zip(a_events, b_events):
+        for x, y in zip(a.get("outputs", []), b.get("outputs", [])):
+            sa, sb = x.get("stats"), y.get("stats")
+            if sa is None or sb is None:
+                continue
+            compared += 1
+            exact = all(sa[k] == sb[k] for k in ("min", "max", "nan", "inf"))
+            spread = max(abs(float(sa["max"])), abs(float(sa["min"])), 1e-30) if exact and sa["nan"] == 0 else 1.0
+            close = all(
+                sa[k] == sb[k] or (isinstance(sa[k], float) and isinstance(sb[k], float) and abs(sa[k] - sb[k]) <= 1e-3 * spread)
+                for k in ("mean", "std")
+            )
+            if not (exact and close):
+                count += 1
+                if len(differing) < 5:
+                    differing.append({"seq": a["seq"], "path": a["path"], "fused": sa, "aten": sb})
+    return compared, {"count": count, "first": differing}
 
 
 if __name__ == "__main__":

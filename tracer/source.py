@@ -18,12 +18,21 @@ _SKIP_PREFIXES = (_TORCH_DIR, _TRACER_DIR, os.path.dirname(os.__file__) + os.sep
 _SHAPE_GROUP = re.compile(r"\[([^\[\]]*)\]")
 
 
+_SKIPPED: dict[object, bool] = {}  # code object -> whether its frames are skipped
+
+
 def caller_frame(skip: int = 1):
     """The innermost frame that is not torch's, the tracer's or contextlib's."""
     frame = sys._getframe(skip)
-    while frame is not None and frame.f_code.co_filename.startswith(_SKIP_PREFIXES):
+    while frame is not None:
+        code = frame.f_code
+        skipped = _SKIPPED.get(code)
+        if skipped is None:
+            skipped = _SKIPPED[code] = code.co_filename.startswith(_SKIP_PREFIXES)
+        if not skipped:
+            return frame
         frame = frame.f_back
-    return frame
+    return None
 
 
 @lru_cache(maxsize=None)

@@ -78,15 +78,36 @@ def describe_leaf(leaf) -> dict | None:
     return {"type": type(leaf).__name__}
 
 
+_KEY_PATHS: dict[tuple[str, object], str] = {}
+
+
+def _key_path(prefix: str, key) -> str:
+    """`prefix[key!r]`, remembered: the same few argument names come back at every call."""
+    try:
+        return _KEY_PATHS[prefix, key]
+    except KeyError:
+        path = _KEY_PATHS[prefix, key] = f"{prefix}[{key!r}]"
+        return path
+    except TypeError:  # an unhashable key
+        return f"{prefix}[{key!r}]"
+
+
 def describe_with_tensors(tree, prefix: str = "") -> tuple[list[dict], list[tuple[dict, torch.Tensor]]]:
     """Describe every leaf of `tree` (lists of plain ints, e.g. token ids, kept whole when short),
     and pair each tensor leaf with its description, in one walk."""
     if isinstance(tree, torch.Tensor):  # the common cases first: one tensor, or named tensors
         item = tensor_item(prefix, tree)
         return [item], [(item, tree)]
-    if type(tree) is dict and all(isinstance(v, torch.Tensor) for v in tree.values()):
-        tensors = [(tensor_item(f"{prefix}[{key!r}]", x), x) for key, x in tree.items()]
-        return [item for item, _ in tensors], tensors
+    if type(tree) is dict:  # a module's named inputs: usually all tensors
+        out, tensors = [], []
+        for key, x in tree.items():
+            if not isinstance(x, torch.Tensor):
+                break
+            item = tensor_item(_key_path(prefix, key), x)
+            out.append(item)
+            tensors.append((item, x))
+        else:
+            return out, tensors
     out, tensors = [], []
     for path, leaf in leaves_with_paths(tree, prefix):
         if isinstance(leaf, torch.Tensor):
@@ -133,6 +154,25 @@ def compact_int_lists(items: list[dict]) -> list[dict]:
 
 SMALL = 1 << 18  # tensors up to this many elements are copied and summarised in batches
 BATCH_BYTES = 256 << 20  # summarise the copies once they hold this much
+FUSED = True  # large CUDA tensors through `fused_stats` when Triton is installed (False: ATen only)
+FUSED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+FUSED_DEVICES = ("cuda",)  # the tests add "cpu" to run the kernels in Triton's interpreter
+TABLE_ROWS = 512  # rows per device table of fused summaries
+
+_fused_module = None
+
+
+def _fused():
+    """`tracer.fused_stats`, or None where Triton is missing (imported on first use: only CUDA
+    tensors need it)."""
+    global _fused_module
+    if _fused_module is None:
+        try:
+            from . import fused_stats
+        except ImportError:
+            fused_stats = False
+        _fused_module = fused_stats
+    return _fused_module or None
 
 
 def _raw_moments(rows: torch.Tensor, counts: bool = True) -> torch.Tensor:
@@ -162,6 +202,8 @@ def _raw_moments(rows: torch.Tensor, counts: bool = True) -> torch.Tensor:
 
 def summary_from_raw(row: list[float], n: int) -> dict:
     lo, hi, total, norm, nan, inf = row
+    if nan:  # one convention for both paths: ATen's min/max propagate NaN, the fused kernel's skip it
+        lo = hi = float("nan")
     mean = total / n
     var = max(norm * norm / n - mean * mean, 0.0) if math.isfinite(norm) else float("nan")
     stats = {"min": round_sig(lo), "max": round_sig(hi), "mean": round_sig(mean), "std": round_sig(math.sqrt(var) if var == var else var)}
@@ -174,7 +216,8 @@ class ValueStats:
 
     `add(item, x)` queues x's summary for the description `item`. Small tensors are copied
     (flattened, fp32) and summarised together, grouped by size, in a handful of batched
-    reductions; large ones get their reductions at once, as small device tensors. Nothing is
+    reductions; large ones get their reductions at once, as small device tensors (on CUDA, with
+    Triton, two fused kernels write them into a device table: `fused_stats`). Nothing is
     read back from an accelerator until `resolve()`, so no event waits on the device (on the
     CPU, where reading costs nothing, a large tensor is counted for NaN/Inf only when its min
     or max is not finite: those two passes are most of its cost); no traced tensor is kept
@@ -189,6 +232,7 @@ class ValueStats:
         self._rows: list[torch.Tensor | None] = []  # per summary row: its copy, if NaN/Inf counts are still due
         self._seen: dict[int, tuple[weakref.ref, int, dict]] = {}
         self._aliases: list[tuple[dict, dict]] = []
+        self._tables: dict[torch.device, tuple[torch.Tensor, int]] = {}  # device -> (fused table, rows used)
 
     def add(self, item: dict, x: torch.Tensor) -> None:
         if x.is_meta or x.numel() == 0 or x.is_complex():
@@ -208,6 +252,9 @@ class ValueStats:
             self._bytes += copy.numel() * 4
             if self._bytes >= BATCH_BYTES:
                 self._flush()
+        elif FUSED and x.dtype in FUSED_DTYPES and x.device.type in FUSED_DEVICES and _fused() is not None:
+            self._done.append(([item], self._fused_row(x)))
+            self._rows.append(None)
         else:
             row = (flat if flat.is_floating_point() else flat.float())[None]  # [1, n]
             on_cpu = flat.is_cpu  # reading a CPU scalar costs no sync: count NaN/Inf only if min/max say so
@@ -216,6 +263,16 @@ class ValueStats:
                 stats[0, 4], stats[0, 5] = torch.isnan(flat).sum(), torch.isinf(flat).sum()
             self._done.append(([item], stats))
             self._rows.append(None)
+
+    def _fused_row(self, x: torch.Tensor) -> torch.Tensor:
+        """x's moments, written by the fused kernels into the next row of its device's table:
+        returns that row as a [1, 6] view."""
+        table, used = self._tables.get(x.device, (None, TABLE_ROWS))
+        if used == TABLE_ROWS:
+            table, used = torch.empty(TABLE_ROWS, 6, dtype=torch.float64, device=x.device), 0
+        _fused().moments_into(x, table, used)
+        self._tables[x.device] = (table, used + 1)
+        return table[used : used + 1]
 
     def _flush(self, final: bool = False) -> None:
         """Summarise the queued copies. At the end (`final`) the NaN/Inf counts wait for the
@@ -250,6 +307,7 @@ class ValueStats:
         self._rows.clear()
         self._aliases.clear()
         self._seen.clear()
+        self._tables.clear()
 
 
 def round_sig(v: float, digits: int = 6) -> float | str:

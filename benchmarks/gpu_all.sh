@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The one prepared GPU check: prefill timings (gpu_trace.py), generation timings (gpu_generate.py)
+# and a traced tiny generation through the CLI on CUDA, validated against the log schema.
+# Results go to $OUT (or ./gpu-results). Run from the repository root on a CUDA machine.
+set -uo pipefail
+out="${OUT:-gpu-results}"
+mkdir -p "$out"
+export PYTHONPATH="$PWD" PYTHONUNBUFFERED=1
+python3 -c "import torch, triton; print(torch.__version__, triton.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else \"no cuda\")" | tee "$out/env.txt"
+timeout 240 python3 benchmarks/gpu_trace.py --repeats 10 > "$out/gpu_trace.json"; echo "gpu_trace rc=$?"
+cat "$out/gpu_trace.json"
+timeout 200 python3 benchmarks/gpu_generate.py --repeats 5 > "$out/gpu_generate.json"; echo "gpu_generate rc=$?"
+cat "$out/gpu_generate.json"
+timeout 60 python3 -m walkthroughs.cli run --model tiny --device cuda --max-new-tokens 8 --format json -o "$out/tiny_cuda.jsonl"
+echo "cli rc=$?"
+python3 - "$out/tiny_cuda.jsonl" <<'EOF'
+import json, sys
+from tracer.log import load_log
+header, events, summary = load_log(sys.argv[1])
+with_stats = sum(1 for e in events for o in e.get("outputs", []) if "stats" in o)
+print(json.dumps({"events": len(events), "outputs_with_stats": with_stats, "device": header["device"],
+                  "generated": summary["generated"]}))
+EOF

@@ -1,0 +1,112 @@
+"""The fused value-summary kernels (`tracer/fused_stats.py`), run on the CPU through Triton's
+interpreter, against float64 references and against the ATen path (`values._raw_moments`).
+
+Triton picks the interpreter when it is imported, so the checks run in one child process with
+`TRITON_INTERPRET=1`; the child prints one JSON line per check.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("triton")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CHILD = textwrap.dedent(
+    """
+    import json, math
+    import torch
+    from torch import nn
+    from tracer import fused_stats, trace, values
+
+    g = torch.Generator().manual_seed(0)
+
+    def fused(x):
+        table = torch.full((1, 6), -7.0, dtype=torch.float64)  # poisoned: every column must be written
+        fused_stats.moments_into(x, table, 0)
+        return table[0].tolist()
+
+    def reference(x):
+        x64 = x.double().reshape(-1)
+        finite = x64[~torch.isnan(x64)]
+        lo, hi = (finite.min().item(), finite.max().item()) if finite.numel() else (math.inf, -math.inf)
+        return [lo, hi, x64.sum().item(), x64.norm().item(), int(torch.isnan(x64).sum()), int(torch.isinf(x64).sum())]
+
+    def emit(name, x):
+        print(json.dumps({"name": name, "n": x.numel(), "fused": fused(x), "ref": reference(x)}))
+
+    emit("bf16, one partial step short", (torch.randn(300_001, generator=g) * 3 + 1).bfloat16())
+    emit("fp16", torch.randn(70_000, generator=g).half())
+    emit("fp32, not contiguous", torch.randn(300, 401, generator=g).t())
+    x = torch.randn(100_000, generator=g)
+    x[5], x[7], x[9], x[11] = math.nan, math.inf, -math.inf, math.nan
+    emit("fp32 with NaN and Inf", x)
+    emit("all NaN", torch.full((5000,), math.nan))
+    emit("Inf only", torch.tensor([math.inf] * 3 + [1.0]))
+    fused_stats.PROGRAMS = 4  # few programs: the first kernel takes more steps each (16 -> 64 -> 256)
+    emit("more steps per program", torch.randn(4 * 1024 * 16 * 3 + 17, generator=g))
+    emit("most steps per program", torch.randn(4 * 1024 * 64 * 2 + 3, generator=g))
+    fused_stats.PROGRAMS = 1024
+
+    y = torch.randn(77_777, generator=g).bfloat16()
+    print(json.dumps({"name": "deterministic", "same": fused(y) == fused(y)}))
+
+    # ValueStats with the fused path allowed on the CPU, against the ATen path.
+    z = torch.randn(values.SMALL + 11, generator=g).bfloat16()
+    z[3] = math.nan
+    summaries = {}
+    for label, devices in (("fused", ("cpu",)), ("aten", ())):
+        values.FUSED_DEVICES = devices
+        m = nn.Identity()
+        with trace(m) as t:
+            m(z)
+        summaries[label] = t.events[0]["outputs"][0]["stats"]
+    print(json.dumps({"name": "value stats", **summaries}))
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def results():
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", CHILD], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return {r["name"]: r for r in map(json.loads, done.stdout.splitlines())}
+
+
+KERNEL_CASES = ["bf16, one partial step short", "fp16", "fp32, not contiguous", "fp32 with NaN and Inf",
+                "all NaN", "Inf only", "more steps per program", "most steps per program"]
+
+
+@pytest.mark.parametrize("name", KERNEL_CASES)
+def test_fused_moments_match_float64(results, name):
+    r = results[name]
+    lo, hi, total, norm, nan, inf = r["fused"]
+    rlo, rhi, rtotal, rnorm, rnan, rinf = r["ref"]
+    assert (nan, inf) == (rnan, rinf)  # exact counts
+    assert (lo, hi) == (rlo, rhi)  # min/max skip NaN and are exact elements
+    if rnan or rinf:
+        assert math_isnan_or_equal(total, rtotal) and math_isnan_or_equal(norm, rnorm)
+    else:
+        assert total == pytest.approx(rtotal, rel=1e-5, abs=1e-3 * r["n"] ** 0.5)  # fp32 sums in another order
+        assert norm == pytest.approx(rnorm, rel=1e-5)
+
+
+def math_isnan_or_equal(a, b):
+    return (a != a and b != b) or a == b
+
+
+def test_fused_moments_are_deterministic(results):
+    assert results["deterministic"]["same"]
+
+
+def test_value_stats_read_the_same_through_either_path(results):
+    fused, aten = results["value stats"]["fused"], results["value stats"]["aten"]
+    assert fused == aten  # NaN present: both report min/max/mean/std as nan, with the same counts
+    assert fused["nan"] == 1 and fused["min"] == "nan"
