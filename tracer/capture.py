@@ -120,7 +120,8 @@ class Trace:
         self._names: dict[int, str] = {}
         self._params: dict[int, dict] = {}
         self._stage_cache = _STAGE_CACHES.setdefault(tuple(stage_rules or ()), {})  # shared by traces with the same rules
-        self._locations: dict[tuple, dict] = {}
+        self._locations: dict[int, tuple] = {}  # id(code) -> (code, {line: src})
+        self._modules: dict[int, tuple] = {}  # id(module) -> `_module_info`
         self._modes: list = []
         self._t0 = 0.0
 
@@ -244,19 +245,24 @@ class Trace:
         named.update(kwargs)
         return named
 
+    def _module_info(self, mod: nn.Module) -> tuple:
+        """(path, class name, stage, parameter info, argument names of its forward), worked out
+        at a module's first call and kept for the rest of the trace."""
+        path = self._names.get(id(mod), type(mod).__name__)
+        names = _ARG_NAMES.get(type(mod))
+        if names is None:
+            names = _ARG_NAMES[type(mod)] = self._arg_names(mod.forward)
+        info = self._modules[id(mod)] = (path, type(mod).__name__, self._stage_for(path), self._param_info(mod), names)
+        return info
+
     def _module_enter(self, mod, args, kwargs):
         if self._busy:
             return None
         self._busy = True
         try:
-            path = self._names.get(id(mod), type(mod).__name__)
-            names = _ARG_NAMES.get(type(mod))
-            if names is None:
-                names = _ARG_NAMES[type(mod)] = self._arg_names(mod.forward)
-            inputs = {(names[i] if i < len(names) else f"arg{i}"): a for i, a in enumerate(args)}
-            if kwargs:
-                inputs.update(kwargs)
-            event = self._open("module", path, type(mod).__name__, inputs, module=mod)
+            path, cls, stage, params, names = self._modules.get(id(mod)) or self._module_info(mod)
+            items, tensors = values.describe_call(args, kwargs, names)
+            event = self._open("module", path, cls, items, stage=stage, params=params, described=True)
             event["_module"] = mod
         finally:
             self._busy = False
@@ -359,39 +365,51 @@ class Trace:
         self._close(event, out, stats=False)
 
     # --- events ------------------------------------------------------------------------------------
-    def _open(self, kind: str, path: str, cls: str, inputs, module: nn.Module | None = None, info=None) -> dict:
+    def _open(self, kind: str, path: str, cls: str, inputs, *, stage: str | None = None, params: dict | None = None,
+              info=None, described: bool = False) -> dict:
+        """A new open event; `inputs` are raw (or, with `described`, already described) items."""
         frame = source.caller_frame(2)
-        parent = self._stack[-1] if self._stack else None
+        stack = self._stack
+        parent = stack[-1] if stack else None
+        if stage is None and kind not in ("op", "phase"):
+            stage = self._stage_for(path)
         event: dict = {
             "seq": len(self.events),
             "kind": kind,
-            "stage": None,
+            "stage": stage or (parent["stage"] if parent else None),
             "path": path,
             "name": cls,
             "parent": parent["seq"] if parent else None,
-            "depth": len(self._stack),
+            "depth": len(stack),
+            "phase": self._phase_stack[-1] if self._phase_stack else None,
         }
-        stage = None if kind in ("op", "phase") else self._stage_for(path)
-        event["stage"] = stage or (parent["stage"] if parent else None)
-        event["phase"] = self._phase_stack[-1] if self._phase_stack else None
-        if module is not None:
-            event["params"] = self._param_info(module)
+        if params is not None:
+            event["params"] = params
         if info:
             event["info"] = info
         if frame is not None:
-            key = (frame.f_code, frame.f_lineno)
-            src = self._locations.get(key)
-            if src is None:
-                src = self._locations[key] = source.location(frame, self.roots)
-                src.pop("_abs", None)
-            event["src"] = src  # shared between events from the same line; never mutated
-        event["inputs"] = self._describe(inputs, stats=False)
+            event["src"] = self._location(frame)
+        event["inputs"] = inputs if described else self._describe(inputs, stats=False)
         event["_symbols"] = self.symbols
         if self.timing:
             event["_t"] = time.perf_counter()
         self.events.append(event)
-        self._stack.append(event)
+        stack.append(event)
         return event
+
+    def _location(self, frame) -> dict:
+        """The frame's file:line, function and source text; one dict per line, shared by every
+        event from it and never mutated. Keyed by the code object's id (hashing a code object
+        hashes its contents), checked against the object itself."""
+        code = frame.f_code
+        lines = self._locations.get(id(code))
+        if lines is None or lines[0] is not code:
+            lines = self._locations[id(code)] = (code, {})
+        src = lines[1].get(frame.f_lineno)
+        if src is None:
+            src = lines[1][frame.f_lineno] = source.location(frame, self.roots)
+            src.pop("_abs", None)
+        return src
 
     def _close(self, event: dict, output, failed: bool = False, stats: bool = True) -> None:
         event["outputs"] = self._describe(output, stats=stats and self.values_summary) if output is not None else []

@@ -18,18 +18,19 @@ _SKIP_PREFIXES = (_TORCH_DIR, _TRACER_DIR, os.path.dirname(os.__file__) + os.sep
 _SHAPE_GROUP = re.compile(r"\[([^\[\]]*)\]")
 
 
-_SKIPPED: dict[object, bool] = {}  # code object -> whether its frames are skipped
+_SKIPPED: dict[int, tuple[object, bool]] = {}  # id(code) -> (code, whether its frames are skipped)
 
 
 def caller_frame(skip: int = 1):
-    """The innermost frame that is not torch's, the tracer's or contextlib's."""
+    """The innermost frame that is not torch's, the tracer's or contextlib's. (The verdict is
+    remembered per code object, by id: hashing a code object hashes its contents.)"""
     frame = sys._getframe(skip)
     while frame is not None:
         code = frame.f_code
-        skipped = _SKIPPED.get(code)
-        if skipped is None:
-            skipped = _SKIPPED[code] = code.co_filename.startswith(_SKIP_PREFIXES)
-        if not skipped:
+        known = _SKIPPED.get(id(code))
+        if known is None or known[0] is not code:
+            known = _SKIPPED[id(code)] = (code, code.co_filename.startswith(_SKIP_PREFIXES))
+        if not known[1]:
             return frame
         frame = frame.f_back
     return None

@@ -121,6 +121,31 @@ def describe_with_tensors(tree, prefix: str = "") -> tuple[list[dict], list[tupl
     return compact_int_lists(out), tensors
 
 
+def describe_call(args: tuple, kwargs: dict, names: list[str]) -> tuple[list[dict], list[tuple[dict, torch.Tensor]]]:
+    """A call's inputs, named by the callee's parameters (`arg{i}` past them): what
+    `describe_with_tensors` gives for the dict of them, built directly when all are tensors
+    (a module's usual call, on the tracer's hottest path)."""
+    items, tensors = [], []
+    for i, x in enumerate(args):
+        if not isinstance(x, torch.Tensor):
+            break
+        item = tensor_item(_key_path("", names[i]) if i < len(names) else f"['arg{i}']", x)
+        items.append(item)
+        tensors.append((item, x))
+    else:
+        for key, x in kwargs.items():
+            if not isinstance(x, torch.Tensor):
+                break
+            item = tensor_item(_key_path("", key), x)
+            items.append(item)
+            tensors.append((item, x))
+        else:
+            return items, tensors
+    named = {(names[i] if i < len(names) else f"arg{i}"): a for i, a in enumerate(args)}
+    named.update(kwargs)
+    return describe_with_tensors(named)
+
+
 def compact_int_lists(items: list[dict]) -> list[dict]:
     """Fold runs of scalar leaves that share a parent path (e.g. token ids) into one list entry."""
     if not any("value" in item and type(item["value"]) is int for item in items):

@@ -1,0 +1,119 @@
+"""Where does a shapes-only trace lose time on the GPU? For one 11B-Instruct prefill (random
+bf16 weights, 800x600 image, 24 tokens), untraced and traced:
+
+- the host's timeline: when each half (vision + caches + masks; text forward) returns to
+  Python, and when the GPU has finished it;
+- the operations that make the host wait for the GPU (`torch.cuda.set_sync_debug_mode`);
+- cProfile's top functions over one traced prefill.
+
+    python benchmarks/gpu_host.py [--preset 11b-instruct] [--device cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import pstats
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from benchmarks_common import PROMPT_IDS  # noqa: E402
+from model import build_model, get_preset  # noqa: E402
+from tracer import trace  # noqa: E402
+from walkthroughs.catalog import stage_rules, wrapped_functions  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--preset", default="11b-instruct")
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--repeats", type=int, default=7)
+    opts = parser.parse_args()
+    dev = torch.device(opts.device)
+    cuda = dev.type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    args = get_preset(opts.preset)
+    model = build_model(args, device=dev, dtype=torch.bfloat16, seed=0)
+    image = Image.effect_noise((800, 600), 64).convert("RGB")
+    n, T = 24, args.max_seq_len
+    tokens = torch.full((1, T), 128004, dtype=torch.long)
+    tokens[0, :n] = torch.tensor(PROMPT_IDS[:n])
+    tokens = tokens.to(dev)
+
+    @torch.no_grad()
+    def prefill(marks: list[float]):
+        sync()
+        t0 = time.perf_counter()
+        caches, xmask, rmask = model.compute_vision_tokens_masks([[image]], [[[5, -1]]], T, dev)
+        marks.append(time.perf_counter() - t0)  # vision half back on the host
+        sync()
+        marks.append(time.perf_counter() - t0)  # ... and done on the GPU
+        t1 = time.perf_counter()
+        model(torch.arange(0, n, device=dev), tokens, xmask, rmask, caches)
+        marks.append(time.perf_counter() - t1)  # text half back on the host
+        sync()
+        marks.append(time.perf_counter() - t1)  # ... and done on the GPU
+
+    def options():
+        return dict(values_summary=False, functions=wrapped_functions(), stage_rules=stage_rules(), timing=False)
+
+    def run(traced: bool) -> list[float]:
+        marks: list[float] = []
+        if traced:
+            with trace(model, **options()):
+                prefill(marks)
+        else:
+            prefill(marks)
+        return marks
+
+    for _ in range(2):
+        run(False), run(True)
+    names = ["vision: host returns", "vision: GPU done", "text: host returns", "text: GPU done"]
+    for traced in (False, True):
+        rows = [run(traced) for _ in range(opts.repeats)]
+        med = [statistics.median(col) * 1000 for col in zip(*rows)]
+        print(("traced, shapes only" if traced else "untraced") + ": " + ", ".join(f"{k} {v:.1f} ms" for k, v in zip(names, med)))
+
+    t0 = time.perf_counter()
+    model.image_transform(image)
+    print(f"image transform alone: {(time.perf_counter() - t0) * 1000:.1f} ms")
+
+    if cuda:
+        for traced in (False, True):
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                torch.cuda.set_sync_debug_mode("warn")
+                try:
+                    run(traced)
+                finally:
+                    torch.cuda.set_sync_debug_mode(0)
+            where: dict[str, int] = {}
+            for w in caught:
+                key = f"{Path(w.filename).name}:{w.lineno} {str(w.message).splitlines()[0][:80]}"
+                where[key] = where.get(key, 0) + 1
+            print(f"synchronizing calls, {'traced' if traced else 'untraced'}: {sum(where.values())}")
+            for key, count in sorted(where.items(), key=lambda kv: -kv[1])[:12]:
+                print(f"  {count:4d}  {key}")
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    run(True)
+    profiler.disable()
+    text = io.StringIO()
+    pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(25)
+    print("\n".join(line for line in text.getvalue().splitlines() if line.strip())[:6000])
+
+
+if __name__ == "__main__":
+    main()
