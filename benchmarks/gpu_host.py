@@ -1,5 +1,6 @@
-"""Where does a shapes-only trace lose time on the GPU? For one 11B-Instruct prefill (random
-bf16 weights, 800x600 image, 24 tokens), untraced and traced:
+"""Where does a trace lose time on the GPU? For one 11B-Instruct prefill (random bf16 weights,
+800x600 image, 24 tokens), untraced and traced (shapes only; value summaries through the fused
+kernels; value summaries through ATen reductions alone):
 
 - the host's timeline: when each half (vision + caches + masks; text forward) returns to
   Python, and when the GPU has finished it;
@@ -30,7 +31,7 @@ from PIL import Image  # noqa: E402
 
 from benchmarks_common import PROMPT_IDS  # noqa: E402
 from model import build_model, get_preset  # noqa: E402
-from tracer import trace  # noqa: E402
+from tracer import trace, values  # noqa: E402
 from walkthroughs.catalog import stage_rules, wrapped_functions  # noqa: E402
 
 
@@ -65,25 +66,33 @@ def main() -> None:
         sync()
         marks.append(time.perf_counter() - t1)  # ... and done on the GPU
 
-    def options():
-        return dict(values_summary=False, functions=wrapped_functions(), stage_rules=stage_rules(), timing=False)
+    def options(with_values: bool = False):
+        return dict(values_summary=with_values, functions=wrapped_functions(), stage_rules=stage_rules(), timing=False)
 
-    def run(traced: bool) -> list[float]:
+    def run(traced: bool, with_values: bool = False, fused: bool = True) -> list[float]:
         marks: list[float] = []
+        values.FUSED = fused
         if traced:
-            with trace(model, **options()):
+            with trace(model, **options(with_values)):
                 prefill(marks)
         else:
             prefill(marks)
         return marks
 
+    cases = {"untraced": dict(traced=False), "traced, shapes only": dict(traced=True),
+             "traced, values (fused)": dict(traced=True, with_values=True),
+             "traced, values (ATen only)": dict(traced=True, with_values=True, fused=False)}
     for _ in range(2):
-        run(False), run(True)
+        for kw in cases.values():
+            run(**kw)
     names = ["vision: host returns", "vision: GPU done", "text: host returns", "text: GPU done"]
-    for traced in (False, True):
-        rows = [run(traced) for _ in range(opts.repeats)]
-        med = [statistics.median(col) * 1000 for col in zip(*rows)]
-        print(("traced, shapes only" if traced else "untraced") + ": " + ", ".join(f"{k} {v:.1f} ms" for k, v in zip(names, med)))
+    rows: dict[str, list] = {k: [] for k in cases}
+    for _ in range(opts.repeats):
+        for label, kw in cases.items():
+            rows[label].append(run(**kw))
+    for label, marks in rows.items():
+        med = [statistics.median(col) * 1000 for col in zip(*marks)]
+        print(f"{label}: " + ", ".join(f"{k} {v:.1f} ms" for k, v in zip(names, med)))
 
     t0 = time.perf_counter()
     model.image_transform(image)
