@@ -115,6 +115,25 @@ def main() -> None:
             for key, count in sorted(where.items(), key=lambda kv: -kv[1])[:12]:
                 print(f"  {count:4d}  {key}")
 
+    if cuda and values._fused() is not None:  # host cost of one summary launch, against one torch copy
+        fused_stats = values._fused()
+        x = torch.randn(24, 4096, device=dev, dtype=torch.bfloat16)
+        for label, step in (("fused summary, one launch", lambda t: t.add(x)), ("torch copy to fp32", lambda t: x.to(torch.float32, copy=True))):
+            for one_launch in ((True, False) if label.startswith("fused") else (True,)):
+                fused_stats.ONE_LAUNCH = one_launch
+                best = float("inf")
+                for _ in range(5):
+                    table = fused_stats.Table(dev)
+                    sync()
+                    t0 = time.perf_counter()
+                    for _ in range(fused_stats.ROWS):
+                        step(table)
+                    best = min(best, (time.perf_counter() - t0) / fused_stats.ROWS)
+                    sync()
+                name = label if one_launch else "fused summary, two launches"
+                print(f"host time per call, {name}: {best * 1e6:.1f} us")
+        fused_stats.ONE_LAUNCH = True
+
     profiler = cProfile.Profile()
     profiler.enable()
     run(True)

@@ -65,9 +65,15 @@ def main() -> None:
     def options(values: bool):
         return dict(values_summary=values, functions=wrapped_functions(), stage_rules=stage_rules(), timing=False)
 
-    def steady(with_values: bool, fused: bool = True):
+    def configure(fused: bool, one_launch: bool = True, small_too: bool = False) -> None:
+        values.FUSED = fused
+        values.FUSED_MIN = 0 if small_too else values.SMALL
+        if values._fused() is not None:
+            values._fused().ONE_LAUNCH = one_launch
+
+    def steady(with_values: bool, **variant):
         def run():
-            values.FUSED = fused
+            configure(**(variant or dict(fused=True)))
             with trace(model, **options(with_values)) as t:
                 t0 = time.perf_counter()
                 out = prefill()
@@ -75,9 +81,9 @@ def main() -> None:
             return dt, out, t
         return run
 
-    def whole(with_values: bool, fused: bool = True):
+    def whole(with_values: bool, **variant):
         def run():
-            values.FUSED = fused
+            configure(**(variant or dict(fused=True)))
             t0 = time.perf_counter()
             with trace(model, **options(with_values)) as t:
                 out = prefill()
@@ -90,14 +96,23 @@ def main() -> None:
         out = prefill()
         return time.perf_counter() - t0, out, None
 
+    probes = probe_fused(dev) if dev.type == "cuda" and values._fused() is not None else {}
+    print(json.dumps({"probes": probes}), file=sys.stderr)
     cases = {
         "untraced": plain,
         "steady, shapes only": steady(False),
         "steady, with value summaries": steady(True),
+        "steady, values, fused in two launches": steady(True, fused=True, one_launch=False),
+        "steady, values, small tensors fused too": steady(True, fused=True, small_too=True),
         "steady, with value summaries, ATen reductions only": steady(True, fused=False),
         "whole trace, shapes only": whole(False),
         "whole trace, with value summaries": whole(True),
     }
+    if probes.get("one launch") != "ok":
+        cases.pop("steady, with value summaries"), cases.pop("steady, values, small tensors fused too")
+        values._fused().ONE_LAUNCH = False  # the remaining fused cases use two launches
+    if probes.get("two launches") != "ok":
+        cases.pop("steady, values, fused in two launches")
     for fn in cases.values():  # warm-up (cuBLAS, allocator)
         fn()
         fn()
@@ -127,13 +142,50 @@ def main() -> None:
         "ratio_vs_untraced": {k: round(v / base, 3) for k, v in med.items()},
     }
     result["fused_kernels"] = values._fused() is not None
-    # The two kinds of summary, event by event; one of them shown, to show they are real numbers.
-    _, _, fused = whole(True, fused=True)()
+    result["fused_probes"] = probes
+    # Each kind of summary against ATen's, event by event; one shown, to show they are real numbers.
     _, _, aten = whole(True, fused=False)()
-    result["summaries_compared"], result["summaries_differing"] = compare_stats(fused.events, aten.events)
+    for label, variant in (("one launch", dict(fused=True)), ("two launches", dict(fused=True, one_launch=False)),
+                           ("small too", dict(fused=True, small_too=True))):
+        if probes and probes.get("two launches" if label == "two launches" else "one launch") != "ok":
+            continue
+        _, _, other = whole(True, **variant)()
+        result[f"summaries vs ATen, {label}"] = compare_stats(other.events, aten.events)
+    _, _, fused = whole(True, fused=True, one_launch=probes.get("one launch", "ok") == "ok")()
     logits_event = next(e for e in fused.events if e.get("stage") == "text.logits")
     result["logits_stats"] = logits_event["outputs"][0].get("stats")
     print(json.dumps(result, indent=1))
+
+
+def probe_fused(dev: torch.device, sizes=(5_000_001, 123_457, 40_000_000, 7)) -> dict:
+    """Each fused variant on a few tensors (with NaN and Inf) against float64 references:
+    "ok", or what went wrong, so a broken variant is reported and left out of the timings."""
+    fused_stats = values._fused()
+    g = torch.Generator(device=dev).manual_seed(0)
+    tensors = [torch.randn(n, generator=g, device=dev).to(dtype) for n, dtype in
+               zip(sizes, (torch.bfloat16, torch.float32, torch.bfloat16, torch.float16))]
+    tensors[1][5], tensors[1][9] = float("nan"), float("-inf")
+    out = {}
+    for label, one_launch in (("one launch", True), ("two launches", False)):
+        fused_stats.ONE_LAUNCH = one_launch
+        try:
+            for _ in range(3):  # repeated, for any race between programs
+                table = fused_stats.Table(dev)
+                table.stats.fill_(-7.0)
+                rows = [table.add(x)[0].tolist() for x in tensors]
+                for x, row in zip(tensors, rows):
+                    x64 = x.double()
+                    finite = x64[~torch.isnan(x64)]
+                    ref = [finite.min().item(), finite.max().item(), int(torch.isnan(x64).sum()), int(torch.isinf(x64).sum())]
+                    assert [row[0], row[1], row[4], row[5]] == ref, (row, ref)
+                    if not ref[2] and not ref[3]:
+                        assert abs(row[2] - x64.sum().item()) <= 1e-4 * x64.abs().sum().item(), (row, x64.sum().item())
+                        assert abs(row[3] - x64.norm().item()) <= 1e-5 * x64.norm().item(), (row, x64.norm().item())
+            out[label] = "ok"
+        except Exception as err:  # noqa: BLE001 - reported, and the variant left out
+            out[label] = f"{type(err).__name__}: {str(err)[:300]}"
+    fused_stats.ONE_LAUNCH = True
+    return out
 
 
 def compare_stats(a_events: list[dict], b_events: list[dict]) -> tuple[int, dict]:

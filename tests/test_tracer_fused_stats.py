@@ -27,10 +27,10 @@ CHILD = textwrap.dedent(
 
     g = torch.Generator().manual_seed(0)
 
-    def fused(x):
-        table = torch.full((1, 6), -7.0, dtype=torch.float64)  # poisoned: every column must be written
-        fused_stats.moments_into(x, table, 0)
-        return table[0].tolist()
+    def fused(x, table=None):
+        table = table or fused_stats.Table(torch.device("cpu"))
+        table.stats.fill_(-7.0)  # poisoned: every column must be written
+        return table.add(x)[0].tolist()
 
     def reference(x):
         x64 = x.double().reshape(-1)
@@ -39,7 +39,11 @@ CHILD = textwrap.dedent(
         return [lo, hi, x64.sum().item(), x64.norm().item(), int(torch.isnan(x64).sum()), int(torch.isinf(x64).sum())]
 
     def emit(name, x):
-        print(json.dumps({"name": name, "n": x.numel(), "fused": fused(x), "ref": reference(x)}))
+        for one_launch in (True, False):
+            fused_stats.ONE_LAUNCH = one_launch
+            out = {"name": name, "launches": 1 if one_launch else 2, "n": x.numel(), "fused": fused(x), "ref": reference(x)}
+            print(json.dumps(out))
+        fused_stats.ONE_LAUNCH = True
 
     emit("bf16, one partial step short", (torch.randn(300_001, generator=g) * 3 + 1).bfloat16())
     emit("fp16", torch.randn(70_000, generator=g).half())
@@ -56,17 +60,23 @@ CHILD = textwrap.dedent(
 
     y = torch.randn(77_777, generator=g).bfloat16()
     print(json.dumps({"name": "deterministic", "same": fused(y) == fused(y)}))
+    table = fused_stats.Table(torch.device("cpu"))
+    rows = [table.add(torch.full((40_000,), float(i))) for i in range(3)]  # rows 0, 1, 2 of one table
+    print(json.dumps({"name": "rows", "sums": [r[0, 2].item() for r in rows], "used": table.used}))
 
-    # ValueStats with the fused path allowed on the CPU, against the ATen path.
-    z = torch.randn(values.SMALL + 11, generator=g).bfloat16()
-    z[3] = math.nan
+    # ValueStats with the fused path allowed on the CPU, against the ATen path; tables of 2 rows,
+    # so a third large tensor starts a new table.
+    fused_stats.ROWS = 2
+    zs = [torch.randn(values.SMALL + 11 * i, generator=g).bfloat16() for i in range(1, 4)]
+    zs[0][3] = math.nan
     summaries = {}
     for label, devices in (("fused", ("cpu",)), ("aten", ())):
         values.FUSED_DEVICES = devices
         m = nn.Identity()
         with trace(m) as t:
-            m(z)
-        summaries[label] = t.events[0]["outputs"][0]["stats"]
+            for z in zs:
+                m(z)
+        summaries[label] = [e["outputs"][0]["stats"] for e in t.events]
     print(json.dumps({"name": "value stats", **summaries}))
     """
 )
@@ -77,36 +87,48 @@ def results():
     env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT)}
     done = subprocess.run([sys.executable, "-c", CHILD], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    return {r["name"]: r for r in map(json.loads, done.stdout.splitlines())}
+    out = {}
+    for r in map(json.loads, done.stdout.splitlines()):
+        out[(r["name"], r.get("launches"))] = r
+    return out
 
 
 KERNEL_CASES = ["bf16, one partial step short", "fp16", "fp32, not contiguous", "fp32 with NaN and Inf",
                 "all NaN", "Inf only", "more steps per program", "most steps per program"]
 
 
+@pytest.mark.parametrize("launches", [1, 2])
 @pytest.mark.parametrize("name", KERNEL_CASES)
-def test_fused_moments_match_float64(results, name):
-    r = results[name]
+def test_fused_moments_match_float64(results, name, launches):
+    r = results[name, launches]
     lo, hi, total, norm, nan, inf = r["fused"]
     rlo, rhi, rtotal, rnorm, rnan, rinf = r["ref"]
     assert (nan, inf) == (rnan, rinf)  # exact counts
     assert (lo, hi) == (rlo, rhi)  # min/max skip NaN and are exact elements
     if rnan or rinf:
-        assert math_isnan_or_equal(total, rtotal) and math_isnan_or_equal(norm, rnorm)
+        assert nan_or_equal(total, rtotal) and nan_or_equal(norm, rnorm)
     else:
         assert total == pytest.approx(rtotal, rel=1e-5, abs=1e-3 * r["n"] ** 0.5)  # fp32 sums in another order
         assert norm == pytest.approx(rnorm, rel=1e-5)
 
 
-def math_isnan_or_equal(a, b):
+def nan_or_equal(a, b):
     return (a != a and b != b) or a == b
 
 
 def test_fused_moments_are_deterministic(results):
-    assert results["deterministic"]["same"]
+    assert results["deterministic", None]["same"]
+
+
+def test_each_tensor_gets_its_own_row(results):
+    r = results["rows", None]
+    assert r["sums"] == [0.0, 40_000.0, 80_000.0] and r["used"] == 3
 
 
 def test_value_stats_read_the_same_through_either_path(results):
-    fused, aten = results["value stats"]["fused"], results["value stats"]["aten"]
-    assert fused == aten  # NaN present: both report min/max/mean/std as nan, with the same counts
-    assert fused["nan"] == 1 and fused["min"] == "nan"
+    fused, aten = results["value stats", None]["fused"], results["value stats", None]["aten"]
+    assert fused[0] == aten[0]  # a NaN: both report min/max/mean/std as nan, with the same counts
+    assert fused[0]["nan"] == 1 and fused[0]["min"] == "nan"
+    for f, a in zip(fused[1:], aten[1:]):  # the second on a new table
+        assert [f[k] for k in ("min", "max", "nan", "inf")] == [a[k] for k in ("min", "max", "nan", "inf")]
+        assert f["mean"] == pytest.approx(a["mean"], abs=1e-5) and f["std"] == pytest.approx(a["std"], rel=1e-5)

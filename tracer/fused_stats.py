@@ -1,14 +1,17 @@
-"""One-pass value summaries for large accelerator tensors, as two Triton kernels.
+"""One-pass value summaries for large accelerator tensors, in Triton.
 
-`moments_into(x, table, row)` writes x's raw moments (min, max, sum, square root of the sum of
-squares, NaN count, Inf count: the columns of `values._raw_moments`) into `table[row]`, a
-float64 device tensor (so counts past 2**24 stay exact). The first kernel reads x once, in its own dtype, and leaves one row of
-partial moments per program; the second folds those rows, in a fixed order, into the table.
-Two launches replace the dozen reductions, casts and bool-to-int copies that ATen needs for
-the same six numbers, and the result is the same from run to run (no atomics).
+A `Table` holds rows of raw moments on one device: min, max, sum, square root of the sum of
+squares, NaN count, Inf count (the columns of `values._raw_moments`), as float64, so counts past
+2**24 stay exact. `table.add(x)` fills the next row from x without a host sync:
 
-Min and max skip NaN here (ATen's propagate it); `values.summary_from_raw` reports a tensor
-with NaN the same way whichever path summarised it.
+- programs each read one slice of x once, in its own dtype, and leave a row of partial moments;
+- the partial rows are folded, in a fixed order, into the table row. By default the last program
+  to finish does the fold (it takes a ticket from a per-row counter), so a tensor costs one
+  launch; with `ONE_LAUNCH = False` a second kernel does it.
+
+No atomics touch the sums, so a summary is the same from run to run. Min and max skip NaN here
+(ATen's propagate it); `values.summary_from_raw` reports a tensor with NaN the same way
+whichever path summarised it.
 
 Imported only when a tensor to summarise lives on a CUDA device and Triton is installed (it
 ships with CUDA builds of PyTorch). Tests run the kernels on the CPU through Triton's
@@ -22,15 +25,16 @@ import triton
 import triton.language as tl
 
 BLOCK = 1024  # elements per program per step
-PROGRAMS = 1024  # at most this many programs in the first kernel: the second folds them in one step
+PROGRAMS = 1024  # at most this many programs per tensor, so one fold step covers them all
 MIN_STEPS = 16  # steps per program: a power of 4 from 16 up, so that few variants get compiled
+ROWS = 512  # rows per table; each row has scratch for PROGRAMS partial rows (24 KiB)
+ONE_LAUNCH = True  # the last program folds (one launch per tensor); False: a second kernel does
 
 
 @triton.jit
-def _partial_moments(x_ptr, part_ptr, count_ptr, n, BLOCK: tl.constexpr, STEPS: tl.constexpr):
-    """Program p: moments of x[p*BLOCK*STEPS : (p+1)*BLOCK*STEPS] -> part[p, 0:4] (min, max,
-    sum, sum of squares) and count[p, 0:2] (NaN, Inf)."""
-    pid = tl.program_id(0)
+def _slice_moments(x_ptr, n, pid, BLOCK: tl.constexpr, STEPS: tl.constexpr):
+    """Moments of x[pid*BLOCK*STEPS : (pid+1)*BLOCK*STEPS]: min, max, sum, sum of squares (fp32)
+    and the NaN and Inf counts (int32)."""
     start = pid.to(tl.int64) * (BLOCK * STEPS)
     offs = tl.arange(0, BLOCK)
     lo = tl.full([BLOCK], float("inf"), tl.float32)
@@ -44,53 +48,108 @@ def _partial_moments(x_ptr, part_ptr, count_ptr, n, BLOCK: tl.constexpr, STEPS: 
         inside = idx < n
         x = tl.load(x_ptr + idx, mask=inside, other=0.0).to(tl.float32)
         is_nan = x != x
-        is_inf = tl.abs(x) == float("inf")
         ordered = inside & ~is_nan
         lo = tl.minimum(lo, tl.where(ordered, x, float("inf")))
         hi = tl.maximum(hi, tl.where(ordered, x, float("-inf")))
         total += x
         squares += x * x
         nans += (inside & is_nan).to(tl.int32)
-        infs += (inside & is_inf).to(tl.int32)
-    row = part_ptr + pid * 4
-    tl.store(row + 0, tl.min(lo, axis=0))
-    tl.store(row + 1, tl.max(hi, axis=0))
-    tl.store(row + 2, tl.sum(total, axis=0))
-    tl.store(row + 3, tl.sum(squares, axis=0))
-    tl.store(count_ptr + pid * 2 + 0, tl.sum(nans, axis=0))
-    tl.store(count_ptr + pid * 2 + 1, tl.sum(infs, axis=0))
+        infs += (inside & (tl.abs(x) == float("inf"))).to(tl.int32)
+    return (tl.min(lo, axis=0), tl.max(hi, axis=0), tl.sum(total, axis=0), tl.sum(squares, axis=0),
+            tl.sum(nans, axis=0), tl.sum(infs, axis=0))
 
 
 @triton.jit
-def _fold_moments(part_ptr, count_ptr, out_ptr, programs, PROGRAMS: tl.constexpr):
-    """One program: part[0:programs] and count[0:programs] (programs <= PROGRAMS) -> out[0:6], float64 (the norm as
-    the square root of the sum of squares; the counts exact)."""
+def _store_partials(part_ptr, count_ptr, row, pid, lo, hi, total, squares, nans, infs, PROGRAMS: tl.constexpr):
+    part = part_ptr + (row * PROGRAMS + pid) * 4
+    tl.store(part + 0, lo)
+    tl.store(part + 1, hi)
+    tl.store(part + 2, total)
+    tl.store(part + 3, squares)
+    count = count_ptr + (row * PROGRAMS + pid) * 2
+    tl.store(count + 0, nans)
+    tl.store(count + 1, infs)
+
+
+@triton.jit
+def _fold(stats_ptr, part_ptr, count_ptr, row, programs, PROGRAMS: tl.constexpr):
+    """part/count[row, 0:programs] -> stats[row, 0:6], float64, folded in a fixed order."""
     idx = tl.arange(0, PROGRAMS)
     inside = idx < programs
-    row = part_ptr + idx * 4
-    lo = tl.load(row + 0, mask=inside, other=float("inf"))
-    hi = tl.load(row + 1, mask=inside, other=float("-inf"))
-    total = tl.load(row + 2, mask=inside, other=0.0)
-    squares = tl.load(row + 3, mask=inside, other=0.0)
-    nans = tl.load(count_ptr + idx * 2 + 0, mask=inside, other=0).to(tl.int64)
-    infs = tl.load(count_ptr + idx * 2 + 1, mask=inside, other=0).to(tl.int64)
-    tl.store(out_ptr + 0, tl.min(lo, axis=0).to(tl.float64))
-    tl.store(out_ptr + 1, tl.max(hi, axis=0).to(tl.float64))
-    tl.store(out_ptr + 2, tl.sum(total, axis=0).to(tl.float64))
-    tl.store(out_ptr + 3, tl.sqrt(tl.sum(squares, axis=0)).to(tl.float64))
-    tl.store(out_ptr + 4, tl.sum(nans, axis=0).to(tl.float64))
-    tl.store(out_ptr + 5, tl.sum(infs, axis=0).to(tl.float64))
+    part = part_ptr + (row * PROGRAMS + idx) * 4
+    count = count_ptr + (row * PROGRAMS + idx) * 2
+    lo = tl.load(part + 0, mask=inside, other=float("inf"), volatile=True)
+    hi = tl.load(part + 1, mask=inside, other=float("-inf"), volatile=True)
+    total = tl.load(part + 2, mask=inside, other=0.0, volatile=True)
+    squares = tl.load(part + 3, mask=inside, other=0.0, volatile=True)
+    nans = tl.load(count + 0, mask=inside, other=0, volatile=True).to(tl.int64)
+    infs = tl.load(count + 1, mask=inside, other=0, volatile=True).to(tl.int64)
+    out = stats_ptr + row * 6
+    tl.store(out + 0, tl.min(lo, axis=0).to(tl.float64))
+    tl.store(out + 1, tl.max(hi, axis=0).to(tl.float64))
+    tl.store(out + 2, tl.sum(total, axis=0).to(tl.float64))
+    tl.store(out + 3, tl.sqrt(tl.sum(squares, axis=0)).to(tl.float64))
+    tl.store(out + 4, tl.sum(nans, axis=0).to(tl.float64))
+    tl.store(out + 5, tl.sum(infs, axis=0).to(tl.float64))
 
 
-def moments_into(x: torch.Tensor, table: torch.Tensor, row: int) -> None:
-    """x (any shape, contiguous or not; floating point) -> table[row, 0:6], without a host sync."""
-    flat = x.detach().reshape(-1)  # [n], a view when x is contiguous
-    n = flat.numel()
-    steps = MIN_STEPS
-    while BLOCK * steps * PROGRAMS < n:
-        steps *= 4
-    programs = triton.cdiv(n, BLOCK * steps)
-    partials = torch.empty(programs, 4, dtype=torch.float32, device=flat.device)  # [P, 4]
-    counts = torch.empty(programs, 2, dtype=torch.int32, device=flat.device)  # [P, 2]
-    _partial_moments[(programs,)](flat, partials, counts, n, BLOCK=BLOCK, STEPS=steps)
-    _fold_moments[(1,)](partials, counts, table[row], programs, PROGRAMS=PROGRAMS)
+@triton.jit(do_not_specialize=["n", "row"])
+def _moments(x_ptr, n, stats_ptr, part_ptr, count_ptr, ticket_ptr, row,
+             BLOCK: tl.constexpr, STEPS: tl.constexpr, PROGRAMS: tl.constexpr):
+    """Each program: its slice's partial moments; the last program to finish folds them all
+    into stats[row] (its ticket, taken after the partials are stored, says it is last)."""
+    pid = tl.program_id(0)
+    lo, hi, total, squares, nans, infs = _slice_moments(x_ptr, n, pid, BLOCK, STEPS)
+    _store_partials(part_ptr, count_ptr, row, pid, lo, hi, total, squares, nans, infs, PROGRAMS)
+    tl.debug_barrier()  # every thread's stores are done before the ticket is taken
+    ticket = tl.atomic_add(ticket_ptr + row, 1, sem="acq_rel", scope="gpu")
+    programs = tl.num_programs(0)
+    if ticket == programs - 1:
+        _fold(stats_ptr, part_ptr, count_ptr, row, programs, PROGRAMS)
+
+
+@triton.jit(do_not_specialize=["n", "row"])
+def _partial_moments(x_ptr, n, part_ptr, count_ptr, row, BLOCK: tl.constexpr, STEPS: tl.constexpr, PROGRAMS: tl.constexpr):
+    pid = tl.program_id(0)
+    lo, hi, total, squares, nans, infs = _slice_moments(x_ptr, n, pid, BLOCK, STEPS)
+    _store_partials(part_ptr, count_ptr, row, pid, lo, hi, total, squares, nans, infs, PROGRAMS)
+
+
+@triton.jit(do_not_specialize=["row", "programs"])
+def _fold_moments(stats_ptr, part_ptr, count_ptr, row, programs, PROGRAMS: tl.constexpr):
+    _fold(stats_ptr, part_ptr, count_ptr, row, programs, PROGRAMS)
+
+
+class Table:
+    """Up to ROWS summaries on one device, with the scratch their kernels need: partial rows
+    and a zeroed ticket counter per row, so no launch allocates or waits on another."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.stats = torch.empty(ROWS, 6, dtype=torch.float64, device=device)  # [rows, 6]
+        self.partials = torch.empty(ROWS, PROGRAMS, 4, dtype=torch.float32, device=device)  # [rows, P, 4]
+        self.counts = torch.empty(ROWS, PROGRAMS, 2, dtype=torch.int32, device=device)  # [rows, P, 2]
+        self.tickets = torch.zeros(ROWS, dtype=torch.int32, device=device)  # [rows]
+        self.used = 0
+
+    @property
+    def full(self) -> bool:
+        return self.used == ROWS
+
+    def add(self, x: torch.Tensor) -> torch.Tensor:
+        """Queue x's moments (x: floating point, any shape and strides) into the next row;
+        returns that row, a [1, 6] view."""
+        flat = x if x.is_contiguous() else x.reshape(-1)  # the kernels read flat memory
+        n = flat.numel()
+        steps = MIN_STEPS
+        while BLOCK * steps * PROGRAMS < n:
+            steps *= 4
+        programs = triton.cdiv(n, BLOCK * steps)
+        row = self.used
+        if ONE_LAUNCH:
+            _moments[(programs,)](flat, n, self.stats, self.partials, self.counts, self.tickets, row,
+                                  BLOCK=BLOCK, STEPS=steps, PROGRAMS=PROGRAMS)
+        else:
+            _partial_moments[(programs,)](flat, n, self.partials, self.counts, row, BLOCK=BLOCK, STEPS=steps, PROGRAMS=PROGRAMS)
+            _fold_moments[(1,)](self.stats, self.partials, self.counts, row, programs, PROGRAMS=PROGRAMS)
+        self.used += 1
+        return self.stats[row : row + 1]

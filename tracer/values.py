@@ -182,7 +182,7 @@ BATCH_BYTES = 256 << 20  # summarise the copies once they hold this much
 FUSED = True  # large CUDA tensors through `fused_stats` when Triton is installed (False: ATen only)
 FUSED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 FUSED_DEVICES = ("cuda",)  # the tests add "cpu" to run the kernels in Triton's interpreter
-TABLE_ROWS = 512  # rows per device table of fused summaries
+FUSED_MIN = SMALL  # tensors above this many elements go through the fused kernels (smaller: batched copies)
 
 _fused_module = None
 
@@ -257,7 +257,7 @@ class ValueStats:
         self._rows: list[torch.Tensor | None] = []  # per summary row: its copy, if NaN/Inf counts are still due
         self._seen: dict[int, tuple[weakref.ref, int, dict]] = {}
         self._aliases: list[tuple[dict, dict]] = []
-        self._tables: dict[torch.device, tuple[torch.Tensor, int]] = {}  # device -> (fused table, rows used)
+        self._tables: dict[torch.device, object] = {}  # device -> its current `fused_stats.Table`
 
     def add(self, item: dict, x: torch.Tensor) -> None:
         if x.is_meta or x.numel() == 0 or x.is_complex():
@@ -270,16 +270,18 @@ class ValueStats:
             self._seen[id(x)] = (weakref.ref(x), x._version, item)
         except TypeError:
             pass
-        flat = x.detach().reshape(-1)
-        if flat.numel() <= SMALL:  # an fp32 copy: reductions over fp32 rows run several times faster than over bf16
-            copy = flat.to(torch.float32, copy=True)
-            self._groups.setdefault((x.device, flat.numel()), []).append((item, copy))
-            self._bytes += copy.numel() * 4
-            if self._bytes >= BATCH_BYTES:
-                self._flush()
-        elif FUSED and x.dtype in FUSED_DTYPES and x.device.type in FUSED_DEVICES and _fused() is not None:
+        n = x.numel()
+        if n > FUSED_MIN and FUSED and x.dtype in FUSED_DTYPES and x.device.type in FUSED_DEVICES and _fused() is not None:
             self._done.append(([item], self._fused_row(x)))
             self._rows.append(None)
+            return
+        flat = x.detach().reshape(-1)
+        if n <= SMALL:  # an fp32 copy: reductions over fp32 rows run several times faster than over bf16
+            copy = flat.to(torch.float32, copy=True)
+            self._groups.setdefault((x.device, n), []).append((item, copy))
+            self._bytes += n * 4
+            if self._bytes >= BATCH_BYTES:
+                self._flush()
         else:
             row = (flat if flat.is_floating_point() else flat.float())[None]  # [1, n]
             on_cpu = flat.is_cpu  # reading a CPU scalar costs no sync: count NaN/Inf only if min/max say so
@@ -290,14 +292,11 @@ class ValueStats:
             self._rows.append(None)
 
     def _fused_row(self, x: torch.Tensor) -> torch.Tensor:
-        """x's moments, written by the fused kernels into the next row of its device's table:
-        returns that row as a [1, 6] view."""
-        table, used = self._tables.get(x.device, (None, TABLE_ROWS))
-        if used == TABLE_ROWS:
-            table, used = torch.empty(TABLE_ROWS, 6, dtype=torch.float64, device=x.device), 0
-        _fused().moments_into(x, table, used)
-        self._tables[x.device] = (table, used + 1)
-        return table[used : used + 1]
+        """x's moments, queued by the fused kernels into its device's table: the row, [1, 6]."""
+        table = self._tables.get(x.device)
+        if table is None or table.full:
+            table = self._tables[x.device] = _fused().Table(x.device)
+        return table.add(x.detach())
 
     def _flush(self, final: bool = False) -> None:
         """Summarise the queued copies. At the end (`final`) the NaN/Inf counts wait for the
