@@ -225,3 +225,20 @@ def test_timing_fields_can_be_left_out():
     with trace(m, timing=False) as t:
         m(x_input())
     assert all("time_ms" not in e for e in t.events)
+
+
+def test_batched_summaries_keep_each_tensor_apart():
+    """Same-size outputs share one batch of reductions, read back once."""
+    xs = [torch.randn(7, 9, generator=torch.Generator().manual_seed(i)) for i in range(4)]
+    xs[2][1, 1] = float("nan")
+    lin = nn.Identity()
+    with trace(lin) as t:
+        for x in xs:
+            lin(x)
+    for event, x in zip(t.events, xs):
+        stats = event["outputs"][0]["stats"]
+        if x.isnan().any():
+            assert (stats["nan"], stats["min"]) == (1, "nan")
+            continue
+        assert (stats["min"], stats["max"]) == (pytest.approx(x.min().item(), rel=1e-5), pytest.approx(x.max().item(), rel=1e-5))
+        assert stats["mean"] == pytest.approx(x.mean().item(), abs=1e-6) and stats["nan"] == 0

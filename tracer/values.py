@@ -225,17 +225,6 @@ def _raw_moments(rows: torch.Tensor, counts: bool = True) -> torch.Tensor:
     return torch.stack([c.float() for c in cols], dim=1)
 
 
-def _cpu_summary(x: torch.Tensor, n: int) -> dict:
-    """A small CPU tensor's summary, read at once: fp32 reductions (several times faster than bf16
-    ones) over a copy still in cache; NaN/Inf counted only if the min or max is not finite."""
-    c = x.detach().float().reshape(-1)  # [n] float32: a copy unless x is float32 already
-    lo, hi = c.min().item(), c.max().item()
-    nan = inf = 0
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        nan, inf = int(torch.isnan(c).sum()), int(torch.isinf(c).sum())
-    return summary_from_raw([lo, hi, c.sum().item(), math.sqrt(c.dot(c).item()), nan, inf], n)
-
-
 def summary_from_raw(row: list[float], n: int) -> dict:
     lo, hi, total, norm, nan, inf = row
     if nan:  # one convention for both paths: ATen's min/max propagate NaN, the fused kernel's skip it
@@ -250,19 +239,15 @@ def summary_from_raw(row: list[float], n: int) -> dict:
 class ValueStats:
     """Value summaries for many tensors with few kernels and one transfer per device.
 
-    `add(item, x)` summarises x into `item["stats"]`, now or at `resolve()`:
-    - a small CPU tensor is summarised at once (reading a CPU scalar costs no sync);
-    - a large CUDA tensor goes to the fused Triton kernels (`fused_stats`): one launch writes its
-      moments into a row of a device table;
-    - other small tensors (on an accelerator) are copied (flattened, fp32) and summarised
-      together, grouped by size, in a handful of batched reductions;
-    - other large ones get their reductions at once, as small device tensors (on the CPU, NaN
-      and Inf are counted only when the min or max is not finite: those two passes are most of
-      a large tensor's cost).
-    Nothing is read back from an accelerator until `resolve()`, so no event waits on the device;
-    no traced tensor is kept alive (only copies of small accelerator ones, until the next
-    batch). A tensor seen again (a module passing its child's output on) reuses the first
-    summary, matched through a weak reference.
+    `add(item, x)` queues x's summary for the description `item`. Small tensors are copied
+    (flattened, fp32) and summarised together, grouped by size, in a handful of batched
+    reductions; large ones get their reductions at once, as small device tensors (on CUDA, with
+    Triton, two fused kernels write them into a device table: `fused_stats`). Nothing is
+    read back from an accelerator until `resolve()`, so no event waits on the device (on the
+    CPU, where reading costs nothing, a large tensor is counted for NaN/Inf only when its min
+    or max is not finite: those two passes are most of its cost); no traced tensor is kept
+    alive (only copies of small ones, until the next batch). A tensor seen again (a module
+    passing its child's output on) reuses the first summary, matched through a weak reference.
     """
 
     def __init__(self) -> None:
@@ -289,9 +274,6 @@ class ValueStats:
         if n > FUSED_MIN and FUSED and x.dtype in FUSED_DTYPES and x.device.type in FUSED_DEVICES and _fused() is not None:
             self._done.append(([item], self._fused_row(x)))
             self._rows.append(None)
-            return
-        if n <= SMALL and x.is_cpu:  # reading a CPU scalar costs nothing: summarise now, while x is in cache
-            item["stats"] = _cpu_summary(x, n)
             return
         flat = x.detach().reshape(-1)
         if n <= SMALL:  # an fp32 copy: reductions over fp32 rows run several times faster than over bf16
