@@ -242,3 +242,20 @@ def test_batched_summaries_keep_each_tensor_apart():
             continue
         assert (stats["min"], stats["max"]) == (pytest.approx(x.min().item(), rel=1e-5), pytest.approx(x.max().item(), rel=1e-5))
         assert stats["mean"] == pytest.approx(x.mean().item(), abs=1e-6) and stats["nan"] == 0
+
+
+@pytest.mark.parametrize("args, kwargs, names", [
+    ((torch.zeros(2, 3),), {}, ["x"]),  # the usual module call
+    ((torch.zeros(2), torch.ones(4, dtype=torch.int64)), {"mask": torch.zeros(1, 1)}, ["x", "ids"]),
+    ((torch.zeros(2), torch.zeros(3)), {}, ["x"]),  # more positionals than names: arg1
+    ((torch.zeros(2), 5, None), {"scale": 0.5}, ["x", "n", "extra"]),  # non-tensors: the general walk
+    ((torch.zeros(2),), {"parts": (torch.zeros(1), [1, 2, 3])}, ["x"]),  # nested kwargs
+    ((), {}, []),
+])
+def test_call_description_fast_path_matches_the_general_one(args, kwargs, names):
+    named = {(names[i] if i < len(names) else f"arg{i}"): a for i, a in enumerate(args)}
+    named.update(kwargs)
+    fast_items, fast_tensors = values.describe_call(args, kwargs, names)
+    items, tensors = values.describe_with_tensors(named)
+    assert fast_items == items
+    assert len(fast_tensors) == len(tensors) and all(a is b for (_, a), (_, b) in zip(fast_tensors, tensors))

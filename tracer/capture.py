@@ -261,7 +261,7 @@ class Trace:
         self._busy = True
         try:
             path, cls, stage, params, names = self._modules.get(id(mod)) or self._module_info(mod)
-            items, tensors = values.describe_call(args, kwargs, names)
+            items, _ = values.describe_call(args, kwargs, names)
             event = self._open("module", path, cls, items, stage=stage, params=params, described=True)
             event["_module"] = mod
         finally:
