@@ -193,6 +193,23 @@ def test_broken_checkpoints_give_one_line_errors(tiny_checkpoints, tmp_path):
     assert not marker.exists()
 
 
+def test_a_missing_tokenizer_file_is_a_one_line_error(monkeypatch):
+    import model.tokenizer as tk
+
+    def missing():
+        raise tk.TokenizerError("the llama-models package is not installed; run: pip install llama-models==0.3.0")
+
+    monkeypatch.setattr(tk, "default_model_path", missing)
+    tk.get_tokenizer.cache_clear()
+    try:
+        result = runner.invoke(app, ["run", "--model", "tiny", "--max-new-tokens", "1"])
+    finally:
+        tk.get_tokenizer.cache_clear()
+    assert result.exit_code == 2, result.output
+    assert "pip install llama-models" in result.output and "internal error" not in result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+
+
 def test_a_failing_forward_still_writes_the_events_and_names_the_stage(tmp_path, monkeypatch):
     import model.vision_encoder as ve
 

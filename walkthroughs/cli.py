@@ -160,6 +160,7 @@ def run(
 ) -> None:
     """Run the model under the tracer and print a stage-by-stage summary (or write the log)."""
     from model import CheckpointError, ConfigError
+    from model.tokenizer import TokenizerError
 
     from .inputs import InputError
     from .run import RunError
@@ -192,7 +193,7 @@ def run(
                 seed=seed, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, allow_special=allow_special,
                 checkpoint=checkpoint, layout=layout, progress=progress, values=not no_values,
             )
-    except (RunError, InputError, CheckpointError, ConfigError) as err:
+    except (RunError, InputError, CheckpointError, ConfigError, TokenizerError) as err:
         fail(str(err))
     except Exception as err:
         if debug:
