@@ -19,9 +19,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import torch  # noqa: E402
-from PIL import Image  # noqa: E402
 
-from benchmarks_common import PROMPT_IDS  # noqa: E402
+from benchmarks_common import PAD_ID, PROMPT_IDS, VISION_MASK, noise_image  # noqa: E402
 from model import build_model, get_preset  # noqa: E402
 from model.chat_format import LLMInput, VisionInput  # noqa: E402
 from model.generation import generate  # noqa: E402
@@ -38,18 +37,17 @@ def main() -> None:
     dev = torch.device("cuda")
     args = get_preset("11b-instruct")
     model = build_model(args, device=dev, dtype=torch.bfloat16, seed=0)
-    image = Image.effect_noise((800, 600), 64).convert("RGB")
-    inp = LLMInput(list(PROMPT_IDS), VisionInput([[5, -1]], [image]))
+    inp = LLMInput(list(PROMPT_IDS), VisionInput(VISION_MASK, [noise_image()]))
 
     def run(traced: bool, values: bool = True):
         torch.cuda.synchronize()
         t0 = time.perf_counter()
         if traced:
             with trace(model, values_summary=values, functions=wrapped_functions(), stage_rules=stage_rules(), timing=False) as t:
-                ids = [int(s.next_token[0]) for s in generate(model, inp, 128004, STOP, max_gen_len=9, device=dev, marker=t.phase)]
+                ids = [int(s.next_token[0]) for s in generate(model, inp, PAD_ID, STOP, max_gen_len=9, device=dev, marker=t.phase)]
             events = len(t.events)
         else:
-            ids = [int(s.next_token[0]) for s in generate(model, inp, 128004, STOP, max_gen_len=9, device=dev)]
+            ids = [int(s.next_token[0]) for s in generate(model, inp, PAD_ID, STOP, max_gen_len=9, device=dev)]
             events = 0
         torch.cuda.synchronize()
         return time.perf_counter() - t0, ids, events

@@ -27,9 +27,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import torch  # noqa: E402
-from PIL import Image  # noqa: E402
 
-from benchmarks_common import PROMPT_IDS  # noqa: E402
+from benchmarks_common import VISION_MASK, noise_image, prompt_tokens  # noqa: E402
 from model import build_model, get_preset  # noqa: E402
 from tracer import trace, values  # noqa: E402
 from walkthroughs.catalog import stage_rules, wrapped_functions  # noqa: E402
@@ -46,17 +45,14 @@ def main() -> None:
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     args = get_preset(opts.preset)
     model = build_model(args, device=dev, dtype=torch.bfloat16, seed=0)
-    image = Image.effect_noise((800, 600), 64).convert("RGB")
-    n, T = 24, args.max_seq_len
-    tokens = torch.full((1, T), 128004, dtype=torch.long)
-    tokens[0, :n] = torch.tensor(PROMPT_IDS[:n])
-    tokens = tokens.to(dev)
+    image, T = noise_image(), args.max_seq_len
+    tokens, n = prompt_tokens(T, dev)
 
     @torch.no_grad()
     def prefill(marks: list[float]):
         sync()
         t0 = time.perf_counter()
-        caches, xmask, rmask = model.compute_vision_tokens_masks([[image]], [[[5, -1]]], T, dev)
+        caches, xmask, rmask = model.compute_vision_tokens_masks([[image]], [VISION_MASK], T, dev)
         marks.append(time.perf_counter() - t0)  # vision half back on the host
         sync()
         marks.append(time.perf_counter() - t0)  # ... and done on the GPU
@@ -71,7 +67,7 @@ def main() -> None:
 
     def run(traced: bool, with_values: bool = False, fused: bool = True) -> list[float]:
         marks: list[float] = []
-        values.FUSED = fused
+        values.FUSED_DEVICES = ("cuda",) if fused else ()
         if traced:
             with trace(model, **options(with_values)):
                 prefill(marks)
@@ -118,21 +114,17 @@ def main() -> None:
     if cuda and values._fused() is not None:  # host cost of one summary launch, against one torch copy
         fused_stats = values._fused()
         x = torch.randn(24, 4096, device=dev, dtype=torch.bfloat16)
-        for label, step in (("fused summary, one launch", lambda t: t.add(x)), ("torch copy to fp32", lambda t: x.to(torch.float32, copy=True))):
-            for one_launch in ((True, False) if label.startswith("fused") else (True,)):
-                fused_stats.ONE_LAUNCH = one_launch
-                best = float("inf")
-                for _ in range(5):
-                    table = fused_stats.Table(dev)
-                    sync()
-                    t0 = time.perf_counter()
-                    for _ in range(fused_stats.ROWS):
-                        step(table)
-                    best = min(best, (time.perf_counter() - t0) / fused_stats.ROWS)
-                    sync()
-                name = label if one_launch else "fused summary, two launches"
-                print(f"host time per call, {name}: {best * 1e6:.1f} us")
-        fused_stats.ONE_LAUNCH = True
+        for label, step in (("fused summary", lambda t: t.add(x)), ("torch copy to fp32", lambda t: x.to(torch.float32, copy=True))):
+            best = float("inf")
+            for _ in range(5):
+                table = fused_stats.Table(dev)
+                sync()
+                t0 = time.perf_counter()
+                for _ in range(fused_stats.ROWS):
+                    step(table)
+                best = min(best, (time.perf_counter() - t0) / fused_stats.ROWS)
+                sync()
+            print(f"host time per call, {label}: {best * 1e6:.1f} us")
 
     profiler = cProfile.Profile()
     profiler.enable()

@@ -12,10 +12,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-from PIL import Image  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
-from benchmarks_common import PROMPT_IDS  # noqa: E402
+from benchmarks_common import VISION_MASK, noise_image, prompt_tokens  # noqa: E402
 from model import build_model, get_preset  # noqa: E402
 from tracer import trace  # noqa: E402
 from walkthroughs.catalog import stage_rules, wrapped_functions  # noqa: E402
@@ -25,15 +24,12 @@ def main() -> None:
     dev = torch.device("cuda")
     args = get_preset("11b-instruct")
     model = build_model(args, device=dev, dtype=torch.bfloat16, seed=0)
-    image = Image.effect_noise((800, 600), 64).convert("RGB")
-    n, T = 24, args.max_seq_len
-    tokens = torch.full((1, T), 128004, dtype=torch.long)
-    tokens[0, :n] = torch.tensor(PROMPT_IDS[:n])
-    tokens = tokens.to(dev)
+    image, T = noise_image(), args.max_seq_len
+    tokens, n = prompt_tokens(T, dev)
 
     @torch.no_grad()
     def prefill():
-        caches, xmask, rmask = model.compute_vision_tokens_masks([[image]], [[[5, -1]]], T, dev)
+        caches, xmask, rmask = model.compute_vision_tokens_masks([[image]], [VISION_MASK], T, dev)
         out = model(torch.arange(0, n, device=dev), tokens, xmask, rmask, caches)
         torch.cuda.synchronize()
         return out

@@ -25,13 +25,12 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import torch  # noqa: E402
-from PIL import Image  # noqa: E402
 
 from model import build_model, get_preset  # noqa: E402
 from tracer import trace, values  # noqa: E402
 from walkthroughs.catalog import stage_rules, wrapped_functions  # noqa: E402
 
-from benchmarks_common import PROMPT_IDS  # noqa: E402
+from benchmarks_common import VISION_MASK, noise_image, prompt_tokens  # noqa: E402
 
 
 def main() -> None:
@@ -47,17 +46,12 @@ def main() -> None:
     model = build_model(args, device=dev, dtype=torch.bfloat16, seed=0)
     sync()
     build_s = time.perf_counter() - t0
-    image = Image.effect_noise((800, 600), 64).convert("RGB")  # 800x600 -> 2x2 tiles
-    ids = PROMPT_IDS[:24]
-    n, T = len(ids), args.max_seq_len
-    tokens = torch.full((1, T), 128004, dtype=torch.long)
-    tokens[0, :n] = torch.tensor(ids)
-    tokens = tokens.to(dev)
-    mask = [[5, -1]]
+    image, T = noise_image(), args.max_seq_len
+    tokens, n = prompt_tokens(T, dev)
 
     @torch.no_grad()
     def prefill():
-        caches, xmask, rmask = model.compute_vision_tokens_masks([[image]], [mask], T, dev)
+        caches, xmask, rmask = model.compute_vision_tokens_masks([[image]], [VISION_MASK], T, dev)
         logits = model(torch.arange(0, n, device=dev), tokens, xmask, rmask, caches)
         sync()
         return logits
@@ -65,15 +59,9 @@ def main() -> None:
     def options(values: bool):
         return dict(values_summary=values, functions=wrapped_functions(), stage_rules=stage_rules(), timing=False)
 
-    def configure(fused: bool, one_launch: bool = True, small_too: bool = False) -> None:
-        values.FUSED = fused
-        values.FUSED_MIN = 0 if small_too else values.SMALL
-        if values._fused() is not None:
-            values._fused().ONE_LAUNCH = one_launch
-
-    def steady(with_values: bool, **variant):
+    def steady(with_values: bool, fused: bool = True):
         def run():
-            configure(**(variant or dict(fused=True)))
+            values.FUSED_DEVICES = ("cuda",) if fused else ()
             with trace(model, **options(with_values)) as t:
                 t0 = time.perf_counter()
                 out = prefill()
@@ -81,9 +69,9 @@ def main() -> None:
             return dt, out, t
         return run
 
-    def whole(with_values: bool, **variant):
+    def whole(with_values: bool, fused: bool = True):
         def run():
-            configure(**(variant or dict(fused=True)))
+            values.FUSED_DEVICES = ("cuda",) if fused else ()
             t0 = time.perf_counter()
             with trace(model, **options(with_values)) as t:
                 out = prefill()
@@ -96,23 +84,17 @@ def main() -> None:
         out = prefill()
         return time.perf_counter() - t0, out, None
 
-    probes = probe_fused(dev) if dev.type == "cuda" and values._fused() is not None else {}
-    print(json.dumps({"probes": probes}), file=sys.stderr)
+    probe = probe_fused(dev) if dev.type == "cuda" and values._fused() is not None else None
+    print(json.dumps({"probe": probe}), file=sys.stderr)
+    fused = probe in (None, "ok")  # a failed probe leaves the fused kernels out of the timings
     cases = {
         "untraced": plain,
         "steady, shapes only": steady(False),
-        "steady, with value summaries": steady(True),
-        "steady, values, fused in two launches": steady(True, fused=True, one_launch=False),
-        "steady, values, small tensors fused too": steady(True, fused=True, small_too=True),
+        "steady, with value summaries": steady(True, fused),
         "steady, with value summaries, ATen reductions only": steady(True, fused=False),
         "whole trace, shapes only": whole(False),
-        "whole trace, with value summaries": whole(True),
+        "whole trace, with value summaries": whole(True, fused),
     }
-    if probes.get("one launch") != "ok":
-        cases.pop("steady, with value summaries"), cases.pop("steady, values, small tensors fused too")
-        values._fused().ONE_LAUNCH = False  # the remaining fused cases use two launches
-    if probes.get("two launches") != "ok":
-        cases.pop("steady, values, fused in two launches")
     for fn in cases.values():  # warm-up (cuBLAS, allocator)
         fn()
         fn()
@@ -142,50 +124,40 @@ def main() -> None:
         "ratio_vs_untraced": {k: round(v / base, 3) for k, v in med.items()},
     }
     result["fused_kernels"] = values._fused() is not None
-    result["fused_probes"] = probes
-    # Each kind of summary against ATen's, event by event; one shown, to show they are real numbers.
+    result["fused_probe"] = probe
+    # The fused summaries against ATen's, event by event; one shown, to show they are real numbers.
     _, _, aten = whole(True, fused=False)()
-    for label, variant in (("one launch", dict(fused=True)), ("two launches", dict(fused=True, one_launch=False)),
-                           ("small too", dict(fused=True, small_too=True))):
-        if probes and probes.get("two launches" if label == "two launches" else "one launch") != "ok":
-            continue
-        _, _, other = whole(True, **variant)()
-        result[f"summaries vs ATen, {label}"] = compare_stats(other.events, aten.events)
-    _, _, fused = whole(True, fused=True, one_launch=probes.get("one launch", "ok") == "ok")()
-    logits_event = next(e for e in fused.events if e.get("stage") == "text.logits")
+    _, _, traced = whole(True, fused)()
+    result["summaries vs ATen"] = compare_stats(traced.events, aten.events)
+    logits_event = next(e for e in traced.events if e.get("stage") == "text.logits")
     result["logits_stats"] = logits_event["outputs"][0].get("stats")
     print(json.dumps(result, indent=1))
 
 
-def probe_fused(dev: torch.device, sizes=(5_000_001, 123_457, 40_000_000, 7)) -> dict:
-    """Each fused variant on a few tensors (with NaN and Inf) against float64 references:
-    "ok", or what went wrong, so a broken variant is reported and left out of the timings."""
+def probe_fused(dev: torch.device, sizes=(5_000_001, 123_457, 40_000_000, 7)) -> str:
+    """The fused kernels on a few tensors (with NaN and Inf) against float64 references: "ok",
+    or what went wrong."""
     fused_stats = values._fused()
     g = torch.Generator(device=dev).manual_seed(0)
     tensors = [torch.randn(n, generator=g, device=dev).to(dtype) for n, dtype in
                zip(sizes, (torch.bfloat16, torch.float32, torch.bfloat16, torch.float16))]
     tensors[1][5], tensors[1][9] = float("nan"), float("-inf")
-    out = {}
-    for label, one_launch in (("one launch", True), ("two launches", False)):
-        fused_stats.ONE_LAUNCH = one_launch
-        try:
-            for _ in range(3):  # repeated, for any race between programs
-                table = fused_stats.Table(dev)
-                table.stats.fill_(-7.0)
-                rows = [table.add(x)[0].tolist() for x in tensors]
-                for x, row in zip(tensors, rows):
-                    x64 = x.double()
-                    finite = x64[~torch.isnan(x64)]
-                    ref = [finite.min().item(), finite.max().item(), int(torch.isnan(x64).sum()), int(torch.isinf(x64).sum())]
-                    assert [row[0], row[1], row[4], row[5]] == ref, (row, ref)
-                    if not ref[2] and not ref[3]:
-                        assert abs(row[2] - x64.sum().item()) <= 1e-4 * x64.abs().sum().item(), (row, x64.sum().item())
-                        assert abs(row[3] - x64.norm().item()) <= 1e-5 * x64.norm().item(), (row, x64.norm().item())
-            out[label] = "ok"
-        except Exception as err:  # noqa: BLE001 - reported, and the variant left out
-            out[label] = f"{type(err).__name__}: {str(err)[:300]}"
-    fused_stats.ONE_LAUNCH = True
-    return out
+    try:
+        for _ in range(3):  # repeated, for any race between programs
+            table = fused_stats.Table(dev)
+            table.stats.fill_(-7.0)
+            rows = [table.add(x)[0].tolist() for x in tensors]
+            for x, row in zip(tensors, rows):
+                x64 = x.double()
+                finite = x64[~torch.isnan(x64)]
+                ref = [finite.min().item(), finite.max().item(), int(torch.isnan(x64).sum()), int(torch.isinf(x64).sum())]
+                assert [row[0], row[1], row[4], row[5]] == ref, (row, ref)
+                if not ref[2] and not ref[3]:
+                    assert abs(row[2] - x64.sum().item()) <= 1e-4 * x64.abs().sum().item(), (row, x64.sum().item())
+                    assert abs(row[3] - x64.norm().item()) <= 1e-5 * x64.norm().item(), (row, x64.norm().item())
+    except Exception as err:  # noqa: BLE001 - reported, and the fused kernels left out of the timings
+        return f"{type(err).__name__}: {str(err)[:300]}"
+    return "ok"
 
 
 def compare_stats(a_events: list[dict], b_events: list[dict]) -> tuple[int, dict]:

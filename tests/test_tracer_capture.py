@@ -253,9 +253,7 @@ def test_batched_summaries_keep_each_tensor_apart():
     ((), {}, []),
 ])
 def test_call_description_fast_path_matches_the_general_one(args, kwargs, names):
-    named = {(names[i] if i < len(names) else f"arg{i}"): a for i, a in enumerate(args)}
-    named.update(kwargs)
     fast_items, fast_tensors = values.describe_call(args, kwargs, names)
-    items, tensors = values.describe_with_tensors(named)
+    items, tensors = values.describe_with_tensors(values.named_args(args, kwargs, names))
     assert fast_items == items
     assert len(fast_tensors) == len(tensors) and all(a is b for (_, a), (_, b) in zip(fast_tensors, tensors))

@@ -39,11 +39,7 @@ CHILD = textwrap.dedent(
         return [lo, hi, x64.sum().item(), x64.norm().item(), int(torch.isnan(x64).sum()), int(torch.isinf(x64).sum())]
 
     def emit(name, x):
-        for one_launch in (True, False):
-            fused_stats.ONE_LAUNCH = one_launch
-            out = {"name": name, "launches": 1 if one_launch else 2, "n": x.numel(), "fused": fused(x), "ref": reference(x)}
-            print(json.dumps(out))
-        fused_stats.ONE_LAUNCH = True
+        print(json.dumps({"name": name, "n": x.numel(), "fused": fused(x), "ref": reference(x)}))
 
     emit("bf16, one partial step short", (torch.randn(300_001, generator=g) * 3 + 1).bfloat16())
     emit("fp16", torch.randn(70_000, generator=g).half())
@@ -87,20 +83,16 @@ def results():
     env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT)}
     done = subprocess.run([sys.executable, "-c", CHILD], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    out = {}
-    for r in map(json.loads, done.stdout.splitlines()):
-        out[(r["name"], r.get("launches"))] = r
-    return out
+    return {r["name"]: r for r in map(json.loads, done.stdout.splitlines())}
 
 
 KERNEL_CASES = ["bf16, one partial step short", "fp16", "fp32, not contiguous", "fp32 with NaN and Inf",
                 "all NaN", "Inf only", "more steps per program", "most steps per program"]
 
 
-@pytest.mark.parametrize("launches", [1, 2])
 @pytest.mark.parametrize("name", KERNEL_CASES)
-def test_fused_moments_match_float64(results, name, launches):
-    r = results[name, launches]
+def test_fused_moments_match_float64(results, name):
+    r = results[name]
     lo, hi, total, norm, nan, inf = r["fused"]
     rlo, rhi, rtotal, rnorm, rnan, rinf = r["ref"]
     assert (nan, inf) == (rnan, rinf)  # exact counts
@@ -117,16 +109,16 @@ def nan_or_equal(a, b):
 
 
 def test_fused_moments_are_deterministic(results):
-    assert results["deterministic", None]["same"]
+    assert results["deterministic"]["same"]
 
 
 def test_each_tensor_gets_its_own_row(results):
-    r = results["rows", None]
+    r = results["rows"]
     assert r["sums"] == [0.0, 40_000.0, 80_000.0] and r["used"] == 3
 
 
 def test_value_stats_read_the_same_through_either_path(results):
-    fused, aten = results["value stats", None]["fused"], results["value stats", None]["aten"]
+    fused, aten = results["value stats"]["fused"], results["value stats"]["aten"]
     assert fused[0] == aten[0]  # a NaN: both report min/max/mean/std as nan, with the same counts
     assert fused[0]["nan"] == 1 and fused[0]["min"] == "nan"
     for f, a in zip(fused[1:], aten[1:]):  # the second on a new table

@@ -239,12 +239,6 @@ class Trace:
             _ARG_NAMES[key] = names
         return names
 
-    def _named_inputs(self, fn, args, kwargs) -> dict:
-        names = self._arg_names(fn)
-        named = {(names[i] if i < len(names) else f"arg{i}"): a for i, a in enumerate(args)}
-        named.update(kwargs)
-        return named
-
     def _module_info(self, mod: nn.Module) -> tuple:
         """(path, class name, stage, parameter info, argument names of its forward), worked out
         at a module's first call and kept for the rest of the trace."""
@@ -301,7 +295,7 @@ class Trace:
                 return fn(*args, **kwargs)
             tracer._busy = True
             try:
-                inputs = tracer._named_inputs(fn, args, kwargs)
+                inputs = values.named_args(args, kwargs, tracer._arg_names(fn))
                 inputs.pop("self", None)
                 event = tracer._open("function", label, label, inputs)
             finally:

@@ -2,16 +2,15 @@
 
 A `Table` holds rows of raw moments on one device: min, max, sum, square root of the sum of
 squares, NaN count, Inf count (the columns of `values._raw_moments`), as float64, so counts past
-2**24 stay exact. `table.add(x)` fills the next row from x without a host sync:
+2**24 stay exact. `table.add(x)` fills the next row from x with one launch and no host sync:
+programs each read one slice of x once, in its own dtype, and leave a row of partial moments;
+the last program to finish (it takes a ticket from a per-row counter) folds the partial rows, in
+a fixed order, into the table row. No atomics touch the sums, so a summary is the same from run
+to run. (A second kernel for the fold cost 34 µs of host time per tensor against 21 µs for one
+launch, on an H200's host: benchmarks/RESULTS.md.)
 
-- programs each read one slice of x once, in its own dtype, and leave a row of partial moments;
-- the partial rows are folded, in a fixed order, into the table row. By default the last program
-  to finish does the fold (it takes a ticket from a per-row counter), so a tensor costs one
-  launch; with `ONE_LAUNCH = False` a second kernel does it.
-
-No atomics touch the sums, so a summary is the same from run to run. Min and max skip NaN here
-(ATen's propagate it); `values.summary_from_raw` reports a tensor with NaN the same way
-whichever path summarised it.
+Min and max skip NaN here (ATen's propagate it); `values.summary_from_raw` reports a tensor with
+NaN the same way whichever path summarised it.
 
 Imported only when a tensor to summarise lives on a CUDA device and Triton is installed (it
 ships with CUDA builds of PyTorch). Tests run the kernels on the CPU through Triton's
@@ -28,7 +27,6 @@ BLOCK = 1024  # elements per program per step
 PROGRAMS = 1024  # at most this many programs per tensor, so one fold step covers them all
 MIN_STEPS = 16  # steps per program: a power of 4 from 16 up, so that few variants get compiled
 ROWS = 512  # rows per table; each row has scratch for PROGRAMS partial rows (24 KiB)
-ONE_LAUNCH = True  # the last program folds (one launch per tensor); False: a second kernel does
 
 
 @triton.jit
@@ -60,18 +58,6 @@ def _slice_moments(x_ptr, n, pid, BLOCK: tl.constexpr, STEPS: tl.constexpr):
 
 
 @triton.jit
-def _store_partials(part_ptr, count_ptr, row, pid, lo, hi, total, squares, nans, infs, PROGRAMS: tl.constexpr):
-    part = part_ptr + (row * PROGRAMS + pid) * 4
-    tl.store(part + 0, lo)
-    tl.store(part + 1, hi)
-    tl.store(part + 2, total)
-    tl.store(part + 3, squares)
-    count = count_ptr + (row * PROGRAMS + pid) * 2
-    tl.store(count + 0, nans)
-    tl.store(count + 1, infs)
-
-
-@triton.jit
 def _fold(stats_ptr, part_ptr, count_ptr, row, programs, PROGRAMS: tl.constexpr):
     """part/count[row, 0:programs] -> stats[row, 0:6], float64, folded in a fixed order."""
     idx = tl.arange(0, PROGRAMS)
@@ -100,24 +86,19 @@ def _moments(x_ptr, n, stats_ptr, part_ptr, count_ptr, ticket_ptr, row,
     into stats[row] (its ticket, taken after the partials are stored, says it is last)."""
     pid = tl.program_id(0)
     lo, hi, total, squares, nans, infs = _slice_moments(x_ptr, n, pid, BLOCK, STEPS)
-    _store_partials(part_ptr, count_ptr, row, pid, lo, hi, total, squares, nans, infs, PROGRAMS)
+    part = part_ptr + (row * PROGRAMS + pid) * 4
+    tl.store(part + 0, lo)
+    tl.store(part + 1, hi)
+    tl.store(part + 2, total)
+    tl.store(part + 3, squares)
+    count = count_ptr + (row * PROGRAMS + pid) * 2
+    tl.store(count + 0, nans)
+    tl.store(count + 1, infs)
     tl.debug_barrier()  # every thread's stores are done before the ticket is taken
     ticket = tl.atomic_add(ticket_ptr + row, 1, sem="acq_rel", scope="gpu")
     programs = tl.num_programs(0)
     if ticket == programs - 1:
         _fold(stats_ptr, part_ptr, count_ptr, row, programs, PROGRAMS)
-
-
-@triton.jit(do_not_specialize=["n", "row"])
-def _partial_moments(x_ptr, n, part_ptr, count_ptr, row, BLOCK: tl.constexpr, STEPS: tl.constexpr, PROGRAMS: tl.constexpr):
-    pid = tl.program_id(0)
-    lo, hi, total, squares, nans, infs = _slice_moments(x_ptr, n, pid, BLOCK, STEPS)
-    _store_partials(part_ptr, count_ptr, row, pid, lo, hi, total, squares, nans, infs, PROGRAMS)
-
-
-@triton.jit(do_not_specialize=["row", "programs"])
-def _fold_moments(stats_ptr, part_ptr, count_ptr, row, programs, PROGRAMS: tl.constexpr):
-    _fold(stats_ptr, part_ptr, count_ptr, row, programs, PROGRAMS)
 
 
 class Table:
@@ -138,18 +119,14 @@ class Table:
     def add(self, x: torch.Tensor) -> torch.Tensor:
         """Queue x's moments (x: floating point, any shape and strides) into the next row;
         returns that row, a [1, 6] view."""
-        flat = x if x.is_contiguous() else x.reshape(-1)  # the kernels read flat memory
+        flat = x if x.is_contiguous() else x.reshape(-1)  # [n] in memory: the kernel reads flat memory
         n = flat.numel()
         steps = MIN_STEPS
         while BLOCK * steps * PROGRAMS < n:
             steps *= 4
         programs = triton.cdiv(n, BLOCK * steps)
         row = self.used
-        if ONE_LAUNCH:
-            _moments[(programs,)](flat, n, self.stats, self.partials, self.counts, self.tickets, row,
-                                  BLOCK=BLOCK, STEPS=steps, PROGRAMS=PROGRAMS)
-        else:
-            _partial_moments[(programs,)](flat, n, self.partials, self.counts, row, BLOCK=BLOCK, STEPS=steps, PROGRAMS=PROGRAMS)
-            _fold_moments[(1,)](self.stats, self.partials, self.counts, row, programs, PROGRAMS=PROGRAMS)
+        _moments[(programs,)](flat, n, self.stats, self.partials, self.counts, self.tickets, row,
+                              BLOCK=BLOCK, STEPS=steps, PROGRAMS=PROGRAMS)
         self.used += 1
         return self.stats[row : row + 1]

@@ -7,6 +7,7 @@ Nothing here keeps a tensor alive: a description holds plain Python values; valu
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import weakref
 
@@ -141,9 +142,14 @@ def describe_call(args: tuple, kwargs: dict, names: list[str]) -> tuple[list[dic
             tensors.append((item, x))
         else:
             return items, tensors
+    return describe_with_tensors(named_args(args, kwargs, names))
+
+
+def named_args(args: tuple, kwargs: dict, names: list[str]) -> dict:
+    """Positional arguments named by the callee's parameters (`arg{i}` past them), then kwargs."""
     named = {(names[i] if i < len(names) else f"arg{i}"): a for i, a in enumerate(args)}
     named.update(kwargs)
-    return describe_with_tensors(named)
+    return named
 
 
 def compact_int_lists(items: list[dict]) -> list[dict]:
@@ -179,25 +185,21 @@ def compact_int_lists(items: list[dict]) -> list[dict]:
 
 SMALL = 1 << 18  # tensors up to this many elements are copied and summarised in batches
 BATCH_BYTES = 256 << 20  # summarise the copies once they hold this much
-FUSED = True  # large CUDA tensors through `fused_stats` when Triton is installed (False: ATen only)
+# Large tensors on these devices go through `fused_stats` when Triton is installed. The tests add
+# "cpu" to run its kernels in Triton's interpreter; the benchmarks empty it for ATen alone.
+FUSED_DEVICES = ("cuda",)
 FUSED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
-FUSED_DEVICES = ("cuda",)  # the tests add "cpu" to run the kernels in Triton's interpreter
-FUSED_MIN = SMALL  # tensors above this many elements go through the fused kernels (smaller: batched copies)
-
-_fused_module = None
 
 
+@functools.cache
 def _fused():
     """`tracer.fused_stats`, or None where Triton is missing (imported on first use: only CUDA
     tensors need it)."""
-    global _fused_module
-    if _fused_module is None:
-        try:
-            from . import fused_stats
-        except ImportError:
-            fused_stats = False
-        _fused_module = fused_stats
-    return _fused_module or None
+    try:
+        from . import fused_stats
+    except ImportError:
+        return None
+    return fused_stats
 
 
 def _raw_moments(rows: torch.Tensor, counts: bool = True) -> torch.Tensor:
@@ -242,7 +244,7 @@ class ValueStats:
     `add(item, x)` queues x's summary for the description `item`. Small tensors are copied
     (flattened, fp32) and summarised together, grouped by size, in a handful of batched
     reductions; large ones get their reductions at once, as small device tensors (on CUDA, with
-    Triton, two fused kernels write them into a device table: `fused_stats`). Nothing is
+    Triton, one fused kernel writes them into a row of a device table: `fused_stats`). Nothing is
     read back from an accelerator until `resolve()`, so no event waits on the device (on the
     CPU, where reading costs nothing, a large tensor is counted for NaN/Inf only when its min
     or max is not finite: those two passes are most of its cost); no traced tensor is kept
@@ -260,7 +262,8 @@ class ValueStats:
         self._tables: dict[torch.device, object] = {}  # device -> its current `fused_stats.Table`
 
     def add(self, item: dict, x: torch.Tensor) -> None:
-        if x.is_meta or x.numel() == 0 or x.is_complex():
+        n = x.numel()
+        if x.is_meta or n == 0 or x.is_complex():
             return
         hit = self._seen.get(id(x))
         if hit is not None and hit[0]() is x and hit[1] == x._version:
@@ -270,8 +273,7 @@ class ValueStats:
             self._seen[id(x)] = (weakref.ref(x), x._version, item)
         except TypeError:
             pass
-        n = x.numel()
-        if n > FUSED_MIN and FUSED and x.dtype in FUSED_DTYPES and x.device.type in FUSED_DEVICES and _fused() is not None:
+        if n > SMALL and x.dtype in FUSED_DTYPES and x.device.type in FUSED_DEVICES and _fused() is not None:
             self._done.append(([item], self._fused_row(x)))
             self._rows.append(None)
             return
