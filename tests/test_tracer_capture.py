@@ -173,10 +173,10 @@ def test_value_summaries_small_and_large_with_and_without_nonfinite(n, dtype):
 def test_raw_moments_count_nonfinite_in_one_go_as_on_an_accelerator():
     x = torch.zeros(values.SMALL + 5)
     x[0], x[1], x[2] = float("nan"), float("inf"), 3.0
-    lo, hi, total, norm, nan, inf = values._raw_moments(x[None]).tolist()[0]
+    lo, hi, total, squares, nan, inf = values._raw_moments(x[None]).tolist()[0]
     assert (nan, inf) == (1, 1)
     x[0], x[1] = 0.0, 0.0
-    assert values._raw_moments(x[None]).tolist()[0] == [0.0, 3.0, 3.0, 3.0, 0.0, 0.0]
+    assert values._raw_moments(x[None]).tolist()[0] == [0.0, 3.0, 3.0, 9.0, 0.0, 0.0]
 
 
 def test_meta_tensors_get_shapes_but_no_statistics():
@@ -242,6 +242,22 @@ def test_batched_summaries_keep_each_tensor_apart():
             continue
         assert (stats["min"], stats["max"]) == (pytest.approx(x.min().item(), rel=1e-5), pytest.approx(x.max().item(), rel=1e-5))
         assert stats["mean"] == pytest.approx(x.mean().item(), abs=1e-6) and stats["nan"] == 0
+
+
+def test_full_batches_are_summarised_and_their_rows_reused_across_traces():
+    """More same-shape outputs than a batch holds (its rows are then reused, also by the next
+    trace, through the pool); non-contiguous and integer inputs copy into the rows too."""
+    lin = nn.Identity()
+    for offset in (0.0, 1000.0):  # the second trace writes over rows the first one left pooled
+        xs = [torch.full((3, 5), offset + i).t() for i in range(600)]  # [5, 3], not contiguous
+        xs[-1] = torch.arange(15, dtype=torch.int64).reshape(5, 3)
+        with trace(lin) as t:
+            for x in xs:
+                lin(x)
+        got = [e["outputs"][0]["stats"] for e in t.events]
+        assert [s["mean"] for s in got[:-1]] == [offset + i for i in range(599)]
+        assert all(s["std"] == 0 and s["nan"] == 0 for s in got[:-1])
+        assert (got[-1]["min"], got[-1]["max"], got[-1]["mean"]) == (0, 14, 7)
 
 
 @pytest.mark.parametrize("args, kwargs, names", [

@@ -1,8 +1,7 @@
 """One-pass value summaries for large accelerator tensors, in Triton.
 
-A `Table` holds rows of raw moments on one device: min, max, sum, square root of the sum of
-squares, NaN count, Inf count (the columns of `values._raw_moments`), as float64, so counts past
-2**24 stay exact. `table.add(x)` fills the next row from x with one launch and no host sync:
+A `Table` holds rows of raw moments on one device: min, max, sum, sum of squares, NaN count,
+Inf count (the columns of `values._raw_moments`), as float64, so counts past 2**24 stay exact. `table.add(x)` fills the next row from x with one launch and no host sync:
 programs each read one slice of x once, in its own dtype, and leave a row of partial moments;
 the last program to finish (it takes a ticket from a per-row counter) folds the partial rows, in
 a fixed order, into the table row. No atomics touch the sums, so a summary is the same from run
@@ -73,8 +72,8 @@ def _fold(stats_ptr, part_ptr, count_ptr, row, programs, PROGRAMS: tl.constexpr)
     out = stats_ptr + row * 6
     tl.store(out + 0, tl.min(lo, axis=0).to(tl.float64))
     tl.store(out + 1, tl.max(hi, axis=0).to(tl.float64))
-    tl.store(out + 2, tl.sum(total, axis=0).to(tl.float64))
-    tl.store(out + 3, tl.sqrt(tl.sum(squares, axis=0)).to(tl.float64))
+    tl.store(out + 2, tl.sum(total.to(tl.float64), axis=0))
+    tl.store(out + 3, tl.sum(squares.to(tl.float64), axis=0))
     tl.store(out + 4, tl.sum(nans, axis=0).to(tl.float64))
     tl.store(out + 5, tl.sum(infs, axis=0).to(tl.float64))
 

@@ -184,7 +184,10 @@ def compact_int_lists(items: list[dict]) -> list[dict]:
 
 
 SMALL = 1 << 18  # tensors up to this many elements are copied and summarised in batches
-BATCH_BYTES = 256 << 20  # summarise the copies once they hold this much
+# A batch of same-shape copies is summarised once full: 2 MiB of rows on the CPU (reused through
+# `_POOL`, and still in cache), up to 256 rows in 64 MiB on an accelerator (fewer launches).
+CHUNK_BYTES = {"cpu": 2 << 20}
+ACCELERATOR_CHUNK_BYTES = 64 << 20
 # Large tensors on these devices go through `fused_stats` when Triton is installed. The tests add
 # "cpu" to run its kernels in Triton's interpreter; the benchmarks empty it for ATen alone.
 FUSED_DEVICES = ("cuda",)
@@ -202,61 +205,115 @@ def _fused():
     return fused_stats
 
 
-def _raw_moments(rows: torch.Tensor, counts: bool = True) -> torch.Tensor:
-    """[k, n] -> [k, 6] float32 per row: min, max, sum, sqrt(sum of squares), NaN count, Inf count.
+def _raw_moments(rows: torch.Tensor, counts: bool = True, scratch: bool = False) -> torch.Tensor:
+    """[k, n] -> [k, 6] float32 per row: min, max, sum, sum of squares, NaN count, Inf count.
 
-    Read in the tensor's own dtype and accumulated in fp32, so nothing is copied: min/max in
-    one pass, the sum and the norm in one each (mean and std follow on the host). Counting
-    NaN/Inf costs two more passes; with `counts=False` those columns stay 0 for the caller to
-    fill in only for rows whose min/max are not finite.
-    """
-    k = rows.shape[0]
-    if k == 1:  # whole-tensor reductions beat dim=1 ones over one long row
-        flat = rows[0]
-        lo, hi = torch.aminmax(flat)
-        cols = [lo[None], hi[None], torch.sum(flat, dtype=torch.float32)[None], torch.linalg.vector_norm(flat, dtype=torch.float32)[None]]
-        if counts:
-            cols += [torch.isnan(flat).sum()[None], torch.isinf(flat).sum()[None]]
+    Both sums use torch's cascade summation: a norm or a dot product would save a pass but moved
+    the std by up to 6e-5 (relative) over a million elements. `scratch` rows are ours, and are squared in place.
+    Counting NaN/Inf costs two more passes; with `counts=False` they are counted only where a
+    row's min or max is not finite (reading that back is free on the CPU; on an accelerator it
+    would wait for the device, so there `counts` stays on)."""
+    cols = [rows.amin(dim=1), rows.amax(dim=1), rows.sum(dim=1)]
+    if counts or not bool(torch.isfinite(cols[0]).all() and torch.isfinite(cols[1]).all()):
+        tail = [torch.isnan(rows).sum(dim=1, dtype=torch.float32), torch.isinf(rows).sum(dim=1, dtype=torch.float32)]
     else:
-        cols = [rows.amin(dim=1), rows.amax(dim=1), torch.sum(rows, dim=1, dtype=torch.float32),
-                torch.linalg.vector_norm(rows, dim=1, dtype=torch.float32)]
-        if counts:
-            cols += [torch.isnan(rows).sum(dim=1), torch.isinf(rows).sum(dim=1)]
-    if not counts:
-        cols += [torch.zeros_like(cols[2])] * 2
-    return torch.stack([c.float() for c in cols], dim=1)
+        tail = [torch.zeros_like(cols[2])] * 2
+    cols.append((rows.square_() if scratch else rows.square()).sum(dim=1))
+    return torch.stack(cols + tail, dim=1)
+
+
+def _flat_moments(x: torch.Tensor, on_cpu: bool) -> torch.Tensor:
+    """A large tensor's row of `_raw_moments`, from one fp32 view or copy of it: [1, 6], float64
+    (counts stay exact past 2**24)."""
+    flat = x.reshape(-1).float()  # [n]; a copy unless x is contiguous fp32 already
+    copied = flat.data_ptr() != x.data_ptr()
+    lo, hi = torch.aminmax(flat)
+    cols = [lo, hi, flat.sum()]
+    if not on_cpu or not bool(torch.isfinite(lo) and torch.isfinite(hi)):
+        tail = [torch.isnan(flat).sum(), torch.isinf(flat).sum()]
+    else:
+        tail = [torch.zeros_like(lo)] * 2
+    cols.append((flat.square_() if copied else flat.square()).sum())
+    return torch.stack([c.double() for c in cols + tail])[None]
 
 
 def summary_from_raw(row: list[float], n: int) -> dict:
-    lo, hi, total, norm, nan, inf = row
+    lo, hi, total, squares, nan, inf = row
     if nan:  # one convention for both paths: ATen's min/max propagate NaN, the fused kernel's skip it
         lo = hi = float("nan")
     mean = total / n
-    var = max(norm * norm / n - mean * mean, 0.0) if math.isfinite(norm) else float("nan")
-    stats = {"min": round_sig(lo), "max": round_sig(hi), "mean": round_sig(mean), "std": round_sig(math.sqrt(var) if var == var else var)}
-    stats["nan"], stats["inf"] = int(nan), int(inf)
-    return stats
+    if lo == hi:  # a constant: exact, where fp32 moments would leave a residue (std ~1e-4 * |mean|)
+        mean, var = lo, (0.0 if math.isfinite(lo) else float("nan"))
+    else:
+        var = max(squares / n - mean * mean, 0.0) if math.isfinite(squares) else float("nan")
+    return {"min": round_sig(lo), "max": round_sig(hi), "mean": round_sig(mean), "std": round_sig(math.sqrt(var) if var == var else var),
+            "nan": int(nan), "inf": int(inf)}
+
+
+POOL_BYTES = 64 << 20  # CPU batches kept for the next trace, up to this much
+_POOL: dict[tuple, list["_Batch"]] = {}  # (device, shape) -> spare batches
+_pooled_bytes = 0
+
+
+class _Batch:
+    """Same-shape fp32 copies of small tensors, one row each, waiting to be summarised together.
+
+    On the CPU a summarised batch goes back to `_POOL` for the next tensors of its shape, in
+    this trace or a later one: writing into fresh memory costs a page fault every 4 KiB, which
+    was most of the price of a copy. Each row is also kept as a view of the tensors' own shape,
+    so a copy is one `copy_`."""
+
+    def __init__(self, device: torch.device, shape: torch.Size, n: int) -> None:
+        global _pooled_bytes
+        k = max(1, min(256, CHUNK_BYTES.get(device.type, ACCELERATOR_CHUNK_BYTES) // (4 * n)))
+        self.rows = torch.empty(k, n, device=device)  # [k, n]
+        self.slots = self.rows.view(k, *shape).unbind(0)  # k views, each shaped like x
+        self.items: list[dict] = []
+        self.pooled = device.type == "cpu" and _pooled_bytes + 4 * k * n <= POOL_BYTES
+        if self.pooled:
+            _pooled_bytes += 4 * k * n
+
+    @staticmethod
+    def take(key: tuple, n: int) -> "_Batch":
+        try:
+            return _POOL[key].pop()
+        except (KeyError, IndexError):
+            return _Batch(key[0], key[1], n)
+
+    def add(self, item: dict, x: torch.Tensor) -> bool:
+        """Copy x into the next row; True once the batch is full."""
+        self.slots[len(self.items)].copy_(x)
+        self.items.append(item)
+        return len(self.items) == len(self.slots)
+
+    def summarise(self, key: tuple) -> tuple[list[dict], torch.Tensor]:
+        """(items, their moments); the rows are free for reuse afterwards."""
+        rows = self.rows[: len(self.items)]  # [k, n]
+        done = (self.items, _raw_moments(rows, counts=not rows.is_cpu, scratch=True))
+        self.items = []
+        if self.pooled:
+            _POOL.setdefault(key, []).append(self)
+        return done
 
 
 class ValueStats:
     """Value summaries for many tensors with few kernels and one transfer per device.
 
-    `add(item, x)` queues x's summary for the description `item`. Small tensors are copied
-    (flattened, fp32) and summarised together, grouped by size, in a handful of batched
-    reductions; large ones get their reductions at once, as small device tensors (on CUDA, with
-    Triton, one fused kernel writes them into a row of a device table: `fused_stats`). Nothing is
-    read back from an accelerator until `resolve()`, so no event waits on the device (on the
-    CPU, where reading costs nothing, a large tensor is counted for NaN/Inf only when its min
-    or max is not finite: those two passes are most of its cost); no traced tensor is kept
-    alive (only copies of small ones, until the next batch). A tensor seen again (a module
-    passing its child's output on) reuses the first summary, matched through a weak reference.
+    `add(item, x)` queues x's summary for the description `item`. Small tensors are copied into
+    batches of their size (fp32 rows: reductions over fp32 run several times faster than over
+    bf16) and summarised a batch at a time; large ones are summarised at once, as small device
+    tensors (on CUDA, with Triton, one fused kernel writes them into a row of a device table:
+    `fused_stats`). Nothing is read back from an accelerator until `resolve()`, so no event
+    waits on the device; on the CPU, where reading costs nothing, NaN/Inf are counted only
+    where a min or max is not finite (those two passes were most of the cost). No traced tensor
+    is kept alive: only copies of small ones, until their batch is summarised. A tensor seen
+    again (a module passing its child's output on) reuses the first summary, matched through a
+    weak reference.
     """
 
     def __init__(self) -> None:
-        self._groups: dict[tuple, list[tuple[dict, torch.Tensor]]] = {}
-        self._bytes = 0
+        self._batches: dict[tuple, _Batch] = {}
         self._done: list[tuple[list[dict], torch.Tensor]] = []
-        self._rows: list[torch.Tensor | None] = []  # per summary row: its copy, if NaN/Inf counts are still due
         self._seen: dict[int, tuple[weakref.ref, int, dict]] = {}
         self._aliases: list[tuple[dict, dict]] = []
         self._tables: dict[torch.device, object] = {}  # device -> its current `fused_stats.Table`
@@ -273,72 +330,52 @@ class ValueStats:
             self._seen[id(x)] = (weakref.ref(x), x._version, item)
         except TypeError:
             pass
-        if n > SMALL and x.dtype in FUSED_DTYPES and x.device.type in FUSED_DEVICES and _fused() is not None:
+        if x.requires_grad:
+            x = x.detach()
+        if n <= SMALL:
+            key = (x.device, x.shape)
+            batch = self._batches.get(key)
+            if batch is None:
+                batch = self._batches[key] = _Batch.take(key, n)
+            if batch.add(item, x):
+                self._done.append(batch.summarise(key))
+                del self._batches[key]
+        elif x.dtype in FUSED_DTYPES and x.device.type in FUSED_DEVICES and _fused() is not None:
             self._done.append(([item], self._fused_row(x)))
-            self._rows.append(None)
-            return
-        flat = x.detach().reshape(-1)
-        if n <= SMALL:  # an fp32 copy: reductions over fp32 rows run several times faster than over bf16
-            copy = flat.to(torch.float32, copy=True)
-            self._groups.setdefault((x.device, n), []).append((item, copy))
-            self._bytes += n * 4
-            if self._bytes >= BATCH_BYTES:
-                self._flush()
         else:
-            row = (flat if flat.is_floating_point() else flat.float())[None]  # [1, n]
-            on_cpu = flat.is_cpu  # reading a CPU scalar costs no sync: count NaN/Inf only if min/max say so
-            stats = _raw_moments(row, counts=not on_cpu)
-            if on_cpu and not torch.isfinite(stats[0, :2]).all():
-                stats[0, 4], stats[0, 5] = torch.isnan(flat).sum(), torch.isinf(flat).sum()
-            self._done.append(([item], stats))
-            self._rows.append(None)
+            self._done.append(([item], _flat_moments(x, x.is_cpu)))
 
     def _fused_row(self, x: torch.Tensor) -> torch.Tensor:
         """x's moments, queued by the fused kernels into its device's table: the row, [1, 6]."""
         table = self._tables.get(x.device)
         if table is None or table.full:
             table = self._tables[x.device] = _fused().Table(x.device)
-        return table.add(x.detach())
-
-    def _flush(self, final: bool = False) -> None:
-        """Summarise the queued copies. At the end (`final`) the NaN/Inf counts wait for the
-        read-back and are computed only for rows that hold a non-finite value."""
-        for entries in self._groups.values():
-            rows = torch.stack([copy for _, copy in entries])  # [k, n]
-            self._done.append(([item for item, _ in entries], _raw_moments(rows, counts=not final)))
-            self._rows.extend(rows.unbind(0) if final else [None] * len(entries))
-        self._groups.clear()
-        self._bytes = 0
+        return table.add(x)
 
     def resolve(self) -> None:
         """Read every summary back (one transfer per device) into its description."""
-        self._flush(final=True)
-        by_device: dict[torch.device, list[tuple[list[dict], torch.Tensor, list]]] = {}
-        i = 0
+        for key, batch in self._batches.items():
+            self._done.append(batch.summarise(key))
+        by_device: dict[torch.device, list[tuple[list[dict], torch.Tensor]]] = {}
         for items, stats in self._done:
-            by_device.setdefault(stats.device, []).append((items, stats, self._rows[i : i + len(items)]))
-            i += len(items)
+            by_device.setdefault(stats.device, []).append((items, stats))
         for batches in by_device.values():
-            table = torch.cat([stats for _, stats, _ in batches]).cpu().tolist()  # the one sync
-            items = [item for batch_items, _, _ in batches for item in batch_items]
-            copies = [c for _, _, cs in batches for c in cs]
-            for item, row, copy in zip(items, table, copies):
-                if copy is not None and not all(math.isfinite(v) for v in row[:2]):
-                    row[4], row[5] = int(torch.isnan(copy).sum()), int(torch.isinf(copy).sum())
+            table = torch.cat([stats for _, stats in batches]).cpu().tolist()  # the one sync
+            items = [item for batch_items, _ in batches for item in batch_items]
+            for item, row in zip(items, table):
                 item["stats"] = summary_from_raw(row, math.prod(item["shape"]))
         for item, source in self._aliases:
             if "stats" in source:
                 item["stats"] = dict(source["stats"])
+        self._batches.clear()
         self._done.clear()
-        self._rows.clear()
         self._aliases.clear()
         self._seen.clear()
         self._tables.clear()
 
 
-def round_sig(v: float, digits: int = 6) -> float | str:
-    if v != v:
-        return "nan"
-    if v in (float("inf"), float("-inf")):
-        return "inf" if v > 0 else "-inf"
-    return float(f"{v:.{digits}g}")
+def round_sig(v: float) -> float | str:
+    """v to 6 significant digits; "nan", "inf" or "-inf" where it is not finite."""
+    if v - v == 0.0:
+        return float("%.6g" % v)
+    return "nan" if v != v else ("inf" if v > 0 else "-inf")
