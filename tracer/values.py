@@ -184,8 +184,8 @@ def compact_int_lists(items: list[dict]) -> list[dict]:
 
 
 SMALL = 1 << 18  # tensors up to this many elements are copied and summarised in batches
-# A batch of same-shape copies is summarised once full: 2 MiB of rows on the CPU (reused through
-# `_POOL`, and still in cache), up to 256 rows in 64 MiB on an accelerator (fewer launches).
+# A batch of same-shape copies is summarised once full: at most 64 rows, in 2 MiB on the CPU
+# (reused through `_POOL`, and still in cache), in 64 MiB on an accelerator (fewer launches).
 CHUNK_BYTES = {"cpu": 2 << 20}
 ACCELERATOR_CHUNK_BYTES = 64 << 20
 # Large tensors on these devices go through `fused_stats` when Triton is installed. The tests add
@@ -265,7 +265,7 @@ class _Batch:
 
     def __init__(self, device: torch.device, shape: torch.Size, n: int) -> None:
         global _pooled_bytes
-        k = max(1, min(256, CHUNK_BYTES.get(device.type, ACCELERATOR_CHUNK_BYTES) // (4 * n)))
+        k = max(1, min(64, CHUNK_BYTES.get(device.type, ACCELERATOR_CHUNK_BYTES) // (4 * n)))
         self.rows = torch.empty(k, n, device=device)  # [k, n]
         self.slots = self.rows.view(k, *shape).unbind(0)  # k views, each shaped like x
         self.items: list[dict] = []
