@@ -209,10 +209,10 @@ def _raw_moments(rows: torch.Tensor, counts: bool = True, scratch: bool = False)
     """[k, n] -> [k, 6] float32 per row: min, max, sum, sum of squares, NaN count, Inf count.
 
     Both sums use torch's cascade summation: a norm or a dot product would save a pass but moved
-    the std by up to 6e-5 (relative) over a million elements. `scratch` rows are ours, and are squared in place.
-    Counting NaN/Inf costs two more passes; with `counts=False` they are counted only where a
-    row's min or max is not finite (reading that back is free on the CPU; on an accelerator it
-    would wait for the device, so there `counts` stays on)."""
+    the std by up to 6e-5 (relative) over a million elements. `scratch` rows are the caller's
+    own copies, squared in place. Counting NaN/Inf costs two more passes; with `counts=False`
+    they are counted only where a row's min or max is not finite (reading that back is free on
+    the CPU; on an accelerator it would wait for the device, so there `counts` stays on)."""
     cols = [rows.amin(dim=1), rows.amax(dim=1), rows.sum(dim=1)]
     if counts or not bool(torch.isfinite(cols[0]).all() and torch.isfinite(cols[1]).all()):
         tail = [torch.isnan(rows).sum(dim=1, dtype=torch.float32), torch.isinf(rows).sum(dim=1, dtype=torch.float32)]
@@ -300,7 +300,7 @@ class ValueStats:
     """Value summaries for many tensors with few kernels and one transfer per device.
 
     `add(item, x)` queues x's summary for the description `item`. Small tensors are copied into
-    batches of their size (fp32 rows: reductions over fp32 run several times faster than over
+    batches of their shape (fp32 rows: reductions over fp32 run several times faster than over
     bf16) and summarised a batch at a time; large ones are summarised at once, as small device
     tensors (on CUDA, with Triton, one fused kernel writes them into a row of a device table:
     `fused_stats`). Nothing is read back from an accelerator until `resolve()`, so no event
