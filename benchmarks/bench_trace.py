@@ -2,6 +2,7 @@
 
     python benchmarks/bench_trace.py            # all
     python benchmarks/bench_trace.py --quick    # fewer repeats
+    python benchmarks/bench_trace.py --tiny-only
 
 1. Whole process: `llama-trace run` (11B-Instruct and 90B-Instruct on meta, with and without
    --ops) against `python -c "import torch"`, and, for scale, against importing torch and
@@ -12,7 +13,9 @@
    PYTHONDONTWRITEBYTECODE.
 2. Peak RSS of a 90B meta trace.
 3. `tiny` with real arithmetic: traced forward (module events + value summaries; and with ops)
-   against the untraced forward, in one process, with torch using 2 threads and then 1.
+   against the untraced forward, in one process, with torch using 2 threads and then 1; for
+   scale, the same forward with empty per-module hooks (what any hook-based tracer pays), and
+   registering and removing those hooks alone.
 Each figure is the median of interleaved repeats.
 """
 
@@ -115,9 +118,29 @@ def tiny_overhead(repeats: int) -> list[str]:
         with trace(model, values_summary=False, functions=wrapped_functions(), stage_rules=stage_rules()):
             return forward()
 
+    def register_empty_hooks():  # the floor of per-module hooks: torch's own dispatch and handles
+        handles = []
+        for m in model.modules():
+            handles.append(m.register_forward_pre_hook(lambda mod, args, kwargs: None, with_kwargs=True))
+            handles.append(m.register_forward_hook(lambda mod, args, kwargs, out: None, with_kwargs=True, always_call=True))
+        return handles
+
+    def empty_hooks():
+        handles = register_empty_hooks()
+        try:
+            return forward()
+        finally:
+            for h in handles:
+                h.remove()
+
+    def hooks_in_and_out():  # registering and removing them, without a forward
+        for h in register_empty_hooks():
+            h.remove()
+
     gc.freeze()  # set-up done: its objects leave the collector's reach, as in the CLI (walkthroughs/cli.py)
-    cases = {"untraced": forward, "traced, shapes only": shapes_only, "traced (modules + values)": traced(False),
-             "traced --ops": traced(True)}
+    cases = {"untraced": forward, "empty per-module hooks (the floor)": empty_hooks, "traced, shapes only": shapes_only,
+             "traced (modules + values)": traced(False), "traced --ops": traced(True),
+             "registering + removing the empty hooks alone": hooks_in_and_out}
     lines = ["| tiny, real bf16 arithmetic (vision + prefill) | torch threads | median ms | ÷ untraced |", "|---|---|---|---|"]
     for threads in (2, 1):
         torch.set_num_threads(threads)
@@ -138,10 +161,11 @@ def tiny_overhead(repeats: int) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--tiny-only", action="store_true", help="only the in-process tiny comparison (3.)")
     opts = parser.parse_args()
     sys.path.insert(0, str(ROOT))
-    lines = ["## Whole process (meta mode)", ""] + whole_process(2 if opts.quick else 5)
-    lines += ["", "## Traced vs untraced forward", ""] + tiny_overhead(5 if opts.quick else 21)
+    lines = [] if opts.tiny_only else ["## Whole process (meta mode)", ""] + whole_process(2 if opts.quick else 5) + [""]
+    lines += ["## Traced vs untraced forward", ""] + tiny_overhead(5 if opts.quick else 21)
     print("\n".join(lines))
 
 
