@@ -56,7 +56,8 @@ def _skip_init():
 
 
 @contextlib.contextmanager
-def _default_dtype(dtype: torch.dtype):
+def default_dtype(dtype: torch.dtype):
+    """torch's default dtype set to `dtype` for the block, and always restored."""
     saved = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
@@ -77,7 +78,7 @@ def build_model(
     Elsewhere the weights are seeded random unless `seed` is None (then load a checkpoint)."""
     device = torch.device(device)
     if device.type == "meta" or seed is None:
-        with torch.device("meta"), _skip_init(), _default_dtype(dtype):  # born in `dtype`: no .to() walk over the tree
+        with torch.device("meta"), _skip_init(), default_dtype(dtype):  # born in `dtype`: no .to() walk over the tree
             model = CrossAttentionTransformer(args)
         if seed is None and device.type != "meta":
             model = model.to_empty(device=device)

@@ -374,15 +374,12 @@ def meta_modules() -> types.SimpleNamespace:
 # =====================================================================================
 
 
-@contextlib.contextmanager
-def meta_default_dtype(dtype: torch.dtype) -> Iterator[None]:
-    """Set torch's default dtype for the block; always restore the previous one."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(previous)
+def meta_default_dtype(dtype: torch.dtype):
+    """Set torch's default dtype for the block; always restore the previous one (our model's
+    helper: it touches no model code)."""
+    from model.build import default_dtype
+
+    return default_dtype(dtype)
 
 
 _META_ARG_FIELDS = (

@@ -184,10 +184,10 @@ def compact_int_lists(items: list[dict]) -> list[dict]:
 
 
 SMALL = 1 << 18  # tensors up to this many elements are copied and summarised in batches
-# A batch of same-shape copies is summarised once full: at most 64 rows, in 2 MiB on the CPU
-# (reused through `_POOL`, and still in cache), in 64 MiB on an accelerator (fewer launches).
-CHUNK_BYTES = {"cpu": 2 << 20}
-ACCELERATOR_CHUNK_BYTES = 64 << 20
+BATCH_ROWS = 64  # a batch of same-shape copies is summarised once full: at most this many rows,
+CPU_BATCH_BYTES = 2 << 20  # in this much memory on the CPU (kept in `_POOL` and in cache),
+ACCELERATOR_BATCH_BYTES = 64 << 20  # and in this much on an accelerator (fewer launches)
+POOL_BYTES = 64 << 20  # CPU batches kept for the next trace, up to this much
 # Large tensors on these devices go through `fused_stats` when Triton is installed. The tests add
 # "cpu" to run its kernels in Triton's interpreter; the benchmarks empty it for ATen alone.
 FUSED_DEVICES = ("cuda",)
@@ -206,7 +206,8 @@ def _fused():
 
 
 def _raw_moments(rows: torch.Tensor, counts: bool = True, scratch: bool = False) -> torch.Tensor:
-    """[k, n] -> [k, 6] float32 per row: min, max, sum, sum of squares, NaN count, Inf count.
+    """[k, n] -> [k, 6] float64 per row: min, max, sum, sum of squares, NaN count, Inf count
+    (float64, so counts stay exact past 2**24).
 
     Both sums use torch's cascade summation: a norm or a dot product would save a pass but moved
     the std by up to 6e-5 (relative) over a million elements. `scratch` rows are the caller's
@@ -215,26 +216,11 @@ def _raw_moments(rows: torch.Tensor, counts: bool = True, scratch: bool = False)
     the CPU; on an accelerator it would wait for the device, so there `counts` stays on)."""
     cols = [rows.amin(dim=1), rows.amax(dim=1), rows.sum(dim=1)]
     if counts or not bool(torch.isfinite(cols[0]).all() and torch.isfinite(cols[1]).all()):
-        tail = [torch.isnan(rows).sum(dim=1, dtype=torch.float32), torch.isinf(rows).sum(dim=1, dtype=torch.float32)]
+        tail = [torch.isnan(rows).sum(dim=1), torch.isinf(rows).sum(dim=1)]
     else:
         tail = [torch.zeros_like(cols[2])] * 2
     cols.append((rows.square_() if scratch else rows.square()).sum(dim=1))
-    return torch.stack(cols + tail, dim=1)
-
-
-def _flat_moments(x: torch.Tensor, on_cpu: bool) -> torch.Tensor:
-    """A large tensor's row of `_raw_moments`, from one fp32 view or copy of it: [1, 6], float64
-    (counts stay exact past 2**24)."""
-    flat = x.reshape(-1).float()  # [n]; a copy unless x is contiguous fp32 already
-    copied = flat.data_ptr() != x.data_ptr()
-    lo, hi = torch.aminmax(flat)
-    cols = [lo, hi, flat.sum()]
-    if not on_cpu or not bool(torch.isfinite(lo) and torch.isfinite(hi)):
-        tail = [torch.isnan(flat).sum(), torch.isinf(flat).sum()]
-    else:
-        tail = [torch.zeros_like(lo)] * 2
-    cols.append((flat.square_() if copied else flat.square()).sum())
-    return torch.stack([c.double() for c in cols + tail])[None]
+    return torch.stack([c.double() for c in cols + tail], dim=1)
 
 
 def summary_from_raw(row: list[float], n: int) -> dict:
@@ -242,7 +228,7 @@ def summary_from_raw(row: list[float], n: int) -> dict:
     if nan:  # one convention for both paths: ATen's min/max propagate NaN, the fused kernel's skip it
         lo = hi = float("nan")
     mean = total / n
-    if lo == hi:  # a constant: exact, where fp32 moments would leave a residue (std ~1e-4 * |mean|)
+    if lo == hi:  # a constant: exact, where fp32 moments left a residue (std 0.0821 for 500s)
         mean, var = lo, (0.0 if math.isfinite(lo) else float("nan"))
     else:
         var = max(squares / n - mean * mean, 0.0) if math.isfinite(squares) else float("nan")
@@ -250,8 +236,7 @@ def summary_from_raw(row: list[float], n: int) -> dict:
             "nan": int(nan), "inf": int(inf)}
 
 
-POOL_BYTES = 64 << 20  # CPU batches kept for the next trace, up to this much
-_POOL: dict[tuple, list["_Batch"]] = {}  # (device, shape) -> spare batches
+_POOL: dict[tuple, list["_Batch"]] = {}  # (device, shape) -> spare CPU batches
 _pooled_bytes = 0
 
 
@@ -263,13 +248,15 @@ class _Batch:
     was most of the price of a copy. Each row is also kept as a view of the tensors' own shape,
     so a copy is one `copy_`."""
 
-    def __init__(self, device: torch.device, shape: torch.Size, n: int) -> None:
+    def __init__(self, key: tuple, n: int) -> None:
         global _pooled_bytes
-        k = max(1, min(64, CHUNK_BYTES.get(device.type, ACCELERATOR_CHUNK_BYTES) // (4 * n)))
+        device, shape = self.key = key
+        on_cpu = device.type == "cpu"
+        k = max(1, min(BATCH_ROWS, (CPU_BATCH_BYTES if on_cpu else ACCELERATOR_BATCH_BYTES) // (4 * n)))
         self.rows = torch.empty(k, n, device=device)  # [k, n]
         self.slots = self.rows.view(k, *shape).unbind(0)  # k views, each shaped like x
         self.items: list[dict] = []
-        self.pooled = device.type == "cpu" and _pooled_bytes + 4 * k * n <= POOL_BYTES
+        self.pooled = on_cpu and _pooled_bytes + 4 * k * n <= POOL_BYTES
         if self.pooled:
             _pooled_bytes += 4 * k * n
 
@@ -278,7 +265,7 @@ class _Batch:
         try:
             return _POOL[key].pop()
         except (KeyError, IndexError):
-            return _Batch(key[0], key[1], n)
+            return _Batch(key, n)
 
     def add(self, item: dict, x: torch.Tensor) -> bool:
         """Copy x into the next row; True once the batch is full."""
@@ -286,13 +273,13 @@ class _Batch:
         self.items.append(item)
         return len(self.items) == len(self.slots)
 
-    def summarise(self, key: tuple) -> tuple[list[dict], torch.Tensor]:
+    def summarise(self) -> tuple[list[dict], torch.Tensor]:
         """(items, their moments); the rows are free for reuse afterwards."""
         rows = self.rows[: len(self.items)]  # [k, n]
         done = (self.items, _raw_moments(rows, counts=not rows.is_cpu, scratch=True))
         self.items = []
         if self.pooled:
-            _POOL.setdefault(key, []).append(self)
+            _POOL.setdefault(self.key, []).append(self)
         return done
 
 
@@ -338,12 +325,13 @@ class ValueStats:
             if batch is None:
                 batch = self._batches[key] = _Batch.take(key, n)
             if batch.add(item, x):
-                self._done.append(batch.summarise(key))
+                self._done.append(batch.summarise())
                 del self._batches[key]
         elif x.dtype in FUSED_DTYPES and x.device.type in FUSED_DEVICES and _fused() is not None:
             self._done.append(([item], self._fused_row(x)))
-        else:
-            self._done.append(([item], _flat_moments(x, x.is_cpu)))
+        else:  # at once, from one fp32 view of x, or a copy we may square in place
+            flat = x.reshape(-1).float()  # [n]
+            self._done.append(([item], _raw_moments(flat[None], counts=not x.is_cpu, scratch=flat.data_ptr() != x.data_ptr())))
 
     def _fused_row(self, x: torch.Tensor) -> torch.Tensor:
         """x's moments, queued by the fused kernels into its device's table: the row, [1, 6]."""
@@ -354,8 +342,8 @@ class ValueStats:
 
     def resolve(self) -> None:
         """Read every summary back (one transfer per device) into its description."""
-        for key, batch in self._batches.items():
-            self._done.append(batch.summarise(key))
+        for batch in self._batches.values():
+            self._done.append(batch.summarise())
         by_device: dict[torch.device, list[tuple[list[dict], torch.Tensor]]] = {}
         for items, stats in self._done:
             by_device.setdefault(stats.device, []).append((items, stats))
