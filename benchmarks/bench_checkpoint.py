@@ -1,6 +1,6 @@
 """Checkpoint loading and traced generation, as ratios measured side by side in one run.
 
-    python benchmarks/bench_checkpoint.py [--quick]
+    python benchmarks/bench_checkpoint.py [--quick] [--generation-only]
 
 1. Loading a Hugging Face-layout checkpoint (a mid-size random model, bf16 safetensors) with
    `model.load_checkpoint` against `safetensors.torch.load_file` of the same file, each in a
@@ -99,6 +99,8 @@ def generation_overhead(repeats: int) -> list[str]:
     from walkthroughs.catalog import stage_rules, wrapped_functions
     from walkthroughs.sample_image import SAMPLE_IMAGE
 
+    from benchmarks_common import empty_forward_wrappers, empty_module_hooks, remove_forward_wrappers
+
     torch.set_num_threads(2)
     model = build_model(get_preset("tiny"), dtype=torch.bfloat16, seed=0)
     tok = get_tokenizer()
@@ -115,11 +117,27 @@ def generation_overhead(repeats: int) -> list[str]:
     def shapes_only():  # `--no-values`
         return traced(values=False)
 
+    def empty_hooks():  # torch's per-module hooks, doing nothing
+        handles = empty_module_hooks(model)
+        try:
+            return untraced()
+        finally:
+            for h in handles:
+                h.remove()
+
+    def empty_wrappers():  # the tracer's mechanism, doing nothing: its floor
+        modules = empty_forward_wrappers(model)
+        try:
+            return untraced()
+        finally:
+            remove_forward_wrappers(modules)
+
     gc.freeze()  # set-up done: its objects leave the collector's reach, as in the CLI (walkthroughs/cli.py)
-    assert untraced() == traced() == shapes_only()
-    times = {"untraced": [], "traced": [], "shapes only": []}
+    cases = {"untraced": untraced, "hooks": empty_hooks, "wrappers": empty_wrappers, "traced": traced, "shapes only": shapes_only}
+    assert len({tuple(fn()) for fn in cases.values()}) == 1  # the same tokens every way
+    times = {name: [] for name in cases}
     for _ in range(repeats):
-        for name, fn in (("untraced", untraced), ("traced", traced), ("shapes only", shapes_only)):
+        for name, fn in cases.items():
             t0 = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t0)
@@ -128,6 +146,8 @@ def generation_overhead(repeats: int) -> list[str]:
         "| tiny, 16 greedy tokens, bf16 on the CPU | median ms | ÷ untraced |",
         "|---|---|---|",
         f"| untraced | {med['untraced'] * 1000:.0f} | 1.00x |",
+        f"| empty torch module hooks | {med['hooks'] * 1000:.0f} | {med['hooks'] / med['untraced']:.2f}x |",
+        f"| empty forward wrappers (the tracer's floor) | {med['wrappers'] * 1000:.0f} | {med['wrappers'] / med['untraced']:.2f}x |",
         f"| traced (module events + value summaries) | {med['traced'] * 1000:.0f} | {med['traced'] / med['untraced']:.2f}x |",
         f"| traced, shapes only (`--no-values`) | {med['shapes only'] * 1000:.0f} | {med['shapes only'] / med['untraced']:.2f}x |",
     ]
@@ -136,9 +156,10 @@ def generation_overhead(repeats: int) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--generation-only", action="store_true", help="only the traced/untraced generation")
     opts = parser.parse_args()
-    lines = ["## Checkpoint loading", ""] + loading(2 if opts.quick else 5)
-    lines += ["", "## Generation", ""] + generation_overhead(3 if opts.quick else 9)
+    lines = [] if opts.generation_only else ["## Checkpoint loading", ""] + loading(2 if opts.quick else 5) + [""]
+    lines += ["## Generation", ""] + generation_overhead(3 if opts.quick else 9)
     print("\n".join(lines))
 
 

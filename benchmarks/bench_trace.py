@@ -14,8 +14,9 @@
 2. Peak RSS of a 90B meta trace.
 3. `tiny` with real arithmetic: traced forward (module events + value summaries; and with ops)
    against the untraced forward, in one process, with torch using 2 threads and then 1; for
-   scale, the same forward with empty per-module hooks (what any hook-based tracer pays), and
-   registering and removing those hooks alone.
+   scale, the same forward with torch's per-module hooks doing nothing (what a tracer built on
+   them pays), with the tracer's own mechanism doing nothing (per-module forward wrappers: its
+   floor), and installing and removing those wrappers alone.
 Each figure is the median of interleaved repeats.
 """
 
@@ -95,6 +96,8 @@ def tiny_overhead(repeats: int) -> list[str]:
     from walkthroughs.sample_image import SAMPLE_IMAGE
     from PIL import Image
 
+    from benchmarks_common import empty_forward_wrappers, empty_module_hooks, remove_forward_wrappers
+
     args = get_preset("tiny")
     model = build_model(args, device="cpu", dtype=torch.bfloat16, seed=0)
     tok = get_tokenizer()
@@ -118,29 +121,29 @@ def tiny_overhead(repeats: int) -> list[str]:
         with trace(model, values_summary=False, functions=wrapped_functions(), stage_rules=stage_rules()):
             return forward()
 
-    def register_empty_hooks():  # the floor of per-module hooks: torch's own dispatch and handles
-        handles = []
-        for m in model.modules():
-            handles.append(m.register_forward_pre_hook(lambda mod, args, kwargs: None, with_kwargs=True))
-            handles.append(m.register_forward_hook(lambda mod, args, kwargs, out: None, with_kwargs=True, always_call=True))
-        return handles
-
     def empty_hooks():
-        handles = register_empty_hooks()
+        handles = empty_module_hooks(model)
         try:
             return forward()
         finally:
             for h in handles:
                 h.remove()
 
-    def hooks_in_and_out():  # registering and removing them, without a forward
-        for h in register_empty_hooks():
-            h.remove()
+    def empty_wrappers():
+        modules = empty_forward_wrappers(model)
+        try:
+            return forward()
+        finally:
+            remove_forward_wrappers(modules)
+
+    def wrappers_in_and_out():  # installing and removing them, without a forward
+        remove_forward_wrappers(empty_forward_wrappers(model))
 
     gc.freeze()  # set-up done: its objects leave the collector's reach, as in the CLI (walkthroughs/cli.py)
-    cases = {"untraced": forward, "empty per-module hooks (the floor)": empty_hooks, "traced, shapes only": shapes_only,
+    cases = {"untraced": forward, "empty torch module hooks": empty_hooks,
+             "empty forward wrappers (the tracer's floor)": empty_wrappers, "traced, shapes only": shapes_only,
              "traced (modules + values)": traced(False), "traced --ops": traced(True),
-             "registering + removing the empty hooks alone": hooks_in_and_out}
+             "installing + removing the empty wrappers alone": wrappers_in_and_out}
     lines = ["| tiny, real bf16 arithmetic (vision + prefill) | torch threads | median ms | ÷ untraced |", "|---|---|---|---|"]
     for threads in (2, 1):
         torch.set_num_threads(threads)

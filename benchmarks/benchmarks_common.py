@@ -25,3 +25,37 @@ def prompt_tokens(max_seq_len: int, device) -> tuple[torch.Tensor, int]:
     tokens = torch.full((1, max_seq_len), PAD_ID, dtype=torch.long)  # [B, T]
     tokens[0, :n] = torch.tensor(PROMPT_IDS)
     return tokens.to(device), n
+
+
+def empty_module_hooks(model: torch.nn.Module) -> list:
+    """Torch's per-module hooks, doing nothing (a pre-hook and an always-called post-hook, both
+    with kwargs, on every module): what a tracer built on them pays before it records anything.
+    Returns the handles."""
+    handles = []
+    for m in model.modules():
+        handles.append(m.register_forward_pre_hook(lambda mod, args, kwargs: None, with_kwargs=True))
+        handles.append(m.register_forward_hook(lambda mod, args, kwargs, out: None, with_kwargs=True, always_call=True))
+    return handles
+
+
+def empty_forward_wrappers(model: torch.nn.Module) -> list:
+    """The mechanism llama-trace uses (`tracer.capture.Trace._wrap_forward`), doing nothing: a
+    wrapper around every module's forward, set on the instance. Returns the modules, for
+    `remove_forward_wrappers`."""
+    modules = list(model.modules())
+    for m in modules:
+        inner = m.forward
+
+        def forward(*args, __inner=inner, **kwargs):
+            try:
+                return __inner(*args, **kwargs)
+            except BaseException:
+                raise
+
+        m.__dict__["forward"] = forward
+    return modules
+
+
+def remove_forward_wrappers(modules: list) -> None:
+    for m in modules:
+        del m.__dict__["forward"]

@@ -79,8 +79,24 @@ def test_hooks_and_patches_are_removed():
     with trace(m, functions=["torch.nn.functional:softmax"]):
         m(x_input())
     assert all(not mod._forward_hooks and not mod._forward_pre_hooks for mod in m.modules())
+    assert all("forward" not in vars(mod) for mod in m.modules())  # the per-module wrappers are gone
     assert F.linear is original_linear and "matmul" not in vars(torch.Tensor)
     assert torch.nn.functional.softmax.__module__ == "torch.nn.functional"
+
+
+def test_users_hooks_and_own_forwards_keep_working_and_stay():
+    m = Block()
+    seen = []
+    handle = m.proj.register_forward_hook(lambda mod, args, out: seen.append(tuple(out.shape)))
+    m.norm.forward = halve = lambda h: F.layer_norm(h, (16,)) / 2  # an instance's own forward
+    plain = m(x_input())["out"]
+    with trace(m) as t:
+        traced = m(x_input())["out"]
+    handle.remove()
+    assert torch.equal(plain, traced) and seen == [(6, 16), (6, 16)]
+    assert vars(m.norm)["forward"] is halve and "forward" not in vars(m.proj)
+    norm = next(e for e in t.events if e["path"] == "norm")
+    assert [i["path"] for i in norm["inputs"]] == ["['h']"] and norm["outputs"][0]["shape"] == [2, 3, 16]
 
 
 def test_exception_keeps_events_and_names_the_failing_line():
@@ -89,6 +105,7 @@ def test_exception_keeps_events_and_names_the_failing_line():
         with trace(m) as t:
             m(torch.ones(2, 4))
     assert all(not mod._forward_hooks and not mod._forward_pre_hooks for mod in m.modules())
+    assert all("forward" not in vars(mod) for mod in m.modules())
     assert [e["path"] for e in t.events] == ["", "inner"]
     assert t.events[0]["error"] == "RuntimeError" and "error" not in t.events[1]
     assert t.events[1]["outputs"][0]["shape"] == [2, 4]

@@ -40,7 +40,7 @@ NOISE = {
 
 _INHERITED = object()  # marks a patched attribute that the class only inherited
 _STAGE_CACHES: dict[tuple, dict[str, str | None]] = {}  # rules -> {path or function name: stage}
-_ARG_NAMES: dict[object, list[str]] = {}  # function, or module class for its forward -> parameter names
+_ARG_NAMES: dict[tuple, list[str]] = {}  # (function, bound) -> its parameter names
 
 
 @dataclass
@@ -114,8 +114,8 @@ class Trace:
         self._phase_stack: list[str] = []
         self._busy = False
         self._in_counted = False
-        self._handles: list = []
         self._patched: list[tuple[object, str, object]] = []
+        self._wrapped: list[tuple[dict, object]] = []  # (a module's __dict__, its own `forward` or _INHERITED)
         self._stats = values.ValueStats()
         self._names: dict[int, str] = {}
         self._params: dict[int, dict] = {}
@@ -161,9 +161,12 @@ class Trace:
         for mode in reversed(self._modes):
             mode.__exit__(None, None, None)
         self._modes.clear()
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
+        for attrs, original in self._wrapped:
+            if original is _INHERITED:
+                del attrs["forward"]
+            else:
+                attrs["forward"] = original
+        self._wrapped.clear()
         for owner, name, original in reversed(self._patched):
             if original is _INHERITED:
                 delattr(owner, name)
@@ -224,12 +227,38 @@ class Trace:
         children = [(f"{name}.{key}" if name else key, child) for key, child in module._modules.items() if child is not None]
         info["total"] = info["count"] + sum(self._walk(child, path, hook) for path, child in children)
         if hook:
-            self._handles.append(module.register_forward_pre_hook(self._module_enter, with_kwargs=True))
-            self._handles.append(module.register_forward_hook(self._module_exit, with_kwargs=True, always_call=True))
+            self._wrap_forward(module)
         return info["total"]
 
+    def _wrap_forward(self, module: nn.Module) -> None:
+        """The module's two hooks, as one wrapper set on the instance: `nn.Module.__call__` finds
+        `module.forward` there and calls it in place of the class's, after any hooks of the
+        user's. It sees keyword arguments, closes its event when the forward raises, and is
+        removed on exit. (Torch's own hook path costs twice the time per call: 1.11x against
+        1.04x on a tiny generation with empty hooks, `benchmarks/RESULTS.md`.)"""
+        inner = module.forward
+        tracer = self
+
+        def forward(*args, **kwargs):
+            if tracer._busy:
+                return inner(*args, **kwargs)
+            event = tracer._module_enter(module, args, kwargs)
+            t0 = time.perf_counter()
+            try:
+                output = inner(*args, **kwargs)
+            except BaseException as exc:
+                tracer._module_exit(event, None, t0, exc)
+                raise
+            tracer._module_exit(event, output, t0)
+            return output
+
+        forward.__wrapped__ = inner  # for `inspect.signature`: the argument names are the forward's
+        attrs = module.__dict__  # set directly: nn.Module.__setattr__ would only get there slower
+        self._wrapped.append((attrs, attrs.get("forward", _INHERITED)))
+        attrs["forward"] = forward
+
     def _arg_names(self, fn) -> list[str]:
-        key = getattr(fn, "__func__", fn)
+        key = (getattr(fn, "__func__", fn), hasattr(fn, "__self__"))  # bound or not: with `self` or without
         names = _ARG_NAMES.get(key)
         if names is None:
             try:
@@ -243,39 +272,34 @@ class Trace:
         """(path, class name, stage, parameter info, argument names of its forward), worked out
         at a module's first call and kept for the rest of the trace."""
         path = self._names.get(id(mod), type(mod).__name__)
-        names = _ARG_NAMES.get(type(mod))
-        if names is None:
-            names = _ARG_NAMES[type(mod)] = self._arg_names(mod.forward)
+        forward = mod.forward
+        names = self._arg_names(getattr(forward, "__wrapped__", forward))  # the class's forward, or the instance's own
         info = self._modules[id(mod)] = (path, type(mod).__name__, self._stage_for(path), self._param_info(mod), names)
         return info
 
-    def _module_enter(self, mod, args, kwargs):
-        if self._busy:
-            return None
+    def _module_enter(self, mod: nn.Module, args: tuple, kwargs: dict) -> dict:
         self._busy = True
         try:
             path, cls, stage, params, names = self._modules.get(id(mod)) or self._module_info(mod)
             items, _ = values.describe_call(args, kwargs, names)
-            event = self._open("module", path, cls, items, stage=stage, params=params, described=True)
-            event["_module"] = mod
+            return self._open("module", path, cls, items, stage=stage, params=params, described=True, timed=False)
         finally:
             self._busy = False
-        return None
 
-    def _module_exit(self, mod, args, kwargs, output):
-        if self._busy or not self._stack or self._stack[-1].get("_module") is not mod:
-            return None
+    def _module_exit(self, event: dict, output, t0: float, exc: BaseException | None = None) -> None:
+        t1 = time.perf_counter()
         self._busy = True
         try:
-            event = self._stack.pop()
-            # always_call hooks also run while the forward's exception propagates (output None).
-            failed = output is None and sys.exc_info()[0] is not None
-            if failed:
-                event["error"] = sys.exc_info()[0].__name__
-            self._close(event, output)
+            stack = self._stack
+            if stack and stack[-1] is event:
+                stack.pop()
+            if exc is not None:
+                event["error"] = type(exc).__name__
+            self._close(event, output, failed=exc is not None)
+            if self.timing:
+                event["time_ms"] = (t1 - t0) * 1000  # rounded in _finish
         finally:
             self._busy = False
-        return None
 
     # --- functions -----------------------------------------------------------------------------
     def _wrap_function(self, target: str) -> None:
@@ -360,7 +384,7 @@ class Trace:
 
     # --- events ------------------------------------------------------------------------------------
     def _open(self, kind: str, path: str, cls: str, inputs, *, stage: str | None = None, params: dict | None = None,
-              info=None, described: bool = False) -> dict:
+              info=None, described: bool = False, timed: bool = True) -> dict:
         """A new open event; `inputs` are raw (or, with `described`, already described) items."""
         frame = source.caller_frame(2)
         stack = self._stack
@@ -385,7 +409,7 @@ class Trace:
             event["src"] = self._location(frame)
         event["inputs"] = inputs if described else self._describe(inputs, stats=False)
         event["_symbols"] = self.symbols
-        if self.timing:
+        if timed and self.timing:
             event["_t"] = time.perf_counter()
         self.events.append(event)
         stack.append(event)
@@ -409,10 +433,9 @@ class Trace:
         event["outputs"] = self._describe(output, stats=stats and self.values_summary) if output is not None else []
         if failed:
             event.setdefault("error", "exception")
-        if self.timing:
-            event["time_ms"] = (time.perf_counter() - event["_t"]) * 1000  # rounded in _finish
-        event.pop("_t", None)
-        event.pop("_module", None)
+        t = event.pop("_t", None)
+        if t is not None:
+            event["time_ms"] = (time.perf_counter() - t) * 1000  # rounded in _finish
 
     def _param_info(self, module: nn.Module) -> dict:
         """The module's own parameter count and dtype, and the count including its children."""

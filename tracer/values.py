@@ -214,13 +214,14 @@ def _raw_moments(rows: torch.Tensor, counts: bool = True, scratch: bool = False)
     own copies, squared in place. Counting NaN/Inf costs two more passes; with `counts=False`
     they are counted only where a row's min or max is not finite (reading that back is free on
     the CPU; on an accelerator it would wait for the device, so there `counts` stays on)."""
-    cols = [rows.amin(dim=1), rows.amax(dim=1), rows.sum(dim=1)]
-    if counts or not bool(torch.isfinite(cols[0]).all() and torch.isfinite(cols[1]).all()):
-        tail = [torch.isnan(rows).sum(dim=1), torch.isinf(rows).sum(dim=1)]
-    else:
-        tail = [torch.zeros_like(cols[2])] * 2
-    cols.append((rows.square_() if scratch else rows.square()).sum(dim=1))
-    return torch.stack([c.double() for c in cols + tail], dim=1)
+    head = torch.stack([rows.amin(dim=1), rows.amax(dim=1), rows.sum(dim=1)], dim=1)  # [k, 3]
+    tail = None  # counted before squaring in place, which could overflow a finite value to inf
+    if counts or not bool(torch.isfinite(head[:, :2]).all()):
+        tail = torch.stack([torch.isnan(rows).sum(dim=1), torch.isinf(rows).sum(dim=1)], dim=1).double()  # [k, 2]
+    squares = (rows.square_() if scratch else rows.square()).sum(dim=1, keepdim=True)  # [k, 1]
+    if tail is None:
+        return torch.nn.functional.pad(torch.cat([head, squares], dim=1).double(), (0, 2))  # [k, 6]
+    return torch.cat([head.double(), squares.double(), tail], dim=1)  # [k, 6]
 
 
 def summary_from_raw(row: list[float], n: int) -> dict:
