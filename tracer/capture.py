@@ -38,6 +38,7 @@ NOISE = {
 }
 
 
+_CALL_IMPL = nn.Module._call_impl.__code__  # the frame that calls a module's forward
 _INHERITED = object()  # marks a patched attribute that the class only inherited
 _STAGE_CACHES: dict[tuple, dict[str, str | None]] = {}  # rules -> {path or function name: stage}
 _ARG_NAMES: dict[tuple, list[str]] = {}  # (function, bound) -> its parameter names
@@ -282,7 +283,10 @@ class Trace:
         try:
             path, cls, stage, params, names = self._modules.get(id(mod)) or self._module_info(mod)
             items, _ = values.describe_call(args, kwargs, names)
-            return self._open("module", path, cls, items, stage=stage, params=params, described=True, timed=False)
+            frame = sys._getframe(2)  # our wrapper's caller: nn.Module._call_impl, as a rule
+            if frame.f_code is _CALL_IMPL:
+                frame = frame.f_back.f_back  # past Module._wrapped_call_impl
+            return self._open("module", path, cls, items, stage=stage, params=params, described=True, timed=False, frame=frame)
         finally:
             self._busy = False
 
@@ -384,9 +388,11 @@ class Trace:
 
     # --- events ------------------------------------------------------------------------------------
     def _open(self, kind: str, path: str, cls: str, inputs, *, stage: str | None = None, params: dict | None = None,
-              info=None, described: bool = False, timed: bool = True) -> dict:
-        """A new open event; `inputs` are raw (or, with `described`, already described) items."""
-        frame = source.caller_frame(2)
+              info=None, described: bool = False, timed: bool = True, frame=None) -> dict:
+        """A new open event; `inputs` are raw (or, with `described`, already described) items.
+        Its source line is the first frame, from `frame` or else from our caller's caller, that
+        is not torch's or the tracer's."""
+        frame = source.caller_frame(2, frame)
         stack = self._stack
         parent = stack[-1] if stack else None
         if stage is None and kind not in ("op", "phase"):

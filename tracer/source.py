@@ -21,10 +21,12 @@ _SHAPE_GROUP = re.compile(r"\[([^\[\]]*)\]")
 _SKIPPED: dict[int, tuple[object, bool]] = {}  # id(code) -> (code, whether its frames are skipped)
 
 
-def caller_frame(skip: int = 1):
-    """The innermost frame that is not torch's, the tracer's or contextlib's. (The verdict is
-    remembered per code object, by id: hashing a code object hashes its contents.)"""
-    frame = sys._getframe(skip)
+def caller_frame(skip: int = 1, frame=None):
+    """The innermost frame, from `frame` or else `sys._getframe(skip)` up, that is not torch's,
+    the tracer's or contextlib's. (The verdict is remembered per code object, by id: hashing a
+    code object hashes its contents.)"""
+    if frame is None:
+        frame = sys._getframe(skip)
     while frame is not None:
         code = frame.f_code
         known = _SKIPPED.get(id(code))
