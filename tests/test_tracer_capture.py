@@ -1,6 +1,7 @@
 """The tracer on small, non-Llama modules: hooks, kwargs, nesting, ops, FLOPs, values, cleanup."""
 
 import gc
+import math
 import weakref
 
 import pytest
@@ -185,6 +186,24 @@ def test_value_summaries_small_and_large_with_and_without_nonfinite(n, dtype):
         lin(x)
     stats = t.events[0]["outputs"][0]["stats"]
     assert (stats["nan"], stats["inf"], stats["min"], stats["max"]) == (1, 2, "nan", "nan")
+
+
+@pytest.mark.parametrize("n", [512 * 260, values.SMALL + 5])  # batched; summarised at once
+def test_a_mask_of_the_lowest_bf16_value_has_a_finite_mean_and_std(n):
+    # An additive mask: bf16's lowest finite value almost everywhere. Its fp32 sum overflows.
+    mask = torch.full((n,), torch.finfo(torch.bfloat16).min, dtype=torch.bfloat16)
+    mask[: n // 100] = 0
+    ident = nn.Identity()
+    with trace(ident) as t:
+        ident(mask)
+    stats = t.events[0]["outputs"][0]["stats"]
+    ref = mask.double()
+    assert stats["mean"] == pytest.approx(ref.mean().item(), rel=1e-5)
+    assert stats["std"] == pytest.approx(ref.std(correction=0).item(), rel=1e-4)
+    assert (stats["nan"], stats["inf"]) == (0, 0)
+    for counts in (True, False):  # the accelerator's way, then the CPU's
+        lo, hi, total, squares, nan, inf = values._raw_moments(mask.float()[None], counts=counts).tolist()[0]
+        assert total == pytest.approx(ref.sum().item(), rel=1e-6) and math.isfinite(squares)
 
 
 def test_raw_moments_count_nonfinite_in_one_go_as_on_an_accelerator():

@@ -41,6 +41,7 @@ NOISE = {
 _CALL_IMPL = nn.Module._call_impl.__code__  # the frame that calls a module's forward
 _INHERITED = object()  # marks a patched attribute that the class only inherited
 _STAGE_CACHES: dict[tuple, dict[str, str | None]] = {}  # rules -> {path or function name: stage}
+_LOCATIONS: dict[tuple, dict[int, tuple]] = {}  # source roots -> {id(code): (code, {line: src})}
 _ARG_NAMES: dict[tuple, list[str]] = {}  # (function, bound) -> its parameter names
 
 
@@ -121,7 +122,7 @@ class Trace:
         self._names: dict[int, str] = {}
         self._params: dict[int, dict] = {}
         self._stage_cache = _STAGE_CACHES.setdefault(tuple(stage_rules or ()), {})  # shared by traces with the same rules
-        self._locations: dict[int, tuple] = {}  # id(code) -> (code, {line: src})
+        self._locations = _LOCATIONS.setdefault(self.roots, {})  # shared by traces with the same roots
         self._modules: dict[int, tuple] = {}  # id(module) -> `_module_info`
         self._modes: list = []
         self._t0 = 0.0
@@ -423,8 +424,8 @@ class Trace:
 
     def _location(self, frame) -> dict:
         """The frame's file:line, function and source text; one dict per line, shared by every
-        event from it and never mutated. Keyed by the code object's id (hashing a code object
-        hashes its contents), checked against the object itself."""
+        event from it (in this trace and later ones) and never mutated. Keyed by the code
+        object's id (hashing a code object hashes its contents), checked against the object."""
         code = frame.f_code
         lines = self._locations.get(id(code))
         if lines is None or lines[0] is not code:

@@ -210,18 +210,31 @@ def _raw_moments(rows: torch.Tensor, counts: bool = True, scratch: bool = False)
     (float64, so counts stay exact past 2**24).
 
     Both sums use torch's cascade summation: a norm or a dot product would save a pass but moved
-    the std by up to 6e-5 (relative) over a million elements. `scratch` rows are the caller's
-    own copies, squared in place. Counting NaN/Inf costs two more passes; with `counts=False`
-    they are counted only where a row's min or max is not finite (reading that back is free on
-    the CPU; on an accelerator it would wait for the device, so there `counts` stays on)."""
-    head = torch.stack([rows.amin(dim=1), rows.amax(dim=1), rows.sum(dim=1)], dim=1)  # [k, 3]
+    the std by up to 6e-5 (relative) over a million elements. They run in fp32 (several times
+    faster than float64 on the CPU) unless a value is large enough to overflow them: an additive
+    mask full of bf16's lowest value (-3.39e38) would otherwise show a mean of -inf. `scratch`
+    rows are the caller's own copies, squared in place.
+
+    Counting NaN/Inf costs two more passes; with `counts=False` they are counted only where a
+    row's min or max is not finite (reading that back is free on the CPU; on an accelerator it
+    would wait for the device, so there `counts` stays on, and the sums always run in float64)."""
+    n = rows.shape[1]
+    head = torch.stack([rows.amin(dim=1), rows.amax(dim=1)], dim=1)  # [k, 2]
+    if counts:
+        wide = True
+    else:
+        largest = float(head.abs().max())  # NaN if a row has one
+        counts = not math.isfinite(largest)
+        wide = largest * largest * n >= 2.0**127  # the fp32 sum of squares could overflow
     tail = None  # counted before squaring in place, which could overflow a finite value to inf
-    if counts or not bool(torch.isfinite(head[:, :2]).all()):
+    if counts:
         tail = torch.stack([torch.isnan(rows).sum(dim=1), torch.isinf(rows).sum(dim=1)], dim=1).double()  # [k, 2]
-    squares = (rows.square_() if scratch else rows.square()).sum(dim=1, keepdim=True)  # [k, 1]
-    if tail is None:
-        return torch.nn.functional.pad(torch.cat([head, squares], dim=1).double(), (0, 2))  # [k, 6]
-    return torch.cat([head.double(), squares.double(), tail], dim=1)  # [k, 6]
+    if wide:
+        rows = rows.double()  # [k, n]
+        scratch = True
+    sums = torch.stack([rows.sum(dim=1), (rows.square_() if scratch else rows.square()).sum(dim=1)], dim=1)  # [k, 2]
+    out = torch.cat([head.double(), sums.double()], dim=1)  # [k, 4]
+    return torch.cat([out, tail], dim=1) if tail is not None else torch.nn.functional.pad(out, (0, 2))  # [k, 6]
 
 
 def summary_from_raw(row: list[float], n: int) -> dict:
