@@ -344,7 +344,8 @@ class Trace:
     def _expand(self) -> None:
         """Module events, as recorded by `_module_enter`/`_module_exit`, in their full form, with
         their keys in the order every event has them (logs are compared byte for byte)."""
-        for event in self.events:
+        events = self.events
+        for i, event in enumerate(events):
             info = event.pop("_info", None)
             if info is None:
                 continue
@@ -357,10 +358,8 @@ class Trace:
             full["inputs"] = values.items_from_meta(inputs, names) if type(inputs) is tuple else inputs
             if out is not None:
                 event["outputs"][0].update(values.meta_item("", out))
-            for key, value in event.items():  # what the run added: FLOPs, an error, outputs, time
-                full.setdefault(key, value)
-            event.clear()
-            event.update(full)
+            full.update(event)  # the keys above keep their places; then what the run added (FLOPs, an error, outputs, time)
+            events[i] = full  # (no one else holds a module's event once its call is over)
 
     # --- functions -----------------------------------------------------------------------------
     def _wrap_function(self, target: str) -> None:

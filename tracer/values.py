@@ -159,10 +159,16 @@ def call_meta(args: tuple, kwargs: dict) -> tuple | None:
     return [(x.shape, x.dtype, x.device) for x in args], [(k, (x.shape, x.dtype, x.device)) for k, x in kwargs.items()]
 
 
+_DEVICE_TYPES: dict[torch.device, str] = {}
+
+
 def meta_item(path: str, meta: tuple) -> dict:
     """`tensor_item`, from the (shape, dtype, device) taken while the trace ran."""
     shape, dtype, device = meta
-    return {"path": path, "shape": list(shape), "dtype": dtype_name(dtype), "device": device.type}
+    kind = _DEVICE_TYPES.get(device)
+    if kind is None:
+        kind = _DEVICE_TYPES[device] = device.type
+    return {"path": path, "shape": list(shape), "dtype": _DTYPE_NAMES.get(dtype) or dtype_name(dtype), "device": kind}
 
 
 def items_from_meta(meta: tuple, names: list[str]) -> list[dict]:
