@@ -2,12 +2,8 @@
 
     with trace(model, ops=False) as t:
         model(x)
-    t.events     # list of dicts, in execution order (by `seq`), complete once the block exits
+    t.events     # list of dicts, in execution order (by `seq`)
     t.save(path)
-
-A module's hooks are one wrapper around its forward, set on the instance. While the model runs
-they take only what cannot wait (shapes, the calling frame's line, value copies); the events
-are written out in full after the run.
 
 Generic: it knows nothing about the model it traces. The caller may name functions to wrap
 (`functions={"pkg.mod:func": ...}`), rules that map module paths or function names to stage
@@ -25,7 +21,6 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode, resolve_name
 
@@ -153,7 +148,6 @@ class Trace:
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         self._remove()
-        self._expand()
         if exc is not None:
             self.error = self._describe_error(exc, tb)
             for event in reversed(self._stack):  # calls the exception unwound past
@@ -286,35 +280,14 @@ class Trace:
         return info
 
     def _module_enter(self, mod: nn.Module, args: tuple, kwargs: dict) -> dict:
-        """A module call's event, as little of it as the call must give now (its inputs' shapes,
-        the calling line's frame); `_expand` writes the rest after the run, where it is cheaper:
-        between the model's kernels the tracer's own code and data have left the caches."""
         self._busy = True
         try:
-            info = self._modules.get(id(mod)) or self._module_info(mod)  # (path, class, stage, params, names)
+            path, cls, stage, params, names = self._modules.get(id(mod)) or self._module_info(mod)
+            items, _ = values.describe_call(args, kwargs, names)
             frame = sys._getframe(2)  # our wrapper's caller: nn.Module._call_impl, as a rule
             if frame.f_code is _CALL_IMPL:
                 frame = frame.f_back.f_back  # past Module._wrapped_call_impl
-            frame = source.caller_frame(0, frame)
-            meta = values.call_meta(args, kwargs)
-            stack = self._stack
-            parent = stack[-1] if stack else None
-            event = {
-                "seq": len(self.events),
-                "kind": "module",
-                "stage": info[2] or (parent["stage"] if parent else None),
-                "path": info[0],
-                "parent": parent["seq"] if parent else None,
-                "depth": len(stack),
-                "phase": self._phase_stack[-1] if self._phase_stack else None,
-                "_info": info,
-                "_src": (frame.f_code, frame.f_lineno) if frame is not None else None,
-                "_in": meta if meta is not None else values.describe_call(args, kwargs, info[4])[0],
-                "_symbols": self.symbols,
-            }
-            self.events.append(event)
-            stack.append(event)
-            return event
+            return self._open("module", path, cls, items, stage=stage, params=params, described=True, timed=False, frame=frame)
         finally:
             self._busy = False
 
@@ -327,39 +300,11 @@ class Trace:
                 stack.pop()
             if exc is not None:
                 event["error"] = type(exc).__name__
-                self._close(event, None, failed=True)
-            elif isinstance(output, torch.Tensor):  # the usual output: one tensor, described in `_expand`
-                item: dict = {}
-                event["outputs"] = [item]
-                event["_out"] = (output.shape, output.dtype, output.device)
-                if self.values_summary:
-                    self._stats.add(item, output)
-            else:
-                self._close(event, output)
+            self._close(event, output, failed=exc is not None)
             if self.timing:
                 event["time_ms"] = (t1 - t0) * 1000  # rounded in _finish
         finally:
             self._busy = False
-
-    def _expand(self) -> None:
-        """Module events, as recorded by `_module_enter`/`_module_exit`, in their full form, with
-        their keys in the order every event has them (logs are compared byte for byte)."""
-        events = self.events
-        for i, event in enumerate(events):
-            info = event.pop("_info", None)
-            if info is None:
-                continue
-            path, cls, _, params, names = info
-            src, inputs, out = event.pop("_src"), event.pop("_in"), event.pop("_out", None)
-            full = {"seq": event["seq"], "kind": "module", "stage": event["stage"], "path": path, "name": cls,
-                    "parent": event["parent"], "depth": event["depth"], "phase": event["phase"], "params": params}
-            if src is not None:
-                full["src"] = self._location(*src)
-            full["inputs"] = values.items_from_meta(inputs, names) if type(inputs) is tuple else inputs
-            if out is not None:
-                event["outputs"][0].update(values.meta_item("", out))
-            full.update(event)  # the keys above keep their places; then what the run added (FLOPs, an error, outputs, time)
-            events[i] = full  # (no one else holds a module's event once its call is over)
 
     # --- functions -----------------------------------------------------------------------------
     def _wrap_function(self, target: str) -> None:
@@ -443,13 +388,16 @@ class Trace:
         self._close(event, out, stats=False)
 
     # --- events ------------------------------------------------------------------------------------
-    def _open(self, kind: str, path: str, cls: str, inputs, *, info=None) -> dict:
-        """A new open event for a phase, a step, a function or an op; `inputs` are raw.
-        (Module events take a shorter way: `_module_enter`.)"""
-        frame = source.caller_frame(2)
+    def _open(self, kind: str, path: str, cls: str, inputs, *, stage: str | None = None, params: dict | None = None,
+              info=None, described: bool = False, timed: bool = True, frame=None) -> dict:
+        """A new open event; `inputs` are raw (or, with `described`, already described) items.
+        Its source line is the first frame, from `frame` or else from our caller's caller, that
+        is not torch's or the tracer's."""
+        frame = source.caller_frame(2, frame)
         stack = self._stack
         parent = stack[-1] if stack else None
-        stage = self._stage_for(path) if kind not in ("op", "phase") else None
+        if stage is None and kind not in ("op", "phase"):
+            stage = self._stage_for(path)
         event: dict = {
             "seq": len(self.events),
             "kind": kind,
@@ -460,28 +408,31 @@ class Trace:
             "depth": len(stack),
             "phase": self._phase_stack[-1] if self._phase_stack else None,
         }
+        if params is not None:
+            event["params"] = params
         if info:
             event["info"] = info
         if frame is not None:
-            event["src"] = self._location(frame.f_code, frame.f_lineno)
-        event["inputs"] = self._describe(inputs, stats=False)
+            event["src"] = self._location(frame)
+        event["inputs"] = inputs if described else self._describe(inputs, stats=False)
         event["_symbols"] = self.symbols
-        if self.timing:
+        if timed and self.timing:
             event["_t"] = time.perf_counter()
         self.events.append(event)
         stack.append(event)
         return event
 
-    def _location(self, code, line: int) -> dict:
+    def _location(self, frame) -> dict:
         """The frame's file:line, function and source text; one dict per line, shared by every
         event from it (in this trace and later ones) and never mutated. Keyed by the code
         object's id (hashing a code object hashes its contents), checked against the object."""
+        code = frame.f_code
         lines = self._locations.get(id(code))
         if lines is None or lines[0] is not code:
             lines = self._locations[id(code)] = (code, {})
-        src = lines[1].get(line)
+        src = lines[1].get(frame.f_lineno)
         if src is None:
-            src = lines[1][line] = source.code_location(code, line, self.roots)
+            src = lines[1][frame.f_lineno] = source.location(frame, self.roots)
             src.pop("_abs", None)
         return src
 

@@ -48,15 +48,11 @@ def display_path(filename: str, roots: tuple[str, ...]) -> str:
 
 
 def location(frame, roots: tuple[str, ...]) -> dict:
-    return code_location(frame.f_code, frame.f_lineno, roots)
-
-
-def code_location(code, line: int, roots: tuple[str, ...]) -> dict:
-    filename = code.co_filename
+    filename, line = frame.f_code.co_filename, frame.f_lineno
     return {
         "file": display_path(filename, roots),
         "line": line,
-        "func": code.co_qualname if hasattr(code, "co_qualname") else code.co_name,
+        "func": frame.f_code.co_qualname if hasattr(frame.f_code, "co_qualname") else frame.f_code.co_name,
         "code": linecache.getline(filename, line).strip(),
         "_abs": filename,
     }

@@ -145,40 +145,6 @@ def describe_call(args: tuple, kwargs: dict, names: list[str]) -> tuple[list[dic
     return describe_with_tensors(named_args(args, kwargs, names))
 
 
-def call_meta(args: tuple, kwargs: dict) -> tuple | None:
-    """A module call's inputs, as little as can be taken while it runs: (shape, dtype, device)
-    of each positional tensor, then (name, (shape, dtype, device)) of each keyword one; None
-    if any input is not a tensor (then `describe_call` describes them at once). Turned into
-    items by `items_from_meta` once the trace is over."""
-    for x in args:
-        if not isinstance(x, torch.Tensor):
-            return None
-    for x in kwargs.values():
-        if not isinstance(x, torch.Tensor):
-            return None
-    return [(x.shape, x.dtype, x.device) for x in args], [(k, (x.shape, x.dtype, x.device)) for k, x in kwargs.items()]
-
-
-_DEVICE_TYPES: dict[torch.device, str] = {}
-
-
-def meta_item(path: str, meta: tuple) -> dict:
-    """`tensor_item`, from the (shape, dtype, device) taken while the trace ran."""
-    shape, dtype, device = meta
-    kind = _DEVICE_TYPES.get(device)
-    if kind is None:
-        kind = _DEVICE_TYPES[device] = device.type
-    return {"path": path, "shape": list(shape), "dtype": _DTYPE_NAMES.get(dtype) or dtype_name(dtype), "device": kind}
-
-
-def items_from_meta(meta: tuple, names: list[str]) -> list[dict]:
-    """What `describe_call` gives for the call that `call_meta` saw."""
-    positional, keywords = meta
-    items = [meta_item(_key_path("", names[i]) if i < len(names) else f"['arg{i}']", m) for i, m in enumerate(positional)]
-    items.extend(meta_item(_key_path("", key), m) for key, m in keywords)
-    return items
-
-
 def named_args(args: tuple, kwargs: dict, names: list[str]) -> dict:
     """Positional arguments named by the callee's parameters (`arg{i}` past them), then kwargs."""
     named = {(names[i] if i < len(names) else f"arg{i}"): a for i, a in enumerate(args)}
