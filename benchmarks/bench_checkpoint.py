@@ -19,7 +19,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,9 +98,8 @@ def generation_overhead(repeats: int) -> list[str]:
     from walkthroughs.catalog import stage_rules, wrapped_functions
     from walkthroughs.sample_image import SAMPLE_IMAGE
 
-    from benchmarks_common import empty_forward_wrappers, empty_module_hooks, remove_forward_wrappers
+    from benchmarks_common import empty_forward_wrappers, empty_module_hooks, interleaved, remove_forward_wrappers
 
-    torch.set_num_threads(2)
     model = build_model(get_preset("tiny"), dtype=torch.bfloat16, seed=0)
     tok = get_tokenizer()
     inp = ChatFormat(tok).encode_dialog_prompt([Message("user", [Image.open(SAMPLE_IMAGE).convert("RGB"), "Describe it."])])
@@ -133,24 +131,18 @@ def generation_overhead(repeats: int) -> list[str]:
             remove_forward_wrappers(modules)
 
     gc.freeze()  # set-up done: its objects leave the collector's reach, as in the CLI (walkthroughs/cli.py)
-    cases = {"untraced": untraced, "hooks": empty_hooks, "wrappers": empty_wrappers, "traced": traced, "shapes only": shapes_only}
+    cases = {"untraced": untraced, "empty torch module hooks": empty_hooks, "empty forward wrappers (the tracer's floor)": empty_wrappers,
+             "traced (module events + value summaries)": traced, "traced, shapes only (`--no-values`)": shapes_only}
     assert len({tuple(fn()) for fn in cases.values()}) == 1  # the same tokens every way
-    times = {name: [] for name in cases}
-    for _ in range(repeats):
-        for name, fn in cases.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    med = {k: statistics.median(v) for k, v in times.items()}
-    return [
-        "| tiny, 16 greedy tokens, bf16 on the CPU | median ms | ÷ untraced |",
-        "|---|---|---|",
-        f"| untraced | {med['untraced'] * 1000:.0f} | 1.00x |",
-        f"| empty torch module hooks | {med['hooks'] * 1000:.0f} | {med['hooks'] / med['untraced']:.2f}x |",
-        f"| empty forward wrappers (the tracer's floor) | {med['wrappers'] * 1000:.0f} | {med['wrappers'] / med['untraced']:.2f}x |",
-        f"| traced (module events + value summaries) | {med['traced'] * 1000:.0f} | {med['traced'] / med['untraced']:.2f}x |",
-        f"| traced, shapes only (`--no-values`) | {med['shapes only'] * 1000:.0f} | {med['shapes only'] / med['untraced']:.2f}x |",
-    ]
+    lines = ["| tiny, 16 greedy tokens, bf16 on the CPU | torch threads | median ms | ÷ untraced | CPU time ÷ untraced |",
+             "|---|---|---|---|---|"]
+    for threads in (2, 1):
+        torch.set_num_threads(threads)
+        wall, cpu = interleaved(cases, repeats)
+        for name, t in wall.items():
+            steady = f"{cpu[name] / cpu['untraced']:.2f}x" if threads == 1 else "—"  # two threads: the idle one's spinning counts
+            lines.append(f"| {name} | {threads} | {t * 1000:.0f} | {t / wall['untraced']:.2f}x | {steady} |")
+    return lines
 
 
 def main() -> None:

@@ -17,7 +17,8 @@
    scale, the same forward with torch's per-module hooks doing nothing (what a tracer built on
    them pays), with the tracer's own mechanism doing nothing (per-module forward wrappers: its
    floor), and installing and removing those wrappers alone.
-Each figure is the median of interleaved repeats.
+Each figure is the median of interleaved repeats; with one torch thread, also as CPU time, which
+a shared machine's other tenants disturb less than the wall clock.
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ def tiny_overhead(repeats: int) -> list[str]:
     from walkthroughs.sample_image import SAMPLE_IMAGE
     from PIL import Image
 
-    from benchmarks_common import empty_forward_wrappers, empty_module_hooks, remove_forward_wrappers
+    from benchmarks_common import empty_forward_wrappers, empty_module_hooks, interleaved, remove_forward_wrappers
 
     args = get_preset("tiny")
     model = build_model(args, device="cpu", dtype=torch.bfloat16, seed=0)
@@ -144,20 +145,16 @@ def tiny_overhead(repeats: int) -> list[str]:
              "empty forward wrappers (the tracer's floor)": empty_wrappers, "traced, shapes only": shapes_only,
              "traced (modules + values)": traced(False), "traced --ops": traced(True),
              "installing + removing the empty wrappers alone": wrappers_in_and_out}
-    lines = ["| tiny, real bf16 arithmetic (vision + prefill) | torch threads | median ms | ÷ untraced |", "|---|---|---|---|"]
+    lines = ["| tiny, real bf16 arithmetic (vision + prefill) | torch threads | median ms | ÷ untraced | CPU time ÷ untraced |",
+             "|---|---|---|---|---|"]
     for threads in (2, 1):
         torch.set_num_threads(threads)
         for fn in cases.values():  # warm up
             fn()
-        times: dict[str, list[float]] = {k: [] for k in cases}
-        for _ in range(repeats):
-            for name, fn in cases.items():
-                t0 = time.perf_counter()
-                fn()
-                times[name].append(time.perf_counter() - t0)
-        med = {k: statistics.median(v) for k, v in times.items()}
-        for name, t in med.items():
-            lines.append(f"| {name} | {threads} | {t * 1000:.1f} | {t / med['untraced']:.2f}x |")
+        wall, cpu = interleaved(cases, repeats)
+        for name, t in wall.items():
+            steady = f"{cpu[name] / cpu['untraced']:.2f}x" if threads == 1 else "—"  # two threads: the idle one's spinning counts
+            lines.append(f"| {name} | {threads} | {t * 1000:.1f} | {t / wall['untraced']:.2f}x | {steady} |")
     return lines
 
 

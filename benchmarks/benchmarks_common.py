@@ -59,3 +59,21 @@ def empty_forward_wrappers(model: torch.nn.Module) -> list:
 def remove_forward_wrappers(modules: list) -> None:
     for m in modules:
         del m.__dict__["forward"]
+
+
+def interleaved(cases: dict, repeats: int) -> tuple[dict, dict]:
+    """Run every case once per round, `repeats` rounds: (median wall seconds, median CPU seconds
+    of this process) per case. With one torch thread the CPU time is the steadier of the two on
+    a shared machine: it leaves out the time another tenant holds the core."""
+    import statistics
+    import time
+
+    wall: dict = {k: [] for k in cases}
+    cpu: dict = {k: [] for k in cases}
+    for _ in range(repeats):
+        for name, fn in cases.items():
+            w0, c0 = time.perf_counter(), time.process_time()
+            fn()
+            cpu[name].append(time.process_time() - c0)
+            wall[name].append(time.perf_counter() - w0)
+    return ({k: statistics.median(v) for k, v in wall.items()}, {k: statistics.median(v) for k, v in cpu.items()})
