@@ -49,6 +49,9 @@ CHILD = textwrap.dedent(
     emit("fp32 with NaN and Inf", x)
     emit("all NaN", torch.full((5000,), math.nan))
     emit("Inf only", torch.tensor([math.inf] * 3 + [1.0]))
+    mask = torch.full((300_000,), torch.finfo(torch.bfloat16).min, dtype=torch.bfloat16)
+    mask[:3000] = 0
+    emit("bf16 additive mask", mask)  # its fp32 sum would overflow to -inf
     fused_stats.PROGRAMS = 4  # few programs: the first kernel takes more steps each (16 -> 64 -> 256)
     emit("more steps per program", torch.randn(4 * 1024 * 16 * 3 + 17, generator=g))
     emit("most steps per program", torch.randn(4 * 1024 * 64 * 2 + 3, generator=g))
@@ -87,7 +90,7 @@ def results():
 
 
 KERNEL_CASES = ["bf16, one partial step short", "fp16", "fp32, not contiguous", "fp32 with NaN and Inf",
-                "all NaN", "Inf only", "more steps per program", "most steps per program"]
+                "all NaN", "Inf only", "bf16 additive mask", "more steps per program", "most steps per program"]
 
 
 @pytest.mark.parametrize("name", KERNEL_CASES)
@@ -100,7 +103,7 @@ def test_fused_moments_match_float64(results, name):
     if rnan or rinf:
         assert nan_or_equal(total, rtotal) and nan_or_equal(squares, rsquares)
     else:
-        assert total == pytest.approx(rtotal, rel=1e-5, abs=1e-3 * r["n"] ** 0.5)  # fp32 sums in another order
+        assert total == pytest.approx(rtotal, rel=1e-5, abs=1e-3 * r["n"] ** 0.5)  # float64 sums in another order
         assert squares == pytest.approx(rsquares, rel=1e-5)
 
 

@@ -25,19 +25,20 @@ import triton.language as tl
 BLOCK = 1024  # elements per program per step
 PROGRAMS = 1024  # at most this many programs per tensor, so one fold step covers them all
 MIN_STEPS = 16  # steps per program: a power of 4 from 16 up, so that few variants get compiled
-ROWS = 512  # rows per table; each row has scratch for PROGRAMS partial rows (24 KiB)
+ROWS = 512  # rows per table; each row has scratch for PROGRAMS partial rows (40 KiB)
 
 
 @triton.jit
 def _slice_moments(x_ptr, n, pid, BLOCK: tl.constexpr, STEPS: tl.constexpr):
-    """Moments of x[pid*BLOCK*STEPS : (pid+1)*BLOCK*STEPS]: min, max, sum, sum of squares (fp32)
-    and the NaN and Inf counts (int32)."""
+    """Moments of x[pid*BLOCK*STEPS : (pid+1)*BLOCK*STEPS]: min, max (fp32), sum, sum of squares
+    (float64: in fp32, two of bf16's lowest values, as in an additive mask, already overflow) and
+    the NaN and Inf counts (int32)."""
     start = pid.to(tl.int64) * (BLOCK * STEPS)
     offs = tl.arange(0, BLOCK)
     lo = tl.full([BLOCK], float("inf"), tl.float32)
     hi = tl.full([BLOCK], float("-inf"), tl.float32)
-    total = tl.zeros([BLOCK], tl.float32)
-    squares = tl.zeros([BLOCK], tl.float32)
+    total = tl.zeros([BLOCK], tl.float64)
+    squares = tl.zeros([BLOCK], tl.float64)
     nans = tl.zeros([BLOCK], tl.int32)
     infs = tl.zeros([BLOCK], tl.int32)
     for step in tl.range(STEPS):
@@ -48,8 +49,9 @@ def _slice_moments(x_ptr, n, pid, BLOCK: tl.constexpr, STEPS: tl.constexpr):
         ordered = inside & ~is_nan
         lo = tl.minimum(lo, tl.where(ordered, x, float("inf")))
         hi = tl.maximum(hi, tl.where(ordered, x, float("-inf")))
-        total += x
-        squares += x * x
+        wide = x.to(tl.float64)
+        total += wide
+        squares += wide * wide
         nans += (inside & is_nan).to(tl.int32)
         infs += (inside & (tl.abs(x) == float("inf"))).to(tl.int32)
     return (tl.min(lo, axis=0), tl.max(hi, axis=0), tl.sum(total, axis=0), tl.sum(squares, axis=0),
@@ -70,10 +72,10 @@ def _fold(stats_ptr, part_ptr, count_ptr, row, programs, PROGRAMS: tl.constexpr)
     nans = tl.load(count + 0, mask=inside, other=0, volatile=True).to(tl.int64)
     infs = tl.load(count + 1, mask=inside, other=0, volatile=True).to(tl.int64)
     out = stats_ptr + row * 6
-    tl.store(out + 0, tl.min(lo, axis=0).to(tl.float64))
-    tl.store(out + 1, tl.max(hi, axis=0).to(tl.float64))
-    tl.store(out + 2, tl.sum(total.to(tl.float64), axis=0))
-    tl.store(out + 3, tl.sum(squares.to(tl.float64), axis=0))
+    tl.store(out + 0, tl.min(lo, axis=0))
+    tl.store(out + 1, tl.max(hi, axis=0))
+    tl.store(out + 2, tl.sum(total, axis=0))
+    tl.store(out + 3, tl.sum(squares, axis=0))
     tl.store(out + 4, tl.sum(nans, axis=0).to(tl.float64))
     tl.store(out + 5, tl.sum(infs, axis=0).to(tl.float64))
 
@@ -86,8 +88,8 @@ def _moments(x_ptr, n, stats_ptr, part_ptr, count_ptr, ticket_ptr, row,
     pid = tl.program_id(0)
     lo, hi, total, squares, nans, infs = _slice_moments(x_ptr, n, pid, BLOCK, STEPS)
     part = part_ptr + (row * PROGRAMS + pid) * 4
-    tl.store(part + 0, lo)
-    tl.store(part + 1, hi)
+    tl.store(part + 0, lo.to(tl.float64))
+    tl.store(part + 1, hi.to(tl.float64))
     tl.store(part + 2, total)
     tl.store(part + 3, squares)
     count = count_ptr + (row * PROGRAMS + pid) * 2
@@ -106,7 +108,7 @@ class Table:
 
     def __init__(self, device: torch.device) -> None:
         self.stats = torch.empty(ROWS, 6, dtype=torch.float64, device=device)  # [rows, 6]
-        self.partials = torch.empty(ROWS, PROGRAMS, 4, dtype=torch.float32, device=device)  # [rows, P, 4]
+        self.partials = torch.empty(ROWS, PROGRAMS, 4, dtype=torch.float64, device=device)  # [rows, P, 4]
         self.counts = torch.empty(ROWS, PROGRAMS, 2, dtype=torch.int32, device=device)  # [rows, P, 2]
         self.tickets = torch.zeros(ROWS, dtype=torch.int32, device=device)  # [rows]
         self.used = 0
