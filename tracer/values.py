@@ -209,11 +209,12 @@ def _raw_moments(rows: torch.Tensor, counts: bool = True, scratch: bool = False)
     """[k, n] -> [k, 6] float64 per row: min, max, sum, sum of squares, NaN count, Inf count
     (float64, so counts stay exact past 2**24).
 
-    Both sums use torch's cascade summation: a norm or a dot product would save a pass but moved
-    the std by up to 6e-5 (relative) over a million elements. They run in fp32 (several times
-    faster than float64 on the CPU) unless a value is large enough to overflow them: an additive
-    mask full of bf16's lowest value (-3.39e38) would otherwise show a mean of -inf. `scratch`
-    rows are the caller's own copies, squared in place.
+    In fp32, both sums use torch's cascade summation: an fp32 norm or dot product would save a
+    pass but moved the std by up to 6e-5 (relative) over a million elements. They run in fp32
+    (several times faster than float64 on the CPU) unless a value is large enough to overflow
+    them: an additive mask full of bf16's lowest value (-3.39e38) would otherwise show a mean of
+    -inf. Then they accumulate in float64 (a sum, and a norm squared). `scratch` rows are the
+    caller's own copies, squared in place.
 
     Counting NaN/Inf costs two more passes; with `counts=False` they are counted only where a
     row's min or max is not finite (reading that back is free on the CPU; on an accelerator it
@@ -229,11 +230,11 @@ def _raw_moments(rows: torch.Tensor, counts: bool = True, scratch: bool = False)
     tail = None  # counted before squaring in place, which could overflow a finite value to inf
     if counts:
         tail = torch.stack([torch.isnan(rows).sum(dim=1), torch.isinf(rows).sum(dim=1)], dim=1).double()  # [k, 2]
-    if wide:
-        rows = rows.double()  # [k, n]
-        scratch = True
-    sums = torch.stack([rows.sum(dim=1), (rows.square_() if scratch else rows.square()).sum(dim=1)], dim=1)  # [k, 2]
-    out = torch.cat([head.double(), sums.double()], dim=1)  # [k, 4]
+    if wide:  # float64 accumulators, without a float64 copy of the rows
+        sums = torch.stack([rows.sum(dim=1, dtype=torch.float64), torch.linalg.vector_norm(rows, dim=1, dtype=torch.float64).square()], dim=1)  # [k, 2]
+    else:
+        sums = torch.stack([rows.sum(dim=1), (rows.square_() if scratch else rows.square()).sum(dim=1)], dim=1).double()  # [k, 2]
+    out = torch.cat([head.double(), sums], dim=1)  # [k, 4]
     return torch.cat([out, tail], dim=1) if tail is not None else torch.nn.functional.pad(out, (0, 2))  # [k, 6]
 
 
