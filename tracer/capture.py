@@ -12,7 +12,6 @@ ids, and a table of shape symbols.
 
 from __future__ import annotations
 
-import gc
 import importlib
 import inspect
 import linecache
@@ -127,14 +126,9 @@ class Trace:
         self._modules: dict[int, tuple] = {}  # id(module) -> `_module_info`
         self._modes: list = []
         self._t0 = 0.0
-        self._gc_was_enabled = True
 
     # --- context management -----------------------------------------------------------------
     def __enter__(self) -> "Trace":
-        # The cyclic garbage collector pauses until exit: events hold no cycles, and the
-        # collections that their allocations would set off cost 2-3% of a traced generation.
-        self._gc_was_enabled = gc.isenabled()
-        gc.disable()
         try:
             if self.module is not None:
                 self._install_hooks(self.module)
@@ -148,30 +142,22 @@ class Trace:
                 mode.__enter__()
         except BaseException:
             self._remove()
-            self._resume_gc()
             raise
         self._t0 = time.perf_counter()
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
-        try:
-            self._remove()
-            if exc is not None:
-                self.error = self._describe_error(exc, tb)
-                for event in reversed(self._stack):  # calls the exception unwound past
-                    event.setdefault("error", type(exc).__name__)
-                    self._close(event, None, failed=True)
-                self._stack.clear()
-            self._stats.resolve()
-            self._finish()
-            self.events.sort(key=lambda e: e["seq"])
-        finally:
-            self._resume_gc()
+        self._remove()
+        if exc is not None:
+            self.error = self._describe_error(exc, tb)
+            for event in reversed(self._stack):  # calls the exception unwound past
+                event.setdefault("error", type(exc).__name__)
+                self._close(event, None, failed=True)
+            self._stack.clear()
+        self._stats.resolve()
+        self._finish()
+        self.events.sort(key=lambda e: e["seq"])
         return False
-
-    def _resume_gc(self) -> None:
-        if self._gc_was_enabled:
-            gc.enable()
 
     def _remove(self) -> None:
         for mode in reversed(self._modes):
