@@ -100,6 +100,43 @@ def test_users_hooks_and_own_forwards_keep_working_and_stay():
     assert [i["path"] for i in norm["inputs"]] == ["['h']"] and norm["outputs"][0]["shape"] == [2, 3, 16]
 
 
+def test_a_forward_set_or_removed_during_a_trace_is_left_as_the_caller_made_it():
+    m, original_linear = Block(), F.linear
+    with trace(m):
+        m.norm.forward = halve = lambda h: F.layer_norm(h, (16,)) / 2
+        del m.proj.forward  # our wrapper, gone
+        m(x_input())
+    assert vars(m.norm)["forward"] is halve and "forward" not in vars(m.proj) and "forward" not in vars(m)
+    assert F.linear is original_linear  # the rest of the clean-up ran
+
+
+def test_nested_traces_exited_out_of_order_leave_nothing_behind():
+    m = Block()
+    outer, inner = trace(m), trace(m)
+    outer.__enter__()
+    inner.__enter__()
+    outer.__exit__(None, None, None)  # before the inner one
+    m(x_input())
+    n_outer = len(outer.events)
+    inner.__exit__(None, None, None)
+    assert n_outer == 0 and len(inner.events) == 3  # the ended trace records nothing more
+    assert all("forward" not in vars(mod) for mod in m.modules())
+
+
+def test_neither_a_module_nor_a_trace_outlives_its_use():
+    import functools
+
+    m = Block()
+    m.proj.forward = functools.partial(nn.Linear.forward, m.proj)  # an instance's own forward, holding its module
+    with trace(m) as outer:
+        with trace(m):
+            m(x_input())
+    module, finished = weakref.ref(m), weakref.ref(outer)
+    del m, outer
+    gc.collect()
+    assert module() is None and finished() is None
+
+
 def test_exception_keeps_events_and_names_the_failing_line():
     m = Boom()
     with pytest.raises(RuntimeError, match="boom"):
@@ -204,6 +241,16 @@ def test_a_mask_of_the_lowest_bf16_value_has_a_finite_mean_and_std(n):
     for counts in (True, False):  # the accelerator's way, then the CPU's
         lo, hi, total, squares, nan, inf = values._raw_moments(mask.float()[None], counts=counts).tolist()[0]
         assert total == pytest.approx(ref.sum().item(), rel=1e-6) and math.isfinite(squares)
+
+
+def test_a_nan_in_one_row_does_not_hide_another_rows_overflow():
+    mask = torch.full((1000,), torch.finfo(torch.bfloat16).min)
+    mask[:10] = 0
+    noisy = torch.randn(1000, generator=torch.Generator().manual_seed(0))
+    noisy[0] = float("nan")
+    rows = torch.stack([noisy, mask])  # one batch: a NaN row and a mask row
+    lo, hi, total, squares, nan, inf = values._raw_moments(rows.clone(), counts=False, scratch=True).tolist()[1]
+    assert total == pytest.approx(mask.double().sum().item(), rel=1e-6) and math.isfinite(squares) and nan == 0
 
 
 def test_raw_moments_count_nonfinite_in_one_go_as_on_an_accelerator():

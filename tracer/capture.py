@@ -39,10 +39,15 @@ NOISE = {
 
 
 _CALL_IMPL = nn.Module._call_impl.__code__  # the frame that calls a module's forward
-_INHERITED = object()  # marks a patched attribute that the class only inherited
+_INHERITED = object()  # marks a patched attribute that the class (or module instance) only inherited
 _STAGE_CACHES: dict[tuple, dict[str, str | None]] = {}  # rules -> {path or function name: stage}
 _LOCATIONS: dict[tuple, dict[int, tuple]] = {}  # source roots -> {id(code): (code, {line: src})}
 _ARG_NAMES: dict[tuple, list[str]] = {}  # (function, bound) -> its parameter names
+
+
+def _unwrapped(attr):
+    """The function inside a staticmethod or classmethod; anything else as it is."""
+    return attr.__func__ if isinstance(attr, (staticmethod, classmethod)) else attr
 
 
 @dataclass
@@ -116,8 +121,8 @@ class Trace:
         self._phase_stack: list[str] = []
         self._busy = False
         self._in_counted = False
-        self._patched: list[tuple[object, str, object]] = []
-        self._wrapped: list[tuple[dict, object]] = []  # (a module's __dict__, its own `forward` or _INHERITED)
+        self._patched: list[tuple[object, str, object, object]] = []  # (owner, name, what it was or _INHERITED, ours)
+        self._done = False
         self._stats = values.ValueStats()
         self._names: dict[int, str] = {}
         self._params: dict[int, dict] = {}
@@ -148,6 +153,7 @@ class Trace:
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         self._remove()
+        self._done = self._busy = True  # a wrapper of ours left in place (see `_remove`) only passes calls on
         if exc is not None:
             self.error = self._describe_error(exc, tb)
             for event in reversed(self._stack):  # calls the exception unwound past
@@ -163,18 +169,41 @@ class Trace:
         for mode in reversed(self._modes):
             mode.__exit__(None, None, None)
         self._modes.clear()
-        for attrs, original in self._wrapped:
-            if original is _INHERITED:
-                del attrs["forward"]
-            else:
-                attrs["forward"] = original
-        self._wrapped.clear()
-        for owner, name, original in reversed(self._patched):
-            if original is _INHERITED:
-                delattr(owner, name)
-            else:
-                setattr(owner, name, original)
+        for owner, name, previous, ours in reversed(self._patched):
+            self._unpatch(owner, name, previous, ours)
         self._patched.clear()
+
+    def _patch(self, owner, name: str, ours) -> None:
+        """Set `owner.name` to `ours` (a module's `forward`, a wrapped function, a FLOP counter)
+        until exit. `ours` (or the function inside a staticmethod) is tagged with this trace and
+        what it replaced, so that traces ended out of order can be told apart."""
+        attrs = vars(owner)
+        previous = attrs.get(name, _INHERITED) if isinstance(owner, (type, nn.Module)) else getattr(owner, name)
+        fn = _unwrapped(ours)
+        fn._trace_owner, fn._trace_previous = self, previous
+        self._patched.append((owner, name, previous, ours))
+        if isinstance(owner, nn.Module):
+            attrs[name] = ours  # directly: nn.Module.__setattr__ would only get there slower
+        else:
+            setattr(owner, name, ours)
+
+    def _unpatch(self, owner, name: str, previous, ours) -> None:
+        """Put back what `owner.name` was, unless it has changed since `_patch` (then the change
+        stays); past what traces that ended meanwhile had put there."""
+        attrs = vars(owner)
+        if attrs.get(name) is not ours:
+            return
+        while getattr(_unwrapped(previous), "_trace_owner", None) is not None and _unwrapped(previous)._trace_owner._done:
+            previous = _unwrapped(previous)._trace_previous
+        if isinstance(owner, nn.Module):
+            if previous is _INHERITED:
+                del attrs[name]
+            else:
+                attrs[name] = previous
+        elif previous is _INHERITED:
+            delattr(owner, name)
+        else:
+            setattr(owner, name, previous)
 
     def set_symbols(self, symbols: dict[str, int]) -> None:
         """Shape symbols for the events recorded from now on (sizes may only be known mid-run)."""
@@ -234,9 +263,9 @@ class Trace:
 
     def _wrap_forward(self, module: nn.Module) -> None:
         """The module's two hooks, as one wrapper set on the instance: `nn.Module.__call__` finds
-        `module.forward` there and calls it in place of the class's, after any hooks of the
-        user's. It sees keyword arguments, closes its event when the forward raises, and is
-        removed on exit. (Doing nothing, torch's hook pair cost 1.04x–1.11x on a tiny generation
+        `module.forward` there and calls it in place of the class's, after the user's pre-hooks
+        and before their forward hooks (so an event shows what the forward itself returned). It
+        sees keyword arguments, closes its event when the forward raises, and is removed on exit. (Doing nothing, torch's hook pair cost 1.04x–1.11x on a tiny generation
         and these wrappers 0.99x–1.04x: `benchmarks/RESULTS.md`, fifth session.)"""
         inner = module.forward
         tracer = self
@@ -255,19 +284,20 @@ class Trace:
             return output
 
         forward.__wrapped__ = inner  # for `inspect.signature`: the argument names are the forward's
-        attrs = module.__dict__  # set directly: nn.Module.__setattr__ would only get there slower
-        self._wrapped.append((attrs, attrs.get("forward", _INHERITED)))
-        attrs["forward"] = forward
+        self._patch(module, "forward", forward)
 
-    def _arg_names(self, fn) -> list[str]:
-        key = (getattr(fn, "__func__", fn), hasattr(fn, "__self__"))  # bound or not: with `self` or without
+    def _arg_names(self, fn, remember: bool = True) -> list[str]:
+        """fn's parameter names (a bound method's without `self`), remembered across traces
+        unless `remember` is off."""
+        key = (getattr(fn, "__func__", fn), inspect.ismethod(fn))  # bound or not: with `self` or without
         names = _ARG_NAMES.get(key)
         if names is None:
             try:
                 names = list(inspect.signature(fn).parameters)  # bound methods already omit self
             except (TypeError, ValueError):
                 names = []
-            _ARG_NAMES[key] = names
+            if remember:
+                _ARG_NAMES[key] = names
         return names
 
     def _module_info(self, mod: nn.Module) -> tuple:
@@ -275,7 +305,11 @@ class Trace:
         at a module's first call and kept for the rest of the trace."""
         path = self._names.get(id(mod), type(mod).__name__)
         forward = mod.forward
-        names = self._arg_names(getattr(forward, "__wrapped__", forward))  # the class's forward, or the instance's own
+        while getattr(forward, "_trace_owner", None) is not None:  # past our wrappers (and other traces')
+            forward = forward.__wrapped__
+        # A class's forward is remembered across traces; an instance's own callable is not: it
+        # may hold its module alive (and another trace's wrapper, that trace).
+        names = self._arg_names(forward, remember=inspect.ismethod(forward))
         info = self._modules[id(mod)] = (path, type(mod).__name__, self._stage_for(path), self._param_info(mod), names)
         return info
 
@@ -346,9 +380,7 @@ class Trace:
         wrapper.__wrapped__ = fn
         wrapper.__name__ = getattr(fn, "__name__", name)
         wrapper.__qualname__ = getattr(fn, "__qualname__", name)
-        replacement = staticmethod(wrapper) if isinstance(original, staticmethod) else wrapper
-        self._patched.append((owner, name, original))
-        setattr(owner, name, replacement)
+        self._patch(owner, name, staticmethod(wrapper) if isinstance(original, staticmethod) else wrapper)
 
     def _patch_flop_counters(self) -> None:
         """Without ops recording, count FLOPs by wrapping the few functions that carry them: far
@@ -370,9 +402,7 @@ class Trace:
                     tracer._stack[-1]["flops"] = tracer._stack[-1].get("flops", 0) + n
                 return out
 
-            own = name in vars(owner) if isinstance(owner, type) else True
-            self._patched.append((owner, name, original if own else _INHERITED))
-            setattr(owner, name, counter)
+            self._patch(owner, name, counter)
 
     # --- ops -------------------------------------------------------------------------------------
     def _record_op(self, func, args, kwargs, out) -> None:

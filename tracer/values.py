@@ -213,8 +213,8 @@ def _raw_moments(rows: torch.Tensor, counts: bool = True, scratch: bool = False)
     pass but moved the std by up to 6e-5 (relative) over a million elements. They run in fp32
     (several times faster than float64 on the CPU) unless a value is large enough to overflow
     them: an additive mask full of bf16's lowest value (-3.39e38) would otherwise show a mean of
-    -inf. Then they accumulate in float64 (a sum, and a norm squared). `scratch` rows are the
-    caller's own copies, squared in place.
+    -inf. Then they accumulate in float64 (a sum, and a norm squared; on the CPU each takes a
+    float64 temporary of the rows). `scratch` rows are the caller's own copies, squared in place.
 
     Counting NaN/Inf costs two more passes; with `counts=False` they are counted only where a
     row's min or max is not finite (reading that back is free on the CPU; on an accelerator it
@@ -226,11 +226,13 @@ def _raw_moments(rows: torch.Tensor, counts: bool = True, scratch: bool = False)
     else:
         largest = float(head.abs().max())  # NaN if a row has one
         counts = not math.isfinite(largest)
+        if largest != largest:  # the other rows still decide whether the sums need float64
+            largest = float(torch.nan_to_num(head.abs(), nan=0.0, posinf=math.inf).max())
         wide = largest * largest * n >= 2.0**127  # the fp32 sum of squares could overflow
     tail = None  # counted before squaring in place, which could overflow a finite value to inf
     if counts:
         tail = torch.stack([torch.isnan(rows).sum(dim=1), torch.isinf(rows).sum(dim=1)], dim=1).double()  # [k, 2]
-    if wide:  # float64 accumulators, without a float64 copy of the rows
+    if wide:  # float64 accumulators
         sums = torch.stack([rows.sum(dim=1, dtype=torch.float64), torch.linalg.vector_norm(rows, dim=1, dtype=torch.float64).square()], dim=1)  # [k, 2]
     else:
         sums = torch.stack([rows.sum(dim=1), (rows.square_() if scratch else rows.square()).sum(dim=1)], dim=1).double()  # [k, 2]
