@@ -193,7 +193,8 @@ class Trace:
         attrs = vars(owner)
         if attrs.get(name) is not ours:
             return
-        while getattr(_unwrapped(previous), "_trace_owner", None) is not None and _unwrapped(previous)._trace_owner._done:
+        while previous is not _INHERITED and getattr(_unwrapped(previous), "_trace_owner", None) is not None \
+                and _unwrapped(previous)._trace_owner._done:
             previous = _unwrapped(previous)._trace_previous
         if isinstance(owner, nn.Module):
             if previous is _INHERITED:
@@ -284,7 +285,10 @@ class Trace:
             return output
 
         forward.__wrapped__ = inner  # for `inspect.signature`: the argument names are the forward's
-        self._patch(module, "forward", forward)
+        attrs = module.__dict__  # `_patch`, inlined: it runs for every module of every trace
+        forward._trace_owner, forward._trace_previous = self, attrs.get("forward", _INHERITED)
+        self._patched.append((module, "forward", forward._trace_previous, forward))
+        attrs["forward"] = forward  # directly: nn.Module.__setattr__ would only get there slower
 
     def _arg_names(self, fn, remember: bool = True) -> list[str]:
         """fn's parameter names (a bound method's without `self`), remembered across traces
