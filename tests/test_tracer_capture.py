@@ -292,6 +292,54 @@ def test_wrapped_functions_become_events_with_named_inputs():
     assert [i["path"] for i in event["inputs"]] == ["['x']", "['factor']"]
 
 
+def test_a_wrapped_function_that_raises_is_closed_even_when_its_caller_carries_on():
+    import sys
+    import types
+
+    def picky(x):
+        raise ValueError("no")
+
+    toy = types.ModuleType("toy_picky")
+    toy.picky = picky
+
+    class Careful(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.after = nn.Identity()
+
+        def forward(self, x):
+            try:
+                toy.picky(x)
+            except ValueError:
+                pass
+            return self.after(x)
+
+    sys.modules["toy_picky"] = toy
+    try:
+        m = Careful()
+        with trace(m, functions=["toy_picky:picky"]) as t:
+            m(torch.ones(2))
+    finally:
+        del sys.modules["toy_picky"]
+    root, failed, after = t.events
+    assert failed["name"] == "picky" and failed["error"] == "ValueError" and failed["outputs"] == []
+    assert after["path"] == "after" and after["parent"] == root["seq"] and after["depth"] == 1
+    assert t.error is None and "error" not in root
+
+
+def test_a_trace_records_one_run():
+    m = nn.Identity()
+    t = trace(m)
+    with t:
+        with pytest.raises(RuntimeError, match="one run"):
+            t.__enter__()
+        m(torch.ones(2))
+    with pytest.raises(RuntimeError, match="one run"):
+        with t:
+            pass
+    assert len(t.events) == 1 and "forward" not in vars(m)
+
+
 def test_phases_and_stage_inheritance():
     m = Block()
     with trace(m, stage_rules=[("^proj$", "projection")]) as t:

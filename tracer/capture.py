@@ -128,12 +128,16 @@ class Trace:
         self._params: dict[int, dict] = {}
         self._stage_cache = _STAGE_CACHES.setdefault(tuple(stage_rules or ()), {})  # shared by traces with the same rules
         self._locations = _LOCATIONS.setdefault(self.roots, {})  # shared by traces with the same roots
+        if len(self._locations) > 4096:  # e.g. many generated modules' code objects: start afresh
+            self._locations.clear()
         self._modules: dict[int, tuple] = {}  # id(module) -> `_module_info`
         self._modes: list = []
         self._t0 = 0.0
 
     # --- context management -----------------------------------------------------------------
     def __enter__(self) -> "Trace":
+        if self._done or self._patched:
+            raise RuntimeError("a trace records one run: make a new one with trace(...)")
         try:
             if self.module is not None:
                 self._install_hooks(self.module)
@@ -371,6 +375,13 @@ class Trace:
                 out = fn(*args, **kwargs)
             except BaseException as exc:
                 event["error"] = type(exc).__name__
+                tracer._busy = True
+                try:  # closed here: a caller may catch the exception and go on
+                    if tracer._stack and tracer._stack[-1] is event:
+                        tracer._stack.pop()
+                    tracer._close(event, None, failed=True)
+                finally:
+                    tracer._busy = False
                 raise
             tracer._busy = True
             try:
