@@ -110,6 +110,22 @@ def test_a_forward_set_or_removed_during_a_trace_is_left_as_the_caller_made_it()
     assert F.linear is original_linear  # the rest of the clean-up ran
 
 
+def test_a_copy_made_during_a_trace_runs_its_own_weights_and_pickling_says_why_not():
+    import copy
+    import pickle
+
+    m = Block()
+    with trace(m) as t:
+        twin = copy.deepcopy(m)
+        with pytest.raises(TypeError, match="is being traced"):
+            pickle.dumps(m)
+    with torch.no_grad():
+        twin.proj.weight.zero_()
+    out = twin(x_input())["parts"][0]  # [B, S, F]: proj's output, now its bias alone
+    assert torch.equal(out, twin.proj.bias.expand_as(out)) and t.events == []
+    pickle.dumps(m)  # after the trace, as before it
+
+
 def test_nested_traces_exited_out_of_order_leave_nothing_behind():
     m = Block()
     outer, inner = trace(m), trace(m)

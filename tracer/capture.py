@@ -12,6 +12,7 @@ ids, and a table of shape symbols.
 
 from __future__ import annotations
 
+import copy
 import importlib
 import inspect
 import linecache
@@ -88,6 +89,42 @@ class _FunctionMode(TorchFunctionMode):
         finally:
             tracer._busy = False
         return out
+
+
+class _Forward:
+    """A module's hooks while a trace runs: set as the instance's `forward` by
+    `Trace._wrap_forward`, it opens the module's event, calls the forward it replaced (`inner`)
+    and closes the event, also when the forward raises. A copy of the module made meanwhile
+    (`copy.deepcopy`) gets the module's own forward instead, which runs the copy's weights;
+    pickling the module while it is traced says so."""
+
+    __slots__ = ("module", "__wrapped__", "_trace_owner", "_trace_previous")
+
+    def __init__(self, tracer: "Trace", module: nn.Module, inner, previous) -> None:
+        self._trace_owner, self.module, self.__wrapped__, self._trace_previous = tracer, module, inner, previous
+
+    def __call__(self, *args, **kwargs):
+        tracer, inner = self._trace_owner, self.__wrapped__
+        if tracer._busy:
+            return inner(*args, **kwargs)
+        event = tracer._module_enter(self.module, args, kwargs)
+        t0 = time.perf_counter()
+        try:
+            output = inner(*args, **kwargs)
+        except BaseException as exc:
+            tracer._module_exit(event, None, t0, exc)
+            raise
+        tracer._module_exit(event, output, t0)
+        return output
+
+    def __deepcopy__(self, memo: dict):
+        if self._trace_previous is not _INHERITED:  # the instance's own forward, copied
+            return copy.deepcopy(self._trace_previous, memo)
+        twin = memo.get(id(self.module))
+        return self if twin is None else type(twin).forward.__get__(twin)  # the class's forward, bound to the copy
+
+    def __reduce__(self):
+        raise TypeError(f"{type(self.module).__name__} is being traced: pickle it before or after the trace")
 
 
 class Trace:
@@ -270,27 +307,11 @@ class Trace:
         """The module's two hooks, as one wrapper set on the instance: `nn.Module.__call__` finds
         `module.forward` there and calls it in place of the class's, after the user's pre-hooks
         and before their forward hooks (so an event shows what the forward itself returned). It
-        sees keyword arguments, closes its event when the forward raises, and is removed on exit. (Doing nothing, torch's hook pair cost 1.04x–1.11x on a tiny generation
-        and these wrappers 0.99x–1.04x: `benchmarks/RESULTS.md`, fifth session.)"""
-        inner = module.forward
-        tracer = self
-
-        def forward(*args, **kwargs):
-            if tracer._busy:
-                return inner(*args, **kwargs)
-            event = tracer._module_enter(module, args, kwargs)
-            t0 = time.perf_counter()
-            try:
-                output = inner(*args, **kwargs)
-            except BaseException as exc:
-                tracer._module_exit(event, None, t0, exc)
-                raise
-            tracer._module_exit(event, output, t0)
-            return output
-
-        forward.__wrapped__ = inner  # for `inspect.signature`: the argument names are the forward's
+        sees keyword arguments, closes its event when the forward raises, and is removed on exit.
+        (Doing nothing, torch's hook pair cost 1.04x–1.11x on a tiny generation and these
+        wrappers 0.99x–1.04x: `benchmarks/RESULTS.md`, fifth session.)"""
         attrs = module.__dict__  # `_patch`, inlined: it runs for every module of every trace
-        forward._trace_owner, forward._trace_previous = self, attrs.get("forward", _INHERITED)
+        forward = _Forward(self, module, module.forward, attrs.get("forward", _INHERITED))
         self._patched.append((module, "forward", forward._trace_previous, forward))
         attrs["forward"] = forward  # directly: nn.Module.__setattr__ would only get there slower
 
