@@ -100,6 +100,18 @@ def test_users_hooks_and_own_forwards_keep_working_and_stay():
     assert [i["path"] for i in norm["inputs"]] == ["['h']"] and norm["outputs"][0]["shape"] == [2, 3, 16]
 
 
+def test_an_output_replaced_by_a_users_hook_is_what_the_event_shows():
+    m = Block()
+    handle = m.proj.register_forward_hook(lambda mod, args, out: out[:3])  # [6, 16] -> [3, 16]
+    with pytest.raises(RuntimeError):  # the view to [2, 3, 16] no longer fits
+        with trace(m) as t:
+            m(x_input())
+    handle.remove()
+    proj = next(e for e in t.events if e["path"] == "proj")
+    assert proj["outputs"][0]["shape"] == [3, 16] and "stats" in proj["outputs"][0]
+    assert not m.proj._forward_hooks and all("forward" not in vars(mod) for mod in m.modules())
+
+
 def test_a_forward_set_or_removed_during_a_trace_is_left_as_the_caller_made_it():
     m, original_linear = Block(), F.linear
     with trace(m):

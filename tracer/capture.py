@@ -98,10 +98,12 @@ class _Forward:
     (`copy.deepcopy`) gets the module's own forward instead, which runs the copy's weights;
     pickling the module while it is traced says so."""
 
-    __slots__ = ("module", "__wrapped__", "_trace_owner", "_trace_previous")
+    __slots__ = ("module", "__wrapped__", "_trace_owner", "_trace_previous", "hooked", "last")
 
     def __init__(self, tracer: "Trace", module: nn.Module, inner, previous) -> None:
         self._trace_owner, self.module, self.__wrapped__, self._trace_previous = tracer, module, inner, previous
+        self.hooked = bool(module._forward_hooks)  # the user's own forward hooks: see `after_hooks`
+        self.last: tuple | None = None
 
     def __call__(self, *args, **kwargs):
         tracer, inner = self._trace_owner, self.__wrapped__
@@ -115,7 +117,24 @@ class _Forward:
             tracer._module_exit(event, None, t0, exc)
             raise
         tracer._module_exit(event, output, t0)
+        if self.hooked:
+            self.last = (event, output)  # until `after_hooks`, which runs next
         return output
+
+    def after_hooks(self, module: nn.Module, args: tuple, output) -> None:
+        """A forward hook, after the user's: the event shows what the module hands on, where a
+        hook of theirs replaced the output."""
+        last, self.last = self.last, None  # (None when the forward raised: its event is closed)
+        tracer = self._trace_owner
+        if last is None or tracer._done:
+            return
+        event, returned = last
+        if output is not returned:
+            tracer._busy = True
+            try:
+                event["outputs"] = tracer._describe(output, stats=tracer.values_summary)
+            finally:
+                tracer._busy = False
 
     def __deepcopy__(self, memo: dict):
         if self._trace_previous is not _INHERITED:  # the instance's own forward, copied
@@ -159,6 +178,7 @@ class Trace:
         self._busy = False
         self._in_counted = False
         self._patched: list[tuple[object, str, object, object]] = []  # (owner, name, what it was or _INHERITED, ours)
+        self._handles: list = []  # torch hooks of ours, after modules' own forward hooks (`_Forward.after_hooks`)
         self._done = False
         self._stats = values.ValueStats()
         self._names: dict[int, str] = {}
@@ -210,6 +230,9 @@ class Trace:
         for mode in reversed(self._modes):
             mode.__exit__(None, None, None)
         self._modes.clear()
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
         for owner, name, previous, ours in reversed(self._patched):
             self._unpatch(owner, name, previous, ours)
         self._patched.clear()
@@ -306,14 +329,17 @@ class Trace:
     def _wrap_forward(self, module: nn.Module) -> None:
         """The module's two hooks, as one wrapper set on the instance: `nn.Module.__call__` finds
         `module.forward` there and calls it in place of the class's, after the user's pre-hooks
-        and before their forward hooks (so an event shows what the forward itself returned). It
-        sees keyword arguments, closes its event when the forward raises, and is removed on exit.
+        and before their forward hooks (a module that has forward hooks also gets one of ours,
+        last: `_Forward.after_hooks`). It sees keyword arguments, closes its event when the
+        forward raises, and is removed on exit.
         (Doing nothing, torch's hook pair cost 1.04x–1.11x on a tiny generation and these
         wrappers 0.99x–1.04x: `benchmarks/RESULTS.md`, fifth session.)"""
         attrs = module.__dict__  # `_patch`, inlined: it runs for every module of every trace
         forward = _Forward(self, module, module.forward, attrs.get("forward", _INHERITED))
         self._patched.append((module, "forward", forward._trace_previous, forward))
         attrs["forward"] = forward  # directly: nn.Module.__setattr__ would only get there slower
+        if forward.hooked:
+            self._handles.append(module.register_forward_hook(forward.after_hooks, always_call=True))
 
     def _arg_names(self, fn, remember: bool = True) -> list[str]:
         """fn's parameter names (a bound method's without `self`), remembered across traces
