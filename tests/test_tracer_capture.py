@@ -368,6 +368,57 @@ def test_a_trace_records_one_run():
     assert len(t.events) == 1 and "forward" not in vars(m)
 
 
+class Scaler(nn.Module):
+    factor = 2.0
+
+    @classmethod
+    def scale(cls, x):
+        return x * cls.factor
+
+    def forward(self, inp):
+        return self.scale(inp)
+
+
+class Doubler(Scaler):  # forward and scale inherited
+    pass
+
+
+def test_wrapped_classmethods_inherited_methods_and_module_forwards():
+    import sys
+    import types
+
+    toy = types.ModuleType("toy_classes")
+    toy.Scaler, toy.Doubler = Scaler, Doubler
+    sys.modules["toy_classes"] = toy
+    try:
+        m = Doubler()
+        with trace(m, functions=["toy_classes:Doubler.scale", "toy_classes:Doubler.forward"]) as t:
+            out = m(torch.ones(2))
+        assert torch.equal(out, torch.full((2,), 2.0)) and Doubler.scale(torch.ones(1)).item() == 2.0
+        assert "scale" not in vars(Doubler) and "forward" not in vars(Doubler) and "forward" not in vars(m)
+    finally:
+        del sys.modules["toy_classes"]
+    module, forward, scale = t.events
+    assert (module["kind"], forward["name"], scale["name"]) == ("module", "Doubler.forward", "Doubler.scale")
+    assert [i["path"] for i in module["inputs"]] == ["['inp']"] and [i["path"] for i in scale["inputs"]] == ["['x']"]
+
+
+def test_a_copy_of_a_hooked_module_and_a_direct_forward_call_during_a_trace():
+    import copy
+
+    m = Block()
+    m.proj.register_forward_hook(lambda mod, args, out: out * 1)  # a new tensor: the event shows it
+    with trace(m) as t:
+        twin = copy.deepcopy(m)
+        m.proj.forward(x_input())  # no hooks run after a direct call
+        with pytest.raises(RuntimeError):
+            m.proj(x_input()[:, :3])  # fails in the forward: its event closes with the error
+    assert twin(x_input())["out"].shape == (2, 3, 16)  # the copy's hooks run, ours do nothing there
+    direct, failed = t.events
+    assert "error" not in direct and direct["outputs"][0]["shape"] == [6, 16]
+    assert failed["error"] == "RuntimeError" and failed["outputs"] == []
+
+
 def test_phases_and_stage_inheritance():
     m = Block()
     with trace(m, stage_rules=[("^proj$", "projection")]) as t:

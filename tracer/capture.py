@@ -39,7 +39,8 @@ NOISE = {
 }
 
 
-_CALL_IMPL = nn.Module._call_impl.__code__  # the frame that calls a module's forward
+_CALL_IMPL = nn.Module._call_impl.__code__  # the frame that calls a module's forward (without hooks)
+_MODULE_FILE = _CALL_IMPL.co_filename  # with hooks, a function nested in it calls it
 _INHERITED = object()  # marks a patched attribute that the class (or module instance) only inherited
 _STAGE_CACHES: dict[tuple, dict[str, str | None]] = {}  # rules -> {path or function name: stage}
 _LOCATIONS: dict[tuple, dict[int, tuple]] = {}  # source roots -> {id(code): (code, {line: src})}
@@ -102,7 +103,7 @@ class _Forward:
 
     def __init__(self, tracer: "Trace", module: nn.Module, inner, previous) -> None:
         self._trace_owner, self.module, self.__wrapped__, self._trace_previous = tracer, module, inner, previous
-        self.hooked = bool(module._forward_hooks)  # the user's own forward hooks: see `after_hooks`
+        self.hooked = bool(module._forward_hooks)  # the user's own forward hooks: see `_AfterHooks`
         self.last: tuple | None = None
 
     def __call__(self, *args, **kwargs):
@@ -117,15 +118,34 @@ class _Forward:
             tracer._module_exit(event, None, t0, exc)
             raise
         tracer._module_exit(event, output, t0)
-        if self.hooked:
-            self.last = (event, output)  # until `after_hooks`, which runs next
+        if self.hooked and sys._getframe(1).f_code.co_filename == _MODULE_FILE:
+            self.last = (event, output)  # until `after_hooks`, which runs next (not after a direct `.forward()`)
         return output
 
-    def after_hooks(self, module: nn.Module, args: tuple, output) -> None:
-        """A forward hook, after the user's: the event shows what the module hands on, where a
-        hook of theirs replaced the output."""
-        last, self.last = self.last, None  # (None when the forward raised: its event is closed)
-        tracer = self._trace_owner
+    def __deepcopy__(self, memo: dict):
+        if self._trace_previous is not _INHERITED:  # the instance's own forward, copied
+            return copy.deepcopy(self._trace_previous, memo)
+        twin = memo.get(id(self.module))
+        return self if twin is None else type(twin).forward.__get__(twin)  # the class's forward, bound to the copy
+
+    def __reduce__(self):
+        raise TypeError(f"{type(self.module).__name__} is being traced: pickle it before or after the trace")
+
+
+class _AfterHooks:
+    """A forward hook of ours, after the user's own on a module: its event shows what the module
+    hands on, where a hook of theirs replaced the output. A copy of the module made during the
+    trace gets a hook that does nothing."""
+
+    __slots__ = ("forward",)
+
+    def __init__(self, forward: _Forward) -> None:
+        self.forward = forward
+
+    def __call__(self, module: nn.Module, args: tuple, output) -> None:
+        forward = self.forward
+        last, forward.last = forward.last, None  # (None when the forward raised: its event is closed)
+        tracer = forward._trace_owner
         if last is None or tracer._done:
             return
         event, returned = last
@@ -137,13 +157,14 @@ class _Forward:
                 tracer._busy = False
 
     def __deepcopy__(self, memo: dict):
-        if self._trace_previous is not _INHERITED:  # the instance's own forward, copied
-            return copy.deepcopy(self._trace_previous, memo)
-        twin = memo.get(id(self.module))
-        return self if twin is None else type(twin).forward.__get__(twin)  # the class's forward, bound to the copy
+        return _ignore
 
     def __reduce__(self):
-        raise TypeError(f"{type(self.module).__name__} is being traced: pickle it before or after the trace")
+        return self.forward.__reduce__()
+
+
+def _ignore(*args) -> None:
+    return None
 
 
 class Trace:
@@ -178,7 +199,7 @@ class Trace:
         self._busy = False
         self._in_counted = False
         self._patched: list[tuple[object, str, object, object]] = []  # (owner, name, what it was or _INHERITED, ours)
-        self._handles: list = []  # torch hooks of ours, after modules' own forward hooks (`_Forward.after_hooks`)
+        self._handles: list = []  # torch hooks of ours, after modules' own forward hooks (`_AfterHooks`)
         self._done = False
         self._stats = values.ValueStats()
         self._names: dict[int, str] = {}
@@ -196,10 +217,10 @@ class Trace:
         if self._done or self._patched:
             raise RuntimeError("a trace records one run: make a new one with trace(...)")
         try:
+            for target in self.functions:  # first: a module's forward may be one of them
+                self._wrap_function(target)
             if self.module is not None:
                 self._install_hooks(self.module)
-            for target in self.functions:
-                self._wrap_function(target)
             if self.ops:
                 self._modes.append(_FunctionMode(self))
             elif self.count_flops:
@@ -330,7 +351,7 @@ class Trace:
         """The module's two hooks, as one wrapper set on the instance: `nn.Module.__call__` finds
         `module.forward` there and calls it in place of the class's, after the user's pre-hooks
         and before their forward hooks (a module that has forward hooks also gets one of ours,
-        last: `_Forward.after_hooks`). It sees keyword arguments, closes its event when the
+        last: `_AfterHooks`). It sees keyword arguments, closes its event when the
         forward raises, and is removed on exit.
         (Doing nothing, torch's hook pair cost 1.04x–1.11x on a tiny generation and these
         wrappers 0.99x–1.04x: `benchmarks/RESULTS.md`, fifth session.)"""
@@ -339,7 +360,7 @@ class Trace:
         self._patched.append((module, "forward", forward._trace_previous, forward))
         attrs["forward"] = forward  # directly: nn.Module.__setattr__ would only get there slower
         if forward.hooked:
-            self._handles.append(module.register_forward_hook(forward.after_hooks, always_call=True))
+            self._handles.append(module.register_forward_hook(_AfterHooks(forward), always_call=True))
 
     def _arg_names(self, fn, remember: bool = True) -> list[str]:
         """fn's parameter names (a bound method's without `self`), remembered across traces
@@ -360,7 +381,7 @@ class Trace:
         at a module's first call and kept for the rest of the trace."""
         path = self._names.get(id(mod), type(mod).__name__)
         forward = mod.forward
-        while getattr(forward, "_trace_owner", None) is not None:  # past our wrappers (and other traces')
+        while isinstance(forward, _Forward):  # past our wrappers (and other traces')
             forward = forward.__wrapped__
         # A class's forward is remembered across traces; an instance's own callable is not: it
         # may hold its module alive (and another trace's wrapper, that trace).
@@ -403,8 +424,9 @@ class Trace:
         *parents, name = attr_path.split(".")
         for p in parents:
             owner = getattr(owner, p)
-        original = owner.__dict__[name] if isinstance(owner, type) else getattr(owner, name)
+        original = inspect.getattr_static(owner, name) if isinstance(owner, type) else getattr(owner, name)
         fn = original.__func__ if isinstance(original, (staticmethod, classmethod)) else original
+        ours = getattr(fn, "_trace_owner", None) is not None  # another trace's wrapper: its names are not remembered (it would stay alive)
         label = attr_path
         tracer = self
 
@@ -413,8 +435,10 @@ class Trace:
                 return fn(*args, **kwargs)
             tracer._busy = True
             try:
-                inputs = values.named_args(args, kwargs, tracer._arg_names(fn))
+                inputs = values.named_args(args, kwargs, tracer._arg_names(fn, remember=not ours))
                 inputs.pop("self", None)
+                if isinstance(original, classmethod):
+                    inputs.pop("cls", None)
                 event = tracer._open("function", label, label, inputs)
             finally:
                 tracer._busy = False
@@ -442,7 +466,7 @@ class Trace:
         wrapper.__wrapped__ = fn
         wrapper.__name__ = getattr(fn, "__name__", name)
         wrapper.__qualname__ = getattr(fn, "__qualname__", name)
-        self._patch(owner, name, staticmethod(wrapper) if isinstance(original, staticmethod) else wrapper)
+        self._patch(owner, name, type(original)(wrapper) if isinstance(original, (staticmethod, classmethod)) else wrapper)
 
     def _patch_flop_counters(self) -> None:
         """Without ops recording, count FLOPs by wrapping the few functions that carry them: far
