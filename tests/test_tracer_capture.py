@@ -267,8 +267,8 @@ def test_a_mask_of_the_lowest_bf16_value_has_a_finite_mean_and_std(n):
     assert stats["std"] == pytest.approx(ref.std(correction=0).item(), rel=1e-4)
     assert (stats["nan"], stats["inf"]) == (0, 0)
     for counts in (True, False):  # the accelerator's way, then the CPU's
-        lo, hi, total, squares, nan, inf = values._raw_moments(mask.float()[None], counts=counts).tolist()[0]
-        assert total == pytest.approx(ref.sum().item(), rel=1e-6) and math.isfinite(squares)
+        lo, hi, total, m2, nan, inf = values._raw_moments(mask.float()[None], counts=counts).tolist()[0]
+        assert total == pytest.approx(ref.sum().item(), rel=1e-6) and math.isfinite(m2)
 
 
 def test_a_nan_in_one_row_does_not_hide_another_rows_overflow():
@@ -277,8 +277,36 @@ def test_a_nan_in_one_row_does_not_hide_another_rows_overflow():
     noisy = torch.randn(1000, generator=torch.Generator().manual_seed(0))
     noisy[0] = float("nan")
     rows = torch.stack([noisy, mask])  # one batch: a NaN row and a mask row
-    lo, hi, total, squares, nan, inf = values._raw_moments(rows.clone(), counts=False, scratch=True).tolist()[1]
-    assert total == pytest.approx(mask.double().sum().item(), rel=1e-6) and math.isfinite(squares) and nan == 0
+    lo, hi, total, m2, nan, inf = values._raw_moments(rows.clone(), counts=False, scratch=True).tolist()[1]
+    assert total == pytest.approx(mask.double().sum().item(), rel=1e-6) and math.isfinite(m2) and nan == 0
+
+
+@pytest.mark.parametrize("n", [5, values.SMALL + 5])  # batched; summarised at once
+def test_float64_and_large_integers_keep_their_range_and_their_digits(n):
+    big = torch.full((n,), 1e300, dtype=torch.float64)
+    big[0] = -1e300
+    ids = torch.full((n - n % 2,), 2**40, dtype=torch.int64)
+    ids[1::2] = 2**40 + 2  # in fp32 both would be 2**40: a constant
+    ident = nn.Identity()
+    with trace(ident) as t:
+        ident(big)
+        ident(ids)
+    big_stats, id_stats = (e["outputs"][0]["stats"] for e in t.events)
+    assert (big_stats["min"], big_stats["max"], big_stats["inf"]) == (-1e300, 1e300, 0)
+    assert big_stats["mean"] == pytest.approx(big.mean().item(), rel=1e-5)
+    assert id_stats["std"] == 1.0
+
+
+@pytest.mark.parametrize("offset", [100.0, 1e4])
+@pytest.mark.parametrize("n", [5000, values.SMALL + 5])  # batched; summarised at once
+def test_the_std_of_values_far_from_zero_is_exact(n, offset):
+    x = offset + torch.randn(n, generator=torch.Generator().manual_seed(0))  # |mean| / std: 100, 10000
+    ident = nn.Identity()
+    with trace(ident) as t:
+        ident(x)
+    stats = t.events[0]["outputs"][0]["stats"]
+    assert stats["std"] == pytest.approx(x.double().std(correction=0).item(), rel=1e-5)
+    assert stats["mean"] == pytest.approx(x.double().mean().item(), rel=1e-6)
 
 
 def test_raw_moments_count_nonfinite_in_one_go_as_on_an_accelerator():
@@ -287,7 +315,9 @@ def test_raw_moments_count_nonfinite_in_one_go_as_on_an_accelerator():
     lo, hi, total, squares, nan, inf = values._raw_moments(x[None]).tolist()[0]
     assert (nan, inf) == (1, 1)
     x[0], x[1] = 0.0, 0.0
-    assert values._raw_moments(x[None]).tolist()[0] == [0.0, 3.0, 3.0, 9.0, 0.0, 0.0]
+    lo, hi, total, m2, nan, inf = values._raw_moments(x[None]).tolist()[0]
+    assert [lo, hi, total, nan, inf] == [0.0, 3.0, 3.0, 0.0, 0.0]
+    assert m2 == pytest.approx(9.0 - 9.0 / x.numel(), rel=1e-9)  # the squared deviations from the mean
 
 
 def test_meta_tensors_get_shapes_but_no_statistics():

@@ -1,7 +1,9 @@
 """One-pass value summaries for large accelerator tensors, in Triton.
 
 A `Table` holds rows of raw moments on one device: min, max, sum, sum of squares, NaN count,
-Inf count (the columns of `values._raw_moments`), as float64, so counts past 2**24 stay exact. `table.add(x)` fills the next row from x with one launch and no host sync:
+Inf count, as float64, so counts past 2**24 stay exact (`values.ValueStats` then turns the sum of
+squares into the sum of squared deviations that `values._raw_moments` gives). `table.add(x)`
+fills the next row from x with one launch and no host sync:
 programs each read one slice of x once, in its own dtype, and leave a row of partial moments;
 the last program to finish (it takes a ticket from a per-row counter) folds the partial rows, in
 a fixed order, into the table row. No atomics touch the sums, so a summary is the same from run

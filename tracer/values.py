@@ -184,6 +184,7 @@ def compact_int_lists(items: list[dict]) -> list[dict]:
 
 
 SMALL = 1 << 18  # tensors up to this many elements are copied and summarised in batches
+WIDE = (torch.float64, torch.int64, torch.int32)  # summarised in float64: fp32 would lose range or exact integers past 2**24
 BATCH_ROWS = 64  # a batch of same-shape copies is summarised once full: at most this many rows,
 CPU_BATCH_BYTES = 2 << 20  # in this much memory on the CPU (kept in `_POOL` and in cache),
 ACCELERATOR_BATCH_BYTES = 64 << 20  # and in this much on an accelerator (fewer launches)
@@ -206,15 +207,19 @@ def _fused():
 
 
 def _raw_moments(rows: torch.Tensor, counts: bool = True, scratch: bool = False) -> torch.Tensor:
-    """[k, n] -> [k, 6] float64 per row: min, max, sum, sum of squares, NaN count, Inf count
-    (float64, so counts stay exact past 2**24).
+    """[k, n] -> [k, 6] float64 per row: min, max, sum, sum of squared deviations from the mean
+    (M2), NaN count, Inf count (float64, so counts stay exact past 2**24).
 
-    In fp32, both sums use torch's cascade summation: an fp32 norm or dot product would save a
-    pass but moved the std by up to 6e-5 (relative) over a million elements. They run in fp32
-    (several times faster than float64 on the CPU) unless a value is large enough to overflow
-    them: an additive mask full of bf16's lowest value (-3.39e38) would otherwise show a mean of
-    -inf. Then they accumulate in float64 (a sum, and a norm squared; on the CPU each takes a
-    float64 temporary of the rows). `scratch` rows are the caller's own copies, squared in place.
+    M2 is summed about the row's mean, taken first (c, as the rows' dtype), then corrected in
+    float64 for c not being the exact mean (sum (x-mean)² = sum (x-c)² - n (mean-c)²). A sum of
+    squares about zero, as before, showed std 2.96 for a row of 10000 + N(0, 1), and was off in
+    the fourth digit for 100 + N(0, 1).
+
+    Sums run in fp32 with torch's cascade summation (an fp32 norm or dot product moved the std
+    by up to 6e-5 over a million elements) unless a value is large enough to overflow them (an
+    additive mask of bf16's lowest value, -3.39e38, showed a mean of -inf): then they
+    accumulate in float64 (a sum, and a norm squared; on the CPU each takes a float64 temporary
+    of the rows). `scratch` rows are the caller's own copies, changed in place.
 
     Counting NaN/Inf costs two more passes; with `counts=False` they are counted only where a
     row's min or max is not finite (reading that back is free on the CPU; on an accelerator it
@@ -228,27 +233,32 @@ def _raw_moments(rows: torch.Tensor, counts: bool = True, scratch: bool = False)
         counts = not math.isfinite(largest)
         if largest != largest:  # the other rows still decide whether the sums need float64
             largest = float(torch.nan_to_num(head.abs(), nan=0.0, posinf=math.inf).max())
-        wide = largest * largest * n >= 2.0**127  # the fp32 sum of squares could overflow
-    tail = None  # counted before squaring in place, which could overflow a finite value to inf
+        wide = 4 * largest * largest * n >= 2.0**127  # an fp32 sum of squared deviations could overflow
+    tail = None  # counted before the rows change in place
     if counts:
         tail = torch.stack([torch.isnan(rows).sum(dim=1), torch.isinf(rows).sum(dim=1)], dim=1).double()  # [k, 2]
+    total = rows.sum(dim=1, dtype=torch.float64 if wide else None)  # [k]
+    center = (total / n).to(rows.dtype)[:, None]  # [k, 1]
+    dev = rows.sub_(center) if scratch else rows - center  # [k, n]
     if wide:  # float64 accumulators
-        sums = torch.stack([rows.sum(dim=1, dtype=torch.float64), torch.linalg.vector_norm(rows, dim=1, dtype=torch.float64).square()], dim=1)  # [k, 2]
+        spread = torch.linalg.vector_norm(dev, dim=1, dtype=torch.float64).square()  # [k]
     else:
-        sums = torch.stack([rows.sum(dim=1), (rows.square_() if scratch else rows.square()).sum(dim=1)], dim=1).double()  # [k, 2]
-    out = torch.cat([head.double(), sums], dim=1)  # [k, 4]
+        spread = dev.square_().sum(dim=1).double()  # [k]
+    total = total.double()  # [k]
+    m2 = spread - n * (total / n - center[:, 0].double()).square()  # [k]
+    out = torch.cat([head.double(), torch.stack([total, m2], dim=1)], dim=1)  # [k, 4]
     return torch.cat([out, tail], dim=1) if tail is not None else torch.nn.functional.pad(out, (0, 2))  # [k, 6]
 
 
 def summary_from_raw(row: list[float], n: int) -> dict:
-    lo, hi, total, squares, nan, inf = row
+    lo, hi, total, m2, nan, inf = row
     if nan:  # one convention for both paths: ATen's min/max propagate NaN, the fused kernel's skip it
         lo = hi = float("nan")
     mean = total / n
     if lo == hi:  # a constant: exact, where fp32 moments left a residue (std 0.0821 for 500s)
         mean, var = lo, (0.0 if math.isfinite(lo) else float("nan"))
     else:
-        var = max(squares / n - mean * mean, 0.0) if math.isfinite(squares) else float("nan")
+        var = max(m2 / n, 0.0) if math.isfinite(m2) else float("nan")
     return {"min": round_sig(lo), "max": round_sig(hi), "mean": round_sig(mean), "std": round_sig(math.sqrt(var) if var == var else var),
             "nan": int(nan), "inf": int(inf)}
 
@@ -258,7 +268,8 @@ _pooled_bytes = 0
 
 
 class _Batch:
-    """Same-shape fp32 copies of small tensors, one row each, waiting to be summarised together.
+    """Same-shape fp32 copies of small tensors, one row each, waiting to be summarised together
+    (float64 copies for the dtypes in `WIDE`).
 
     On the CPU a summarised batch goes back to `_POOL` for the next tensors of its shape, in
     this trace or a later one: writing into fresh memory costs a page fault every 4 KiB, which
@@ -267,15 +278,15 @@ class _Batch:
 
     def __init__(self, key: tuple, n: int) -> None:
         global _pooled_bytes
-        device, shape = self.key = key
-        on_cpu = device.type == "cpu"
-        k = max(1, min(BATCH_ROWS, (CPU_BATCH_BYTES if on_cpu else ACCELERATOR_BATCH_BYTES) // (4 * n)))
-        self.rows = torch.empty(k, n, device=device)  # [k, n]
+        device, shape, dtype = self.key = key
+        on_cpu, size = device.type == "cpu", dtype.itemsize
+        k = max(1, min(BATCH_ROWS, (CPU_BATCH_BYTES if on_cpu else ACCELERATOR_BATCH_BYTES) // (size * n)))
+        self.rows = torch.empty(k, n, device=device, dtype=dtype)  # [k, n]
         self.slots = self.rows.view(k, *shape).unbind(0)  # k views, each shaped like x
         self.items: list[dict] = []
-        self.pooled = on_cpu and _pooled_bytes + 4 * k * n <= POOL_BYTES
+        self.pooled = on_cpu and _pooled_bytes + size * k * n <= POOL_BYTES
         if self.pooled:
-            _pooled_bytes += 4 * k * n
+            _pooled_bytes += size * k * n
 
     @staticmethod
     def take(key: tuple, n: int) -> "_Batch":
@@ -305,7 +316,7 @@ class ValueStats:
 
     `add(item, x)` queues x's summary for the description `item`. Small tensors are copied into
     batches of their shape (fp32 rows: reductions over fp32 run several times faster than over
-    bf16) and summarised a batch at a time; large ones are summarised at once, as small device
+    bf16; float64 rows for the dtypes in `WIDE`) and summarised a batch at a time; large ones are summarised at once, as small device
     tensors (on CUDA, with Triton, one fused kernel writes them into a row of a device table:
     `fused_stats`). Nothing is read back from an accelerator until `resolve()`, so no event
     waits on the device; on the CPU, where reading costs nothing, NaN/Inf are counted only
@@ -337,7 +348,7 @@ class ValueStats:
         if x.requires_grad:
             x = x.detach()
         if n <= SMALL:
-            key = (x.device, x.shape)
+            key = (x.device, x.shape, torch.float64 if x.dtype in WIDE else torch.float32)
             batch = self._batches.get(key)
             if batch is None:
                 batch = self._batches[key] = _Batch.take(key, n)
@@ -347,15 +358,19 @@ class ValueStats:
         elif x.dtype in FUSED_DTYPES and x.device.type in FUSED_DEVICES and _fused() is not None:
             self._done.append(([item], self._fused_row(x)))
         else:  # at once, from one fp32 view of x, or a copy we may square in place
-            flat = x.reshape(-1).float()  # [n]
+            flat = x.reshape(-1).to(torch.float64 if x.dtype in WIDE else torch.float32)  # [n]
             self._done.append(([item], _raw_moments(flat[None], counts=not x.is_cpu, scratch=flat.data_ptr() != x.data_ptr())))
 
     def _fused_row(self, x: torch.Tensor) -> torch.Tensor:
-        """x's moments, queued by the fused kernels into its device's table: the row, [1, 6]."""
+        """x's moments, queued by the fused kernels into its device's table: the row, [1, 6],
+        with the kernel's sum of squares turned into M2 on the device (float64 partials keep
+        that subtraction exact enough: see `_raw_moments`)."""
         table = self._tables.get(x.device)
         if table is None or table.full:
             table = self._tables[x.device] = _fused().Table(x.device)
-        return table.add(x)
+        row = table.add(x)  # [1, 6]
+        row[:, 3] -= row[:, 2].square() / x.numel()
+        return row
 
     def resolve(self) -> None:
         """Read every summary back (one transfer per device) into its description."""
