@@ -119,7 +119,7 @@ class _Forward:
             raise
         tracer._module_exit(event, output, t0)
         if self.hooked and sys._getframe(1).f_code.co_filename == _MODULE_FILE:
-            self.last = (event, output)  # until `after_hooks`, which runs next (not after a direct `.forward()`)
+            self.last = (event, output)  # for `_AfterHooks`, which runs next (not after a direct `.forward()`)
         return output
 
     def __deepcopy__(self, memo: dict):
