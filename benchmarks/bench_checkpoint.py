@@ -98,7 +98,7 @@ def generation_overhead(repeats: int) -> list[str]:
     from walkthroughs.catalog import stage_rules, wrapped_functions
     from walkthroughs.sample_image import SAMPLE_IMAGE
 
-    from benchmarks_common import empty_forward_wrappers, empty_module_hooks, interleaved, remove_forward_wrappers
+    from benchmarks_common import empty_forward_wrappers, empty_module_hooks, interleaved
 
     model = build_model(get_preset("tiny"), dtype=torch.bfloat16, seed=0)
     tok = get_tokenizer()
@@ -116,19 +116,12 @@ def generation_overhead(repeats: int) -> list[str]:
         return traced(values=False)
 
     def empty_hooks():  # torch's per-module hooks, doing nothing
-        handles = empty_module_hooks(model)
-        try:
+        with empty_module_hooks(model):
             return untraced()
-        finally:
-            for h in handles:
-                h.remove()
 
     def empty_wrappers():  # the tracer's mechanism, doing nothing: its floor
-        modules = empty_forward_wrappers(model)
-        try:
+        with empty_forward_wrappers(model):
             return untraced()
-        finally:
-            remove_forward_wrappers(modules)
 
     gc.freeze()  # set-up done: its objects leave the collector's reach, as in the CLI (walkthroughs/cli.py)
     cases = {"untraced": untraced, "empty torch module hooks": empty_hooks, "empty forward wrappers (the tracer's floor)": empty_wrappers,

@@ -97,7 +97,7 @@ def tiny_overhead(repeats: int) -> list[str]:
     from walkthroughs.sample_image import SAMPLE_IMAGE
     from PIL import Image
 
-    from benchmarks_common import empty_forward_wrappers, empty_module_hooks, interleaved, remove_forward_wrappers
+    from benchmarks_common import empty_forward_wrappers, empty_module_hooks, interleaved
 
     args = get_preset("tiny")
     model = build_model(args, device="cpu", dtype=torch.bfloat16, seed=0)
@@ -123,22 +123,16 @@ def tiny_overhead(repeats: int) -> list[str]:
             return forward()
 
     def empty_hooks():
-        handles = empty_module_hooks(model)
-        try:
+        with empty_module_hooks(model):
             return forward()
-        finally:
-            for h in handles:
-                h.remove()
 
     def empty_wrappers():
-        modules = empty_forward_wrappers(model)
-        try:
+        with empty_forward_wrappers(model):
             return forward()
-        finally:
-            remove_forward_wrappers(modules)
 
     def wrappers_in_and_out():  # installing and removing them, without a forward
-        remove_forward_wrappers(empty_forward_wrappers(model))
+        with empty_forward_wrappers(model):
+            pass
 
     gc.freeze()  # set-up done: its objects leave the collector's reach, as in the CLI (walkthroughs/cli.py)
     cases = {"untraced": forward, "empty torch module hooks": empty_hooks,

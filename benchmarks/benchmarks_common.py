@@ -1,4 +1,7 @@
-"""Inputs shared by the GPU scripts: one 800x600 image (2x2 tiles) and a 24-token chat prompt."""
+"""Shared by the benchmarks: the GPU scripts' inputs (one 800x600 image, 2x2 tiles, and a 24-token
+chat prompt), the two empty-hook floors, and interleaved timing."""
+
+from contextlib import contextmanager
 
 import torch
 from PIL import Image
@@ -27,21 +30,26 @@ def prompt_tokens(max_seq_len: int, device) -> tuple[torch.Tensor, int]:
     return tokens.to(device), n
 
 
-def empty_module_hooks(model: torch.nn.Module) -> list:
+@contextmanager
+def empty_module_hooks(model: torch.nn.Module):
     """Torch's per-module hooks, doing nothing (a pre-hook and an always-called post-hook, both
-    with kwargs, on every module): what a tracer built on them pays before it records anything.
-    Returns the handles."""
+    with kwargs, on every module) while the block runs: what a tracer built on them pays before
+    it records anything."""
     handles = []
     for m in model.modules():
         handles.append(m.register_forward_pre_hook(lambda mod, args, kwargs: None, with_kwargs=True))
         handles.append(m.register_forward_hook(lambda mod, args, kwargs, out: None, with_kwargs=True, always_call=True))
-    return handles
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
 
 
-def empty_forward_wrappers(model: torch.nn.Module) -> list:
-    """The mechanism llama-trace uses (`tracer.capture.Trace._wrap_forward`), doing nothing: a
-    wrapper around every module's forward, set on the instance. Returns the modules, for
-    `remove_forward_wrappers`."""
+@contextmanager
+def empty_forward_wrappers(model: torch.nn.Module):
+    """The mechanism llama-trace uses (`tracer.capture._Forward`), doing nothing, while the block
+    runs: a wrapper around every module's forward, set on the instance."""
     modules = list(model.modules())
     for m in modules:
         inner = m.forward
@@ -53,12 +61,11 @@ def empty_forward_wrappers(model: torch.nn.Module) -> list:
                 raise
 
         m.__dict__["forward"] = forward
-    return modules
-
-
-def remove_forward_wrappers(modules: list) -> None:
-    for m in modules:
-        del m.__dict__["forward"]
+    try:
+        yield
+    finally:
+        for m in modules:
+            del m.__dict__["forward"]
 
 
 def interleaved(cases: dict, repeats: int) -> tuple[dict, dict]:

@@ -52,6 +52,12 @@ def _unwrapped(attr):
     return attr.__func__ if isinstance(attr, (staticmethod, classmethod)) else attr
 
 
+def _ended(attr) -> bool:
+    """Whether attr is something a trace put in place (see `Trace._patch`) and that trace has ended."""
+    owner = getattr(_unwrapped(attr), "_trace_owner", None)
+    return owner is not None and owner._done
+
+
 @dataclass
 class StageRule:
     """Events whose module path or function name matches `pattern` belong to stage `stage`."""
@@ -278,8 +284,7 @@ class Trace:
         attrs = vars(owner)
         if attrs.get(name) is not ours:
             return
-        while previous is not _INHERITED and getattr(_unwrapped(previous), "_trace_owner", None) is not None \
-                and _unwrapped(previous)._trace_owner._done:
+        while previous is not _INHERITED and _ended(previous):
             previous = _unwrapped(previous)._trace_previous
         if isinstance(owner, nn.Module):
             if previous is _INHERITED:

@@ -263,7 +263,7 @@ def summary_from_raw(row: list[float], n: int) -> dict:
             "nan": int(nan), "inf": int(inf)}
 
 
-_POOL: dict[tuple, list["_Batch"]] = {}  # (device, shape) -> spare CPU batches
+_POOL: dict[tuple, list["_Batch"]] = {}  # (device, shape, row dtype) -> spare CPU batches
 _pooled_bytes = 0
 
 
@@ -316,9 +316,9 @@ class ValueStats:
 
     `add(item, x)` queues x's summary for the description `item`. Small tensors are copied into
     batches of their shape (fp32 rows: reductions over fp32 run several times faster than over
-    bf16; float64 rows for the dtypes in `WIDE`) and summarised a batch at a time; large ones are summarised at once, as small device
-    tensors (on CUDA, with Triton, one fused kernel writes them into a row of a device table:
-    `fused_stats`). Nothing is read back from an accelerator until `resolve()`, so no event
+    bf16; float64 rows for the dtypes in `WIDE`) and summarised a batch at a time; large ones
+    are summarised at once, as small device tensors (on CUDA, with Triton, one fused kernel
+    writes them into a row of a device table: `fused_stats`). Nothing is read back from an accelerator until `resolve()`, so no event
     waits on the device; on the CPU, where reading costs nothing, NaN/Inf are counted only
     where a min or max is not finite (those two passes were most of the cost). No traced tensor
     is kept alive: only copies of small ones, until their batch is summarised. A tensor seen
@@ -357,7 +357,7 @@ class ValueStats:
                 del self._batches[key]
         elif x.dtype in FUSED_DTYPES and x.device.type in FUSED_DEVICES and _fused() is not None:
             self._done.append(([item], self._fused_row(x)))
-        else:  # at once, from one fp32 view of x, or a copy we may square in place
+        else:  # at once, from one fp32 (or, for `WIDE`, float64) view of x, or a copy we may change in place
             flat = x.reshape(-1).to(torch.float64 if x.dtype in WIDE else torch.float32)  # [n]
             self._done.append(([item], _raw_moments(flat[None], counts=not x.is_cpu, scratch=flat.data_ptr() != x.data_ptr())))
 
