@@ -266,8 +266,8 @@ def test_a_mask_of_the_lowest_bf16_value_has_a_finite_mean_and_std(n):
     assert stats["mean"] == pytest.approx(ref.mean().item(), rel=1e-5)
     assert stats["std"] == pytest.approx(ref.std(correction=0).item(), rel=1e-4)
     assert (stats["nan"], stats["inf"]) == (0, 0)
-    for counts in (True, False):  # the accelerator's way, then the CPU's
-        lo, hi, total, m2, nan, inf = values._raw_moments(mask.float()[None], counts=counts).tolist()[0]
+    for row in (values._raw_moments(mask.float()[None]).tolist()[0], values._cpu_moments(mask.float()[None])[0]):  # accelerator's, CPU's
+        lo, hi, total, m2, nan, inf = row
         assert total == pytest.approx(ref.sum().item(), rel=1e-6) and math.isfinite(m2)
 
 
@@ -277,8 +277,22 @@ def test_a_nan_in_one_row_does_not_hide_another_rows_overflow():
     noisy = torch.randn(1000, generator=torch.Generator().manual_seed(0))
     noisy[0] = float("nan")
     rows = torch.stack([noisy, mask])  # one batch: a NaN row and a mask row
-    lo, hi, total, m2, nan, inf = values._raw_moments(rows.clone(), counts=False, scratch=True).tolist()[1]
+    lo, hi, total, m2, nan, inf = values._cpu_moments(rows.clone())[1]
     assert total == pytest.approx(mask.double().sum().item(), rel=1e-6) and math.isfinite(m2) and nan == 0
+
+
+@pytest.mark.parametrize("n", [7, values.SMALL + 3])
+def test_the_cpu_moments_agree_with_the_accelerator_moments(n):
+    g = torch.Generator().manual_seed(0)
+    rows = torch.randn(5, n, generator=g) * torch.tensor([[1.0], [1e-3], [1e4], [1.0], [1.0]]) + 3.0  # [5, n]
+    rows[3, 1], rows[4, 2], rows[4, 3] = float("nan"), float("inf"), float("-inf")
+    for keep in (False, True):  # into new memory, then in place
+        work = rows.clone()
+        cpu = values._cpu_moments(work, out=work if keep else None)
+        accelerator = values._raw_moments(rows.clone()).tolist()
+        for got, want in zip(cpu, accelerator):
+            assert got[:3] + got[4:] == pytest.approx(want[:3] + want[4:], rel=1e-6, nan_ok=True)
+            assert got[3] == pytest.approx(want[3], rel=1e-5, nan_ok=True)  # M2: fp32 sums here, float64 there
 
 
 @pytest.mark.parametrize("n", [5, values.SMALL + 5])  # batched; summarised at once

@@ -206,48 +206,59 @@ def _fused():
     return fused_stats
 
 
-def _raw_moments(rows: torch.Tensor, counts: bool = True, scratch: bool = False) -> torch.Tensor:
-    """[k, n] -> [k, 6] float64 per row: min, max, sum, sum of squared deviations from the mean
-    (M2), NaN count, Inf count (float64, so counts stay exact past 2**24).
-
-    M2 is summed about the row's mean, taken first (c, as the rows' dtype), then corrected in
-    float64 for c not being the exact mean (sum (x-mean)² = sum (x-c)² - n (mean-c)²). A sum of
-    squares about zero, as before, showed std 2.96 for a row of 10000 + N(0, 1), and was off in
-    the fourth digit for 100 + N(0, 1).
-
-    Sums run in fp32 with torch's cascade summation (an fp32 norm or dot product moved the std
-    by up to 6e-5 over a million elements) unless a value is large enough to overflow them (an
-    additive mask of bf16's lowest value, -3.39e38, showed a mean of -inf): then they
-    accumulate in float64 (a sum, and a norm squared; on the CPU each takes a float64 temporary
-    of the rows). `scratch` rows are the caller's own copies, changed in place.
-
-    Counting NaN/Inf costs two more passes; with `counts=False` they are counted only where a
-    row's min or max is not finite (reading that back is free on the CPU; on an accelerator it
-    would wait for the device, so there `counts` stays on, and the sums always run in float64)."""
+def _raw_moments(rows: torch.Tensor, scratch: bool = False) -> torch.Tensor:
+    """[k, n] -> [k, 6] float64 per row, on the rows' device and without reading anything back
+    (on an accelerator a read-back waits for the device): min, max, sum, sum of squared
+    deviations from the mean (M2), NaN count, Inf count. All sums run in float64 (an additive
+    mask of bf16's lowest value, -3.39e38, overflows an fp32 sum), and counts stay exact past
+    2**24. `scratch` rows are the caller's own copies, changed in place. `_cpu_moments` gives
+    the same rows on the CPU."""
     n = rows.shape[1]
-    head = torch.stack([rows.amin(dim=1), rows.amax(dim=1)], dim=1)  # [k, 2]
-    if counts:
-        wide = True
-    else:
-        largest = float(head.abs().max())  # NaN if a row has one
-        counts = not math.isfinite(largest)
-        if largest != largest:  # the other rows still decide whether the sums need float64
-            largest = float(torch.nan_to_num(head.abs(), nan=0.0, posinf=math.inf).max())
-        wide = 4 * largest * largest * n >= 2.0**127  # an fp32 sum of squared deviations could overflow
-    tail = None  # counted before the rows change in place
-    if counts:
-        tail = torch.stack([torch.isnan(rows).sum(dim=1), torch.isinf(rows).sum(dim=1)], dim=1).double()  # [k, 2]
-    total = rows.sum(dim=1, dtype=torch.float64 if wide else None)  # [k]
+    head = torch.stack([rows.amin(dim=1), rows.amax(dim=1)], dim=1).double()  # [k, 2]
+    tail = torch.stack([torch.isnan(rows).sum(dim=1), torch.isinf(rows).sum(dim=1)], dim=1).double()  # [k, 2]
+    total = rows.sum(dim=1, dtype=torch.float64)  # [k]
     center = (total / n).to(rows.dtype)[:, None]  # [k, 1]
     dev = rows.sub_(center) if scratch else rows - center  # [k, n]
+    spread = torch.linalg.vector_norm(dev, dim=1, dtype=torch.float64).square()  # [k]
+    m2 = _m2(spread, total, center[:, 0].double(), n)  # [k]
+    return torch.cat([head, torch.stack([total, m2], dim=1), tail], dim=1)  # [k, 6]
+
+
+def _cpu_moments(rows: torch.Tensor, out: torch.Tensor | None = None) -> list[list[float]]:
+    """`_raw_moments` for rows on the CPU, as lists: reading back costs nothing there, so the
+    min and max are read first and decide the rest, and the rows are put together in Python (a
+    dozen torch calls where the tensor version takes two dozen, about 10 µs each).
+
+    Sums run in fp32 with torch's cascade summation (an fp32 norm or dot product moved the std
+    by up to 6e-5 over a million elements) unless a value is large enough to overflow them: then
+    in float64. NaN and Inf are counted only where a min or max is not finite (two more passes).
+    The deviations from the mean go to `out` (the rows themselves, when they are our own copy),
+    or else to a new tensor."""
+    k, n = rows.shape
+    lo, hi = rows.amin(dim=1).tolist(), rows.amax(dim=1).tolist()  # (`aminmax` along dim 1: 6x slower on 73728-long rows)
+    if math.isfinite(sum(lo) + sum(hi)):  # no NaN or Inf anywhere (or sums past float64's range: then counted anyway)
+        largest, nan, inf = max(-min(lo), max(hi)), [0] * k, [0] * k
+    else:  # counted before the rows change in place; rows with NaN left out of `largest`
+        largest = max((abs(v) for v in lo + hi if v == v), default=0.0)
+        nan, inf = torch.isnan(rows).sum(dim=1).tolist(), torch.isinf(rows).sum(dim=1).tolist()
+    wide = 4 * largest * largest * n >= 2.0**127  # an fp32 sum of squared deviations could overflow
+    total = rows.sum(dim=1, dtype=torch.float64 if wide else None)  # [k]
+    center = (total / n).to(rows.dtype)  # [k]
+    dev = torch.sub(rows, center[:, None], out=out)  # [k, n]
     if wide:  # float64 accumulators
         spread = torch.linalg.vector_norm(dev, dim=1, dtype=torch.float64).square()  # [k]
     else:
-        spread = dev.square_().sum(dim=1).double()  # [k]
-    total = total.double()  # [k]
-    m2 = spread - n * (total / n - center[:, 0].double()).square()  # [k]
-    out = torch.cat([head.double(), torch.stack([total, m2], dim=1)], dim=1)  # [k, 4]
-    return torch.cat([out, tail], dim=1) if tail is not None else torch.nn.functional.pad(out, (0, 2))  # [k, 6]
+        spread = dev.square_().sum(dim=1)  # [k]
+    return [[a, b, t, s - n * (t / n - c) ** 2, p, q]  # M2 from the deviations from c: `_m2`
+            for a, b, t, c, s, p, q in zip(lo, hi, total.tolist(), center.tolist(), spread.tolist(), nan, inf)]
+
+
+def _m2(spread, total, center, n: int):
+    """The squared deviations from the mean, from those from `center` (the mean, rounded to the
+    rows' dtype): sum (x - mean)² = sum (x - c)² - n (mean - c)². Python floats or float64 tensors.
+    (A sum of squares about zero, as before, showed std 2.96 for a row of 10000 + N(0, 1), and
+    was off in the fourth digit for 100 + N(0, 1).)"""
+    return spread - n * (total / n - center) ** 2
 
 
 def summary_from_raw(row: list[float], n: int) -> dict:
@@ -301,10 +312,10 @@ class _Batch:
         self.items.append(item)
         return len(self.items) == len(self.slots)
 
-    def summarise(self) -> tuple[list[dict], torch.Tensor]:
+    def summarise(self) -> tuple[list[dict], torch.Tensor | list]:
         """(items, their moments); the rows are free for reuse afterwards."""
         rows = self.rows[: len(self.items)]  # [k, n]
-        done = (self.items, _raw_moments(rows, counts=not rows.is_cpu, scratch=True))
+        done = (self.items, _cpu_moments(rows, out=rows) if rows.is_cpu else _raw_moments(rows, scratch=True))
         self.items = []
         if self.pooled:
             _POOL.setdefault(self.key, []).append(self)
@@ -328,10 +339,11 @@ class ValueStats:
 
     def __init__(self) -> None:
         self._batches: dict[tuple, _Batch] = {}
-        self._done: list[tuple[list[dict], torch.Tensor]] = []
+        self._done: list[tuple[list[dict], torch.Tensor | list]] = []  # (items, moments: a device tensor, or the CPU's rows)
         self._seen: dict[int, tuple[weakref.ref, int, dict]] = {}
         self._aliases: list[tuple[dict, dict]] = []
         self._tables: dict[torch.device, object] = {}  # device -> its current `fused_stats.Table`
+        self._scratch: dict[torch.dtype, torch.Tensor] = {}  # CPU buffers for large tensors (`_whole`)
 
     def add(self, item: dict, x: torch.Tensor) -> None:
         n = x.numel()
@@ -357,9 +369,28 @@ class ValueStats:
                 del self._batches[key]
         elif x.dtype in FUSED_DTYPES and x.device.type in FUSED_DEVICES and _fused() is not None:
             self._done.append(([item], self._fused_row(x)))
-        else:  # at once, from one fp32 (or, for `WIDE`, float64) view of x, or a copy we may change in place
-            flat = x.reshape(-1).to(torch.float64 if x.dtype in WIDE else torch.float32)  # [n]
-            self._done.append(([item], _raw_moments(flat[None], counts=not x.is_cpu, scratch=flat.data_ptr() != x.data_ptr())))
+        else:
+            self._done.append(([item], self._whole(x)))
+
+    def _whole(self, x: torch.Tensor) -> torch.Tensor | list:
+        """x's moments at once, from x itself where it is a contiguous fp32 tensor (float64 for
+        `WIDE`), else from a copy in that dtype. On the CPU the copy, and the deviations from the
+        mean, go into one buffer kept for the rest of the trace: writing into fresh memory pays a
+        page fault every 4 KiB (a [1, 15, 128256] bf16 tensor: 0.71 ms to convert into new memory,
+        0.27 ms into memory written before)."""
+        dtype = torch.float64 if x.dtype in WIDE else torch.float32
+        if not x.is_cpu:
+            flat = x.reshape(-1).to(dtype)  # [n]
+            return _raw_moments(flat[None], scratch=flat.data_ptr() != x.data_ptr())
+        n = x.numel()
+        work = self._scratch.get(dtype)
+        if work is None or work.numel() < n:
+            work = self._scratch[dtype] = torch.empty(n, dtype=dtype)
+        work = work[:n]  # [n]
+        if x.dtype == dtype and x.is_contiguous():
+            return _cpu_moments(x.view(1, n), out=work.view(1, n))
+        work.view(x.shape).copy_(x)
+        return _cpu_moments(work.view(1, n), out=work.view(1, n))
 
     def _fused_row(self, x: torch.Tensor) -> torch.Tensor:
         """x's moments, queued by the fused kernels into its device's table: the row, [1, 6],
@@ -377,11 +408,16 @@ class ValueStats:
         for batch in self._batches.values():
             self._done.append(batch.summarise())
         by_device: dict[torch.device, list[tuple[list[dict], torch.Tensor]]] = {}
+        rows: list[tuple[list[dict], list]] = []  # the CPU's, read back already
         for items, stats in self._done:
-            by_device.setdefault(stats.device, []).append((items, stats))
+            if isinstance(stats, list):
+                rows.append((items, stats))
+            else:
+                by_device.setdefault(stats.device, []).append((items, stats))
         for batches in by_device.values():
             table = torch.cat([stats for _, stats in batches]).cpu().tolist()  # the one sync
-            items = [item for batch_items, _ in batches for item in batch_items]
+            rows.append(([item for batch_items, _ in batches for item in batch_items], table))
+        for items, table in rows:
             for item, row in zip(items, table):
                 item["stats"] = summary_from_raw(row, math.prod(item["shape"]))
         for item, source in self._aliases:
@@ -392,10 +428,12 @@ class ValueStats:
         self._aliases.clear()
         self._seen.clear()
         self._tables.clear()
+        self._scratch.clear()
 
 
 def round_sig(v: float) -> float | str:
-    """v to 6 significant digits; "nan", "inf" or "-inf" where it is not finite."""
+    """v to 6 significant digits (a zero without its sign: torch's min and max may pick either of
+    0.0 and -0.0); "nan", "inf" or "-inf" where it is not finite."""
     if v - v == 0.0:
-        return float("%.6g" % v)
+        return float("%.6g" % v) + 0.0
     return "nan" if v != v else ("inf" if v > 0 else "-inf")
