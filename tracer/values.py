@@ -212,15 +212,25 @@ def _raw_moments(rows: torch.Tensor, scratch: bool = False) -> torch.Tensor:
     deviations from the mean (M2), NaN count, Inf count. All sums run in float64 (an additive
     mask of bf16's lowest value, -3.39e38, overflows an fp32 sum), and counts stay exact past
     2**24. `scratch` rows are the caller's own copies, changed in place. `_cpu_moments` gives
-    the same rows on the CPU."""
+    the same rows on the CPU.
+
+    M2 comes from deviations: the sum gives c, the mean rounded to the rows' dtype; then d = x - c
+    gives M2 = sum d² - (sum d)² / n, the corrected two-pass form. It stays exact however far the
+    mean lies from zero and however much the sum lost: a sum of squares about zero showed std
+    2.96 for a row of 10000 + N(0, 1), and a correction from an fp32 sum alone 0.00080 for
+    [10000, 10000.00098, 10000.00098] (float64: 0.00046). (The sum itself stays the direct one:
+    n c + sum d was no closer in general, and further off for integers, whose fp32 sums are
+    exact.) The deviations are halved before the subtraction, which stays exact (each
+    difference still rounds once) and keeps x - c finite for values of both signs near the
+    largest float (3e38 and -3e38 showed std nan)."""
     n = rows.shape[1]
     head = torch.stack([rows.amin(dim=1), rows.amax(dim=1)], dim=1).double()  # [k, 2]
     tail = torch.stack([torch.isnan(rows).sum(dim=1), torch.isinf(rows).sum(dim=1)], dim=1).double()  # [k, 2]
     total = rows.sum(dim=1, dtype=torch.float64)  # [k]
-    center = (total / n).to(rows.dtype)[:, None]  # [k, 1]
-    dev = rows.sub_(center) if scratch else rows - center  # [k, n]
-    spread = torch.linalg.vector_norm(dev, dim=1, dtype=torch.float64).square()  # [k]
-    m2 = _m2(spread, total, center[:, 0].double(), n)  # [k]
+    center = (total / n).to(rows.dtype)  # [k]
+    half = torch.mul(rows, 0.5, out=rows if scratch else None).sub_(center[:, None] * 0.5)  # [k, n]: (x - c) / 2
+    drift = 2 * half.sum(dim=1, dtype=torch.float64)  # [k]
+    m2 = 4 * torch.linalg.vector_norm(half, dim=1, dtype=torch.float64).square() - drift.square() / n  # [k]
     return torch.cat([head, torch.stack([total, m2], dim=1), tail], dim=1)  # [k, 6]
 
 
@@ -231,9 +241,9 @@ def _cpu_moments(rows: torch.Tensor, out: torch.Tensor | None = None) -> list[li
 
     Sums run in fp32 with torch's cascade summation (an fp32 norm or dot product moved the std
     by up to 6e-5 over a million elements) unless a value is large enough to overflow them: then
-    in float64. NaN and Inf are counted only where a min or max is not finite (two more passes).
-    The deviations from the mean go to `out` (the rows themselves, when they are our own copy),
-    or else to a new tensor."""
+    in float64, over halved deviations. NaN and Inf are counted only where a min
+    or max is not finite (two more passes). The deviations go to `out` (the rows themselves,
+    when they are our own copy), or else to a new tensor."""
     k, n = rows.shape
     lo, hi = rows.amin(dim=1).tolist(), rows.amax(dim=1).tolist()  # (`aminmax` along dim 1: 6x slower on 73728-long rows)
     if math.isfinite(sum(lo) + sum(hi)):  # no NaN or Inf anywhere (or sums past float64's range: then counted anyway)
@@ -244,21 +254,16 @@ def _cpu_moments(rows: torch.Tensor, out: torch.Tensor | None = None) -> list[li
     wide = 4 * largest * largest * n >= 2.0**127  # an fp32 sum of squared deviations could overflow
     total = rows.sum(dim=1, dtype=torch.float64 if wide else None)  # [k]
     center = (total / n).to(rows.dtype)  # [k]
-    dev = torch.sub(rows, center[:, None], out=out)  # [k, n]
-    if wide:  # float64 accumulators
-        spread = torch.linalg.vector_norm(dev, dim=1, dtype=torch.float64).square()  # [k]
+    if wide:  # float64 accumulators, over (x - c) / 2: x - c may pass the dtype's largest value
+        dev = torch.mul(rows, 0.5, out=out).sub_(center[:, None] * 0.5)  # [k, n]
+        drift = (2 * dev.sum(dim=1, dtype=torch.float64)).tolist()
+        spread = (4 * torch.linalg.vector_norm(dev, dim=1, dtype=torch.float64).square()).tolist()
     else:
-        spread = dev.square_().sum(dim=1)  # [k]
-    return [[a, b, t, s - n * (t / n - c) ** 2, p, q]  # M2 from the deviations from c: `_m2`
-            for a, b, t, c, s, p, q in zip(lo, hi, total.tolist(), center.tolist(), spread.tolist(), nan, inf)]
-
-
-def _m2(spread, total, center, n: int):
-    """The squared deviations from the mean, from those from `center` (the mean, rounded to the
-    rows' dtype): sum (x - mean)² = sum (x - c)² - n (mean - c)². Python floats or float64 tensors.
-    (A sum of squares about zero, as before, showed std 2.96 for a row of 10000 + N(0, 1), and
-    was off in the fourth digit for 100 + N(0, 1).)"""
-    return spread - n * (total / n - center) ** 2
+        dev = torch.sub(rows, center[:, None], out=out)  # [k, n]
+        drift = dev.sum(dim=1).tolist()
+        spread = dev.square_().sum(dim=1).tolist()
+    return [[a, b, t, s - d * d / n, p, q]  # M2 from the deviations from c
+            for a, b, t, d, s, p, q in zip(lo, hi, total.tolist(), drift, spread, nan, inf)]
 
 
 def summary_from_raw(row: list[float], n: int) -> dict:
@@ -349,14 +354,19 @@ class ValueStats:
         n = x.numel()
         if x.is_meta or n == 0 or x.is_complex():
             return
-        hit = self._seen.get(id(x))
-        if hit is not None and hit[0]() is x and hit[1] == x._version:
-            self._aliases.append((item, hit[2]))
-            return
         try:
-            self._seen[id(x)] = (weakref.ref(x), x._version, item)
-        except TypeError:
-            pass
+            version = x._version
+        except RuntimeError:  # an inference-mode tensor has no version counter: a repeat is summarised again
+            version = None
+        if version is not None:
+            hit = self._seen.get(id(x))
+            if hit is not None and hit[0]() is x and hit[1] == version:
+                self._aliases.append((item, hit[2]))
+                return
+            try:
+                self._seen[id(x)] = (weakref.ref(x), version, item)
+            except TypeError:  # no weak references to it
+                pass
         if x.requires_grad:
             x = x.detach()
         if n <= SMALL:
