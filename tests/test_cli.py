@@ -66,6 +66,13 @@ def test_json_to_stdout_is_json_lines():
         (["run", "--model", "tiny", "--dtype", "fp16"], "Invalid value"),
         (["run", "--model", "tiny", "--layout", "poem"], "unknown --layout"),
         (["run", "--model", "tiny", "-o", "/"], "is a folder"),
+        (["run", "--model", "tiny", "--temperature", "nan"], "--temperature must be a number >= 0 (got nan)"),
+        (["run", "--model", "tiny", "--top-p", "2"], "--top-p must be in (0, 1] (got 2.0)"),
+        (["run", "--stage", "nosuch"], "no stage id starts with 'nosuch'"),
+        (["run", "--format", "json", "--stage", "vision"], "--stage applies to the terminal, walkthrough and step formats"),
+        (["run", "--depth", "-1"], "--depth must be 0 or more"),
+        (["run", "--device", "cuda"], "11b-instruct runs in meta mode"),
+        (["run", "--checkpoint", "/no/such/folder", "--model", "90b"], "--checkpoint brings its own model"),
     ],
 )
 def test_bad_input_gives_a_one_line_error(args, message):
@@ -83,6 +90,56 @@ def test_existing_output_needs_force(tmp_path):
     assert out.read_text() == "keep me"
     result = runner.invoke(app, ["run", "--model", "tiny", "-o", str(out), "--force"])
     assert result.exit_code == 0 and "text.logits" in out.read_text()
+
+
+def test_the_console_script_reports_usage_errors_and_failed_writes_in_one_line():
+    def script(*args, stdout=subprocess.PIPE):
+        return subprocess.run([sys.executable, "-m", "walkthroughs.cli", *args], stdout=stdout, stderr=subprocess.PIPE, text=True, timeout=300)
+
+    proc = script("run", "--model", "13b")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "llama-trace: error: Invalid value for '--model': '13b' is not one of '11b', '11b-instruct', '90b', '90b-instruct',"
+        " 'tiny'. (see llama-trace run --help)"]
+    if __import__("os").path.exists("/dev/full"):  # Linux: every write fails with "no space left"
+        with open("/dev/full", "w") as full:
+            proc = script("run", "--model", "tiny", stdout=full)
+        assert proc.returncode == 1 and proc.stderr.strip().splitlines() == ["llama-trace: error: cannot write the output: No space left on device"]
+
+
+def test_output_through_a_symlink_a_fifo_and_a_dash(tmp_path):
+    import os
+    import threading
+
+    target, link = tmp_path / "real.txt", tmp_path / "link.jsonl"
+    target.write_text("old")
+    link.symlink_to(target)
+    assert invoke("run", "--format", "json", "-o", str(link), "--force").exit_code == 0
+    assert link.is_symlink() and json.loads(target.read_text().splitlines()[0])["type"] == "header"  # written through
+    fifo, got = tmp_path / "pipe", []
+    os.mkfifo(fifo)
+    reader = threading.Thread(target=lambda: got.append(fifo.read_text()))
+    reader.start()
+    assert invoke("run", "--format", "json", "-o", str(fifo)).exit_code == 0  # no --force: nothing to overwrite
+    reader.join(timeout=60)
+    assert fifo.is_fifo() and got and got[0].startswith('{"type":"header"')
+    result = invoke("run", "--format", "json", "-o", "-", "--no-timing")
+    assert result.exit_code == 0 and result.stdout.startswith('{"type":"header"') and not (tmp_path / "-").exists()
+
+
+def test_an_unwritable_output_is_one_line_and_leaves_no_file(tmp_path):
+    import os
+
+    if os.path.isdir("/proc/self"):  # writable to root by its permissions, but no file can be made there
+        result = runner.invoke(app, ["run", "--format", "json", "-o", "/proc/x.jsonl"])
+        assert result.exit_code == 1 and "cannot write /proc/x.jsonl" in result.output and "Traceback" not in result.output
+
+
+def test_a_page_does_not_overwrite_pictures_without_force(tmp_path):
+    picture = tmp_path / "page.canvas.png"
+    picture.write_text("precious")
+    result = runner.invoke(app, ["run", "--format", "markdown", "-o", str(tmp_path / "page.md")])
+    assert result.exit_code == 2 and "page.canvas.png exists" in result.output and picture.read_text() == "precious"
 
 
 def test_output_folder_must_exist(tmp_path):

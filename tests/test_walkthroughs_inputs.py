@@ -275,6 +275,13 @@ def test_i16_note_counts_clipped_pixels(tmp_path):
     assert "values 0..65535" in loaded.notes[0] and "(2 pixels, 33.3%, clipped)" in loaded.notes[0]
 
 
+def test_a_float_image_of_values_in_0_to_1_gets_a_note(tmp_path):
+    Image.fromarray(np.linspace(0, 1, 600, dtype=np.float32).reshape(20, 30), mode="F").save(tmp_path / "f.tiff")
+    loaded = load_image(tmp_path / "f.tiff")
+    assert loaded.image.getextrema()[0] == (0, 1)  # as Meta's reference converts it: almost black
+    assert "values 0..1" in loaded.notes[0] and "almost black" in loaded.notes[0]
+
+
 def test_bundled_sample_is_the_default():
     loaded = load_image(None)
     assert loaded.info["path"] == "sample.png (bundled)" and loaded.info["file"] == "bundled"

@@ -114,6 +114,24 @@ def test_meta_mode_transforms_the_real_image(run_11b):
     assert normalize["outputs"][0]["device"] == "cpu" and "stats" in normalize["outputs"][0]
 
 
+def test_real_mode_refuses_a_model_that_cannot_fit_in_memory(monkeypatch):
+    from walkthroughs import run as run_module
+
+    monkeypatch.setattr(run_module, "available_memory", lambda: 8 * 2**30)
+    with pytest.raises(run_module.RunError, match=r"real mode needs about 25 GiB here \(19.8 GiB of random weights\) and 8.0 GiB is free"):
+        run(None, "What is this?", preset="11b", mode="real", timing=False)
+
+
+def test_a_generation_longer_than_the_context_gets_a_note():
+    from model import get_preset
+
+    words = "one two three four five six seven eight nine ten " * 47  # about 470 tokens
+    result = run(None, words, preset="tiny", timing=False, values=False, max_new_tokens=100)
+    n, limit = result.summary["prompt_tokens"], get_preset("tiny").max_seq_len
+    assert result.summary["steps"] == limit - n
+    assert f"--max-new-tokens 100: the context here is {limit} tokens (max_seq_len), so at most {limit - n} follow" in " ".join(result.header["inputs"]["notes"])
+
+
 def test_tiny_real_mode_has_values_and_a_next_token():
     result = run(None, "What is this?", preset="tiny", timing=False)
     assert result.header["mode"] == "real"

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import gc
+import math
 import os
+import stat
 import sys
 from enum import Enum
 from pathlib import Path
@@ -95,8 +98,9 @@ def _console(path: Optional[Path] = None):
 
 @contextlib.contextmanager
 def _loading_progress(active: bool):
-    """A rich progress bar on stderr while checkpoint weights load; yields the callback."""
-    if not active:
+    """A rich progress bar on stderr while checkpoint weights load, when stderr is a terminal;
+    yields the callback (elsewhere the bar would only leave a blank line)."""
+    if not active or not sys.stderr.isatty():
         yield None
         return
     from rich.console import Console
@@ -112,32 +116,80 @@ def _loading_progress(active: bool):
         yield update
 
 
-def _check_target(fmt: str, output: Optional[Path], force: bool) -> None:
-    """Where the chosen format writes: a page needs -o, step mode is interactive, files are checked."""
+def _check_target(fmt: str, output: Optional[Path], force: bool, stage: Optional[str] = None, depth: int = 2) -> None:
+    """Where the chosen format writes (a page needs -o, step mode is interactive, files are
+    checked, a page's pictures too), and the options that shape it."""
     if output is not None:
         _check_output(output, force)
     if fmt == "markdown" and output is None:
         fail("--format markdown writes a page and its pictures: give the page path with -o, e.g. -o page.md")
+    if fmt == "markdown" and not force:
+        taken = sorted(output.resolve().parent.glob(f"{output.stem}.*.png"))  # the page's pictures: {stem}.{what}.png
+        if taken:
+            fail(f"{taken[0]} exists (a picture of this page); pass --force to overwrite it")
     if fmt == "step" and output is not None:
         fail("--format step is interactive; leave out -o")
+    if stage is not None:
+        from .catalog import stage_index
+
+        if fmt not in ("terminal", "walkthrough", "step"):
+            fail(f"--stage applies to the terminal, walkthrough and step formats, not {fmt}")
+        if not any(sid.startswith(stage) for sid in stage_index()):
+            tops = sorted({sid.split(".")[0] for sid in stage_index()})
+            fail(f"no stage id starts with {stage!r}; they start with {', '.join(tops)} (e.g. --stage vision)")
+    if depth < 0:
+        fail(f"--depth must be 0 or more (got {depth})")
+
+
+def _stdout_if_dash(output: Optional[Path]) -> Optional[Path]:
+    """`-o -` means standard output, as in most tools."""
+    return None if output is not None and str(output) == "-" else output
 
 
 def _check_output(path: Path, force: bool) -> None:
     if path.is_dir():
         fail(f"{path} is a folder; give a file name with -o")
-    if not path.parent.exists():
-        fail(f"folder {path.parent} does not exist; create it or choose another -o path")
-    if not os.access(path.parent, os.W_OK):
-        fail(f"cannot write to {path.parent}; choose another -o path")
-    if path.exists() and not force:
+    if _is_special(path):  # a FIFO, /dev/null, a terminal: written through, nothing to overwrite
+        if not os.access(path, os.W_OK):
+            fail(f"cannot write to {path}; choose another -o path")
+        return
+    target = path.resolve()  # through a symlink: its target is the file written
+    if not target.parent.exists():
+        fail(f"folder {target.parent} does not exist; create it or choose another -o path")
+    if not os.access(target.parent, os.W_OK):
+        fail(f"cannot write to {target.parent}; choose another -o path")
+    if target.exists() and not force:
         fail(f"{path} exists; pass --force to overwrite it")
+
+
+def _is_special(path: Path) -> bool:
+    """An existing file that is not a regular one (after symlinks): a device, a FIFO, a socket."""
+    try:
+        return not stat.S_ISREG(path.stat().st_mode) and not path.is_dir()
+    except OSError:
+        return False
+
+
+def _write(path: Path, text: str) -> None:
+    """`text` into `path`: a regular file whole or not at all (a temporary file renamed; a
+    symlink's target is the file replaced), a special file (a FIFO, /dev/null) written through."""
+    from tracer.log import atomic_write_text
+
+    try:
+        if _is_special(path):
+            with open(path, "w", encoding="utf-8", newline="\n") as f:
+                f.write(text)
+        else:
+            atomic_write_text(path.resolve(), text)
+    except OSError as err:
+        fail(f"cannot write {path}: {err.strerror or err}; choose another -o path", code=1)
 
 
 @app.command()
 def run(
     image: Optional[Path] = typer.Option(None, "--image", help="Image file (default: the bundled 1000x500 sample)."),
     prompt: str = typer.Option("Describe this image in one sentence.", "--prompt", help="Text that follows the image."),
-    model: ModelName = typer.Option(ModelName.b11_instruct, "--model", help="Model preset."),
+    model: Optional[ModelName] = typer.Option(None, "--model", help="Model preset (default 11b-instruct; with --checkpoint, the checkpoint's own)."),
     mode: Optional[Mode] = typer.Option(None, "--mode", help="meta: shapes only, no weights (default for 11b/90b); real: random weights, real arithmetic (default for tiny)."),
     ops: bool = typer.Option(False, "--ops", help="Also record every torch function call (view, matmul, softmax …)."),
     no_values: bool = typer.Option(False, "--no-values", help="With real weights, skip the value summaries (min, max, mean, std, NaN/Inf): shapes only, the cheapest trace."),
@@ -168,24 +220,34 @@ def run(
 
     _start_up_done()
 
-    _check_target(fmt.value, output, force)
+    output = _stdout_if_dash(output)
+    _check_target(fmt.value, output, force, stage, depth)
     if not prompt.strip():
         fail("the prompt is empty; pass some text with --prompt")
     if max_new_tokens is not None and max_new_tokens < 1:
         fail(f"--max-new-tokens must be at least 1 (got {max_new_tokens})")
-    if temperature < 0 or not 0 < top_p <= 1:
-        fail("--temperature must be >= 0 and --top-p in (0, 1]")
+    if not (math.isfinite(temperature) and temperature >= 0):
+        fail(f"--temperature must be a number >= 0 (got {temperature}); 0 is greedy")
+    if not (math.isfinite(top_p) and 0 < top_p <= 1):
+        fail(f"--top-p must be in (0, 1] (got {top_p})")
+    if checkpoint is not None and model is not None:
+        fail("--checkpoint brings its own model (its config); leave out --model")
+    if checkpoint is not None and mode is Mode.meta:
+        fail("--checkpoint loads real weights; leave out --mode meta")
+    model = model or ModelName.b11_instruct
     if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
         fail(f"unknown --device {device!r}; use cpu or cuda")
     if device.startswith("cuda"):
         import torch
 
+        from .run import default_mode
+
+        if checkpoint is None and (mode.value if mode else default_mode(model.value)) == "meta":
+            fail(f"--device is for real arithmetic, and {model.value} runs in meta mode (no device, no weights): add --mode real, or leave out --device")
         if not torch.cuda.is_available():
-            fail("--device cuda: no CUDA GPU is visible here; use --device cpu (or meta mode, the default for 11b/90b)")
+            fail("--device cuda: no CUDA GPU is visible here; use --device cpu")
     if layout not in (None, "chat", "completion"):
         fail(f"unknown --layout {layout!r}; use chat or completion")
-    if checkpoint is not None and mode is Mode.meta:
-        fail("--checkpoint loads real weights; leave out --mode meta")
     try:
         with _loading_progress(checkpoint is not None) as progress:
             result = do_run(
@@ -209,7 +271,7 @@ def run(
 
 
 def _emit(header, trace, summary, fmt: Format, output: Optional[Path], stage=None, depth=2, image=None) -> None:
-    from tracer.log import atomic_write_text, build_lines, load_lines
+    from tracer.log import build_lines, load_lines
 
     lines = build_lines(trace, header, summary)
     if fmt is Format.json:
@@ -217,7 +279,7 @@ def _emit(header, trace, summary, fmt: Format, output: Optional[Path], stage=Non
         if output is None:
             sys.stdout.write(text)
         else:
-            atomic_write_text(output, text)
+            _write(output, text)
         return
     head, events, closing = load_lines(lines)  # render exactly what a saved log would give
     _render(head, events, closing, fmt.value, output, stage, depth, image)
@@ -226,15 +288,16 @@ def _emit(header, trace, summary, fmt: Format, output: Optional[Path], stage=Non
 def _render(header, events, summary, fmt: str, output: Optional[Path], stage=None, depth=2, image=None) -> None:
     from rich.console import Console
 
-    from tracer.log import atomic_write_text
-
     from .summary import render_summary
     from .terminal import render_walkthrough
 
     if fmt == "markdown":
         from .markdown import render_markdown, write_files
 
-        write_files(render_markdown(header, events, summary, output, image=image, depth=depth))
+        try:
+            write_files(render_markdown(header, events, summary, output, image=image, depth=depth))
+        except OSError as err:
+            fail(f"cannot write {err.filename or output}: {err.strerror or err}; choose another -o path", code=1)
         typer.echo(f"wrote {output} and its pictures")
         return
     if fmt == "html":
@@ -244,7 +307,7 @@ def _render(header, events, summary, fmt: str, output: Optional[Path], stage=Non
         if output is None:
             sys.stdout.write(text)
         else:
-            atomic_write_text(output, text)
+            _write(output, text)
             typer.echo(f"wrote {output}")
         return
     if fmt == "step":
@@ -265,13 +328,13 @@ def _render(header, events, summary, fmt: str, output: Optional[Path], stage=Non
         return
     console = Console(record=True, no_color=True, width=100, file=open(os.devnull, "w"))
     draw(console)
-    atomic_write_text(output, console.export_text())
+    _write(output, console.export_text())
 
 
 @app.command()
 def render(
     log: Path = typer.Argument(..., help="A JSON Lines log written by `llama-trace run --format json`."),
-    fmt: RenderFormat = typer.Option(RenderFormat.terminal, "--format", help="terminal: stage summary; walkthrough: annotated; markdown: a page with pictures (needs -o)."),
+    fmt: RenderFormat = typer.Option(RenderFormat.terminal, "--format", help="terminal: stage summary; walkthrough: annotated, stage by stage; step: the walkthrough one stage per screen; markdown: a deep-dive page with pictures (needs -o); html: the page as one offline HTML file."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write to this file instead of stdout."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output file."),
     stage: Optional[str] = typer.Option(None, "--stage", help="Only stages whose id starts with this."),
@@ -282,7 +345,8 @@ def render(
 
     from .run import image_for_log
 
-    _check_target(fmt.value, output, force)
+    output = _stdout_if_dash(output)
+    _check_target(fmt.value, output, force, stage, depth)
     try:
         header, events, summary = load_log(log)
     except LogError as err:
@@ -304,10 +368,11 @@ def diff(
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output file."),
 ) -> None:
     """Compare two logs: config, symbols, each stage's output shape (A → B, by shape letter), params, FLOPs, events."""
-    from tracer.log import LogError, atomic_write_text, load_log
+    from tracer.log import LogError, load_log
 
     from .diff import Log, compare, render_markdown, render_terminal, render_text
 
+    output = _stdout_if_dash(output)
     if output is not None:
         _check_output(output, force)
     logs = []
@@ -327,7 +392,7 @@ def diff(
     if output is None:
         sys.stdout.write(text)
     else:
-        atomic_write_text(output, text)
+        _write(output, text)
 
 
 @app.command()
@@ -398,11 +463,43 @@ def _start_up_done() -> None:
         gc.freeze()
 
 
+def _click_exceptions():
+    """The click exceptions typer raises: from its own copy of click (typer 0.26 on), else click's."""
+    try:
+        from typer._click import exceptions
+    except ImportError:
+        from click import exceptions
+    return exceptions
+
+
 def cli() -> None:
-    """The `llama-trace` console script."""
+    """The `llama-trace` console script: usage errors in one line, and output that could not be
+    written (a full disk, a closed pipe) as a failure."""
     global _ONE_SHOT
     _ONE_SHOT = True
-    app()
+    errors = _click_exceptions()
+    no_args = getattr(errors, "NoArgsIsHelpError", ())  # click 8.2 on; before, click printed the help itself
+    try:
+        code = app(standalone_mode=False, prog_name="llama-trace")
+        sys.stdout.flush()  # here, not at exit, so a failed write still reaches the exit code
+    except no_args as err:
+        typer.echo(err.ctx.get_help())
+        code = 0
+    except errors.UsageError as err:
+        where = err.ctx.command_path if err.ctx else "llama-trace"
+        typer.echo(f"llama-trace: error: {err.format_message()} (see {where} --help)", err=True)
+        code = err.exit_code
+    except errors.ClickException as err:
+        typer.echo(f"llama-trace: error: {err.format_message()}", err=True)
+        code = err.exit_code
+    except typer.Abort:
+        code = 1
+    except OSError as err:  # writing to standard output failed
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # what is still buffered goes nowhere at exit
+        if err.errno != errno.EPIPE:  # a closed pipe (`| head`) is the reader's choice, not an error to report
+            typer.echo(f"llama-trace: error: cannot write the output: {err.strerror or err}", err=True)
+        code = 1
+    sys.exit(code or 0)
 
 
 if __name__ == "__main__":

@@ -209,6 +209,11 @@ def _clip_note(im: Image.Image) -> str | None:
     if im.mode not in HIGH_BIT_MODES:
         return None
     lo, hi = im.getextrema()
+    if im.mode == "F" and 0 <= lo and 0 < hi <= 1:  # floats meant as 0..1, most likely
+        return (
+            f"F (float) image with values {lo:g}..{hi:g}: Pillow's convert(\"RGB\"), which Meta's reference uses, reads them"
+            f" as 0..255, so the image is almost black; if they mean 0..1, save it as 8-bit (0..255)"
+        )
     if lo >= 0 and hi <= 255:
         return None
     import numpy as np
@@ -437,7 +442,7 @@ def check_prompt(text: str, tokenizer, max_tokens: int, allow_special: bool = Fa
         raise InputError(f"the tokenizer cannot encode the prompt ({_pil_error(err)}); simplify the text") from None
     if n > max_tokens:
         raise InputError(
-            f"the prompt is {n} tokens; the limit here is {max_tokens} (the model's context less the template);"
+            f"the prompt is {n} tokens; the limit here is {max_tokens} (the model's context here, max_seq_len, less the template);"
             f" shorten it by {n - max_tokens} tokens, nothing is cut off silently"
         )
     return notes

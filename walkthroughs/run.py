@@ -77,6 +77,31 @@ def default_mode(preset: str) -> str:
     return "real" if preset == "tiny" else "meta"
 
 
+def available_memory() -> int | None:
+    """Bytes of memory the system can give this process now (Linux), else None."""
+    try:
+        with open("/proc/meminfo") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        return None
+
+
+def check_memory(args: ModelArgs, dtype: torch.dtype) -> None:
+    """Random weights live in RAM: refuse a model that cannot fit, rather than be killed by the
+    system half-way (an 11B in bf16 needs about 20 GiB, plus room for the activations)."""
+    free = available_memory()
+    if free is None:
+        return
+    with torch.device("meta"):
+        need = sum(p.numel() for p in build_model(args, device="meta", dtype=dtype, setup_cache=False).parameters()) * dtype.itemsize
+    total = need * 1.2 + 2**30  # the weights, and room for building them and for the activations
+    if total > free:
+        raise RunError(
+            f"real mode needs about {total / 2**30:.0f} GiB here ({need / 2**30:.1f} GiB of random weights) and"
+            f" {free / 2**30:.1f} GiB is free: use meta mode (the default for 11b and 90b: exact shapes, no weights) or --model tiny"
+        )
+
+
 def checkpoint_tokenizer(path: Path | None) -> tuple[Tokenizer, str | None]:
     """The checkpoint's own tokenizer.model when it reads as one, else the bundled Llama 3 one."""
     if path is None:
@@ -172,6 +197,8 @@ def run(
     else:
         if run_device == "meta":
             use_native_meta_kernels()  # torch's C++ shape code: seconds faster, same shapes
+        elif run_device == "cpu":
+            check_memory(args, torch_dtype)
         model = build_model(args, device=run_device, dtype=torch_dtype, seed=seed if mode == "real" else 0, setup_cache=False)
 
     # The canvas, known before the trace so the image stages get their shape letters (Hc, Wc).
@@ -199,6 +226,9 @@ def run(
         if t.error is None:
             raise
     inp, n, total_len, steps, prefill_logits = (state[k] for k in ("inp", "n", "total_len", "steps", "prefill_logits"))
+    if max_new_tokens and n and n + max_new_tokens > args.max_seq_len:
+        notes.append(f"--max-new-tokens {max_new_tokens}: the context here is {args.max_seq_len} tokens (max_seq_len), so at most"
+                     f" {args.max_seq_len - n} follow the {n}-token prompt")
 
     header = {
         "tool": "llama-trace",
