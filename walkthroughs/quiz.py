@@ -126,6 +126,8 @@ def run_quiz(header: dict, events: list[dict], summary: dict, n: int, seed: int,
     env = SymbolTable(symbols).env
     model = header.get("model", {}).get("preset", "?")
     echo(f"llama-trace quiz · {model} · {len(qs)} question(s) · seed {seed}")
+    if len(qs) < n:
+        echo(f"(this log has {len(qs)} stages to ask about, not {n})")
     echo("Give each output shape as numbers (1,1,4,1601,4096 or [1, 1, 4, 1601, 4096]) or with symbols ([B, I, C, N, D]).")
     echo("symbols:")
     for line in symbol_table_lines(symbols):
