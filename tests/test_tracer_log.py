@@ -1,4 +1,5 @@
 import json
+import re
 from pathlib import Path
 
 import jsonschema
@@ -81,3 +82,125 @@ def test_atomic_write_leaves_no_partial_file(tmp_path):
         atomic_write_text(target, 12345)  # not text: the write fails midway
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+
+
+def test_a_file_that_is_not_utf8_is_not_a_text_file(tmp_path):
+    path = tmp_path / "picture.jsonl"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n\x8e\xff\x00")
+    with pytest.raises(LogError) as info:
+        load_log(path)
+    assert str(info.value) == f"{path} is not a text file: is this a llama-trace log (JSON Lines)?"
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "  \n\t\n"])
+def test_an_empty_file_says_it_is_empty(tmp_path, text):
+    path = tmp_path / "empty.jsonl"
+    path.write_text(text)
+    with pytest.raises(LogError, match=f"^{path} is empty: write the log again with `llama-trace run --format json -o {path}`$"):
+        load_log(path)
+
+
+def saved_lines(tmp_path) -> list[dict]:
+    path = tmp_path / "run.jsonl"
+    small_trace().save(path)
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def write_records(path, records) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+DELETE = object()
+
+
+def corrupt(record: dict, where: tuple, value) -> None:
+    """Set record[where[0]][where[1]]… to `value`; DELETE removes the key."""
+    for key in where[:-1]:
+        record = record[key]
+    if value is DELETE:
+        del record[where[-1]]
+    else:
+        record[where[-1]] = value
+
+
+@pytest.mark.parametrize(
+    "where, value, message",
+    [
+        (("seq",), "1", "'seq' must be an integer"),
+        (("seq",), DELETE, "'seq' must be an integer (it is missing)"),
+        (("kind",), 3, "'kind' must be a string (found 3)"),
+        (("stage",), ["vision"], "'stage' must be a string or null"),
+        (("phase",), 1, "'phase' must be a string or null"),
+        (("path",), {}, "'path' must be a string or null"),
+        (("name",), 1.5, "'name' must be a string or null"),
+        (("parent",), "0", "'parent' must be an integer or null (found \"0\")"),
+        (("depth",), None, "'depth' must be an integer (found null)"),
+        (("flops",), "192", "'flops' must be an integer"),
+        (("time_ms",), "fast", "'time_ms' must be a number"),
+        (("inputs",), {"x": 1}, "'inputs' must be a list"),
+        (("outputs",), "abc", "'outputs' must be a list"),
+        (("inputs", 0), [3, 4], "inputs[0] must be an object (found [3, 4])"),
+        (("outputs", 0, "shape"), "abc", "outputs[0] 'shape' must be a list of integers (found \"abc\")"),
+        (("outputs", 0, "shape"), [3, "8"], "outputs[0] 'shape' must be a list of integers"),
+        (("outputs", 0, "shape"), [3, 8.0], "outputs[0] 'shape' must be a list of integers"),
+        (("inputs", 0, "shape"), 12, "inputs[0] 'shape' must be a list of integers"),
+        (("inputs", 0, "shape"), None, "inputs[0] 'shape' must be a list of integers (found null)"),
+    ],
+)
+def test_events_of_the_wrong_structure_name_line_event_and_field(tmp_path, where, value, message):
+    records = saved_lines(tmp_path)
+    corrupt(records[2], where, value)  # line 3: event 1
+    path = tmp_path / "bad.jsonl"
+    write_records(path, records)
+    with pytest.raises(LogError, match=f"^{re.escape(f'{path}:3: event 1: {message}')}") as info:
+        load_log(path)
+    assert "\n" not in str(info.value) and str(info.value).endswith("write it again")
+
+
+def test_a_long_bad_value_is_cut_short_in_the_message(tmp_path):
+    records = saved_lines(tmp_path)
+    corrupt(records[1], ("outputs", 0, "shape"), "x" * 500)
+    path = tmp_path / "bad.jsonl"
+    write_records(path, records)
+    with pytest.raises(LogError, match=r":2: event 0: outputs\[0\] 'shape' must be a list of integers \(found \"x{36}\.\.\.\)") as info:
+        load_log(path)
+    assert len(str(info.value)) < 250
+
+
+@pytest.mark.parametrize(
+    "line, where, value, message",
+    [
+        (0, ("symbols",), {"F": "8"}, r":1: the header's 'symbols' must map letters to integers"),
+        (-1, ("error",), "boom", r":6: the summary's 'error' must be an object or null \(found \"boom\"\)"),
+        (-1, ("stages",), [], r":6: the summary's 'stages' must be an object"),
+    ],
+)
+def test_header_and_summary_fields_of_the_wrong_type(tmp_path, line, where, value, message):
+    records = saved_lines(tmp_path)
+    corrupt(records[line], where, value)
+    path = tmp_path / "bad.jsonl"
+    write_records(path, records)
+    with pytest.raises(LogError, match=message):
+        load_log(path)
+
+
+def test_line_numbers_count_blank_lines(tmp_path):
+    records = saved_lines(tmp_path)
+    corrupt(records[3], ("kind",), None)
+    path = tmp_path / "bad.jsonl"
+    path.write_text("\n".join(json.dumps(r) + ("\n" if i == 1 else "") for i, r in enumerate(records)) + "\n")
+    with pytest.raises(LogError, match=r"bad.jsonl:5: event 2: 'kind' must be a string \(found null\)"):
+        load_log(path)
+
+
+def test_optional_fields_may_be_missing(tmp_path):
+    records = saved_lines(tmp_path)
+    for key in ("depth", "flops", "time_ms", "inputs", "outputs", "stage", "phase", "parent"):
+        for record in records[1:-1]:
+            record.pop(key, None)
+    for item in records[2].get("inputs", []) + records[2].get("outputs", []):
+        item.pop("shape", None)
+    path = tmp_path / "lean.jsonl"
+    write_records(path, records)
+    _, events, _ = load_log(path)
+    assert len(events) == 4

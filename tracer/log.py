@@ -91,12 +91,37 @@ def load_log(path) -> tuple[dict, list[dict], dict]:
         raise LogError(f"{path} is a folder; pass a .jsonl log file")
     try:
         text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
+    except UnicodeDecodeError:  # a picture, an archive, a UTF-16 file: the decoder's byte offsets help no one
+        raise LogError(f"{path} is not a text file: is this a llama-trace log (JSON Lines)?") from None
+    except OSError as err:
         raise LogError(f"cannot read {path}: {err.__class__.__name__}: {err}") from None
     return load_lines(text.splitlines(), str(path))
 
 
 def load_lines(lines: list[str], path: str = "log") -> tuple[dict, list[dict], dict]:
+    records = _parse(lines, path)
+    if not records:
+        raise LogError(f"{path} is empty: write the log again with `llama-trace run --format json -o {path}`")
+    if records[0].get("type") != "header":
+        raise LogError(f"{path} does not start with a llama-trace header line")
+    header = records[0]
+    if header.get("schema") != SCHEMA_VERSION:
+        raise LogError(f"{path} has schema version {header.get('schema')!r}; this llama-trace reads version {SCHEMA_VERSION}")
+    if records[-1].get("type") != "summary":
+        raise LogError(f"{path} has no closing summary line: the log is truncated")
+    events = [r for r in records[1:-1] if r.get("type") == "event"]
+    summary = records[-1]
+    found = _structure_problem(header, events, summary)
+    if found:
+        record, problem = found
+        index = next(i for i, r in enumerate(records) if r is record)
+        number = [n for n, line in enumerate(lines, 1) if line.strip()][index]  # records skip blank lines
+        raise LogError(f"{path}:{number}: {problem}; the log is damaged or not a llama-trace log: write it again")
+    return header, events, summary
+
+
+def _parse(lines: list[str], path: str) -> list[dict]:
+    """The JSON object of every non-blank line."""
     records = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
@@ -109,14 +134,112 @@ def load_lines(lines: list[str], path: str = "log") -> tuple[dict, list[dict], d
             raise LogError(f"{path}:{number} is not JSON ({err.msg}); is this a llama-trace log (JSON Lines)?") from None
         if not isinstance(records[-1], dict):
             raise LogError(f"{path}:{number} is not a JSON object; is this a llama-trace log?")
-    if not records or records[0].get("type") != "header":
-        raise LogError(f"{path} does not start with a llama-trace header line")
-    header = records[0]
-    if header.get("schema") != SCHEMA_VERSION:
-        raise LogError(f"{path} has schema version {header.get('schema')!r}; this llama-trace reads version {SCHEMA_VERSION}")
-    if records[-1].get("type") != "summary":
-        raise LogError(f"{path} has no closing summary line: the log is truncated")
-    events = [r for r in records[1:-1] if r.get("type") == "event"]
-    if any(e.get("seq") != i for i, e in enumerate(events)):
-        raise LogError(f"{path}: events are out of order or missing (seq must run 0, 1, 2, …)")
-    return header, events, records[-1]
+    return records
+
+
+# The structural check: the tracer's own fields must have the types that readers index, sum and
+# compare without looking (schema.json has the whole schema; jsonschema would take longer than
+# parsing the JSON). `_events_fit` is the fast pass over every event of every log loaded; only
+# when it fails does `_event_problem` look for the first bad event and say what is wrong with it.
+# The two check the same fields.
+
+_NULL = type(None)
+_EVENT_FIELDS = (  # key, its value when missing, the types it may have
+    ("seq", None, (int,)), ("kind", None, (str,)),
+    ("stage", None, (str, _NULL)), ("phase", None, (str, _NULL)), ("path", None, (str, _NULL)), ("name", None, (str, _NULL)),
+    ("parent", None, (int, _NULL)), ("depth", 0, (int,)), ("flops", 0, (int,)), ("time_ms", 0, (int, float)),
+    ("inputs", [], (list,)), ("outputs", [], (list,)),
+)
+_STR_OR_NULL, _INT_OR_NULL, _NUMBER, _INTS, _NO_ITEMS = (str, _NULL), (int, _NULL), (int, float), {int}, ()
+
+
+def _structure_problem(header: dict, events: list[dict], summary: dict) -> tuple[dict, str] | None:
+    """The first record that does not fit, and what is wrong with it; None when all fit."""
+    if problem := _header_problem(header):
+        return header, problem
+    if not _events_fit(events):
+        for i, event in enumerate(events):
+            if problem := _event_problem(event, i):
+                return event, f"event {i}: {problem}"
+    if problem := _summary_problem(summary):
+        return summary, problem
+    return None
+
+
+def _events_fit(events: list[dict]) -> bool:
+    """Whether every event is in sequence and has fields of the right types. Written out in one loop,
+    the shapes' sizes gathered and checked at once: a function call or a generator per field or per
+    shape would double its time (it costs about a tenth of the JSON parsing as it is)."""
+    sizes = []
+    add_sizes = sizes.extend
+    for i, e in enumerate(events):
+        get = e.get
+        seq = get("seq")
+        if not (seq == i and type(seq) is int and type(get("kind")) is str and type(get("stage")) in _STR_OR_NULL
+                and type(get("phase")) in _STR_OR_NULL and type(get("path")) in _STR_OR_NULL and type(get("name")) in _STR_OR_NULL
+                and type(get("parent")) in _INT_OR_NULL and type(get("depth", 0)) is int and type(get("flops", 0)) is int
+                and type(get("time_ms", 0)) in _NUMBER):
+            return False
+        for items in (get("inputs", _NO_ITEMS), get("outputs", _NO_ITEMS)):
+            if type(items) is not list and items is not _NO_ITEMS:
+                return False
+            for item in items:
+                if type(item) is not dict:
+                    return False
+                shape = item.get("shape", _NO_ITEMS)
+                if shape is not _NO_ITEMS:
+                    if type(shape) is not list:
+                        return False
+                    add_sizes(shape)
+    return set(map(type, sizes)) <= _INTS
+
+
+def _event_problem(e: dict, index: int) -> str:
+    """What is wrong with the event at `index`; "" when nothing is."""
+    seq = e.get("seq")
+    if type(seq) is int and seq != index:
+        return f"its 'seq' is {seq}: events are out of order or missing (seq must run 0, 1, 2, …)"
+    for key, default, allowed in _EVENT_FIELDS:
+        if type(e.get(key, default)) not in allowed:
+            return f"'{key}' must be {_kinds(allowed)} ({found(e, key)})"
+    for side in ("inputs", "outputs"):
+        for i, item in enumerate(e.get(side, [])):
+            if type(item) is not dict:
+                return f"{side}[{i}] must be an object (found {shown(item)})"
+            if "shape" in item and (type(item["shape"]) is not list or not all(type(d) is int for d in item["shape"])):
+                return f"{side}[{i}] 'shape' must be a list of integers ({found(item, 'shape')})"
+    return ""
+
+
+def _header_problem(header: dict) -> str:
+    symbols = header.get("symbols", {})
+    if type(symbols) is not dict or not set(map(type, symbols.values())) <= _INTS:
+        return f"the header's 'symbols' must map letters to integers ({found(header, 'symbols')})"
+    return ""
+
+
+def _summary_problem(summary: dict) -> str:
+    if type(summary.get("stages", {})) is not dict:
+        return f"the summary's 'stages' must be an object ({found(summary, 'stages')})"
+    if type(summary.get("error")) not in (dict, _NULL):
+        return f"the summary's 'error' must be an object or null ({found(summary, 'error')})"
+    return ""
+
+
+_KIND_NAMES = {float: "a number", int: "an integer", str: "a string", list: "a list", dict: "an object", _NULL: "null"}
+
+
+def _kinds(allowed: tuple) -> str:
+    """(int, NoneType) -> 'an integer or null'; (int, float) -> 'a number'."""
+    return " or ".join(name for t, name in _KIND_NAMES.items() if t in allowed and not (t is int and float in allowed))
+
+
+def found(record: dict, key: str) -> str:
+    """`record[key]` for a one-line error: 'found …' or 'it is missing'."""
+    return f"found {shown(record[key])}" if key in record else "it is missing"
+
+
+def shown(value) -> str:
+    """A bad value as it stood in the log, cut short: the message stays one line."""
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 40 else text[:37] + "..."

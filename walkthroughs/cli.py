@@ -343,12 +343,14 @@ def render(
     """Show a saved log: a stage summary, the annotated walkthrough, or a Markdown page."""
     from tracer.log import LogError, load_log
 
+    from .context import check_log
     from .run import image_for_log
 
     output = _stdout_if_dash(output)
     _check_target(fmt.value, output, force, stage, depth)
     try:
         header, events, summary = load_log(log)
+        check_log(header, events, str(log))
     except LogError as err:
         fail(str(err))
     _render(header, events, summary, fmt.value, output, stage, depth, image_for_log(header))
@@ -370,6 +372,7 @@ def diff(
     """Compare two logs: config, symbols, each stage's output shape (A → B, by shape letter), params, FLOPs, events."""
     from tracer.log import LogError, load_log
 
+    from .context import check_log
     from .diff import Log, compare, render_markdown, render_terminal, render_text
 
     output = _stdout_if_dash(output)
@@ -379,6 +382,7 @@ def diff(
     for path in (log_a, log_b):
         try:
             logs.append(Log(path.name, *load_log(path)))
+            check_log(logs[-1].header, logs[-1].events, str(path))
         except LogError as err:
             fail(str(err))
     result = compare(*logs)
@@ -420,8 +424,11 @@ def quiz(
         except (OSError, UnicodeDecodeError) as err:
             fail(f"cannot read --answers {answers}: {err.__class__.__name__}: {err}")
     if log is not None:
+        from .context import check_log
+
         try:
             header, events, summary = load_log(log)
+            check_log(header, events, str(log))
         except LogError as err:
             fail(str(err))
     else:

@@ -84,10 +84,40 @@ def first_tensor(items: list[dict]) -> dict | None:
     return next((i for i in items if "shape" in i), items[0] if items else None)
 
 
+def _row_cells(i: int, row: dict, catalog: dict, timing: bool) -> list[str]:
+    e = row["first"]
+    stage = catalog.get(row["stage"])
+    title = stage.title if stage else ""
+    outs = first_tensor(e.get("outputs", []))
+    name = row["stage"] + (f" ×{row['calls']}" if row["calls"] > 1 else "")
+    cells = [str(i), f"{name}\n[dim]{title}[/]", fmt_shape(outs).replace(" = ", "\n= ") if outs else "",
+             fmt_count(row["params"]) if row["params"] else "", fmt_count(row["flops"]) if row["flops"] else ""]
+    if timing:
+        cells.append(f"{row['time_ms']:.1f}")
+    return cells
+
+
+def text_widths(width: int, numbers: int, columns: int, names: int, longest: int) -> tuple[int | None, int | None]:
+    """Widths of the summary table's stage and output columns on a console `width` wide, beside
+    number columns `numbers` wide in all: (None, None) where the longest stage cell (`longest`,
+    with its " ×N") and 25 characters of output fit, and rich lays the table out. The table's own
+    spaces: one at each edge (SIMPLE_HEAD), one between columns, one of padding on each inner side
+    of a column. On a narrower console the padding collapses (two spaces between columns) and the
+    output gets up to 25 characters beside the longest stage id (`names`), at least 10; the stage
+    column the rest. The text wraps (a stage id folds only where even that leaves too little); no
+    number is cut."""
+    if width - numbers - (3 * columns - 1) >= longest + 25:
+        return None, None
+    room = width - numbers - 2 * columns
+    output = max(min(25, room - names), 10)
+    stage = max(min(longest, room - output), 6)
+    return stage, room - stage
+
+
 def render_summary(header: dict, events: list[dict], summary: dict, console: Console) -> None:
     catalog = stage_index()
     model = header.get("model", {})
-    image = header.get("inputs", {}).get("image", {})
+    image = header.get("inputs", {}).get("image") or {}  # null in a log without an image
     w, h = image.get("size", ["?", "?"])
     values_off = " (no value summaries)" if header.get("mode") == "real" and header.get("values") is False else ""
     console.print(
@@ -96,36 +126,35 @@ def render_summary(header: dict, events: list[dict], summary: dict, console: Con
     )
     timing = header.get("timing", False)
     rows = stage_rows(events)
+    cells = [_row_cells(i, row, catalog, timing) for i, row in enumerate(rows, 1)]
+    headers = ["#", "stage", "output", "params", "FLOPs"] + (["ms"] if timing else [])
+    names = max((len(r["stage"]) for r in rows), default=10)
     longest = max((len(r["stage"]) + (len(f" ×{r['calls']}") if r["calls"] > 1 else 0) for r in rows), default=10)
+    numbers = sum(max(len(c[k]) for c in [headers, *cells]) for k in range(len(headers)) if k not in (1, 2))
+    stage_width, output_width = text_widths(console.width, numbers, len(headers), names, longest)
 
     def new_table(title: str) -> Table:
-        table = Table(box=box.SIMPLE_HEAD, pad_edge=False, title=title, title_justify="left", title_style="bold")
-        table.add_column("#", justify="right", style="dim")
-        table.add_column("stage", min_width=longest, ratio=1)
-        table.add_column("output", min_width=25, ratio=1)
-        table.add_column("params", justify="right")
-        table.add_column("FLOPs", justify="right")
-        if timing:
-            table.add_column("ms", justify="right")
+        table = Table(box=box.SIMPLE_HEAD, pad_edge=False, title=title, title_justify="left", title_style="bold",
+                      collapse_padding=stage_width is not None)
+        table.add_column("#", justify="right", style="dim", no_wrap=True)
+        if stage_width is None:
+            table.add_column("stage", min_width=longest, ratio=1)
+            table.add_column("output", min_width=25, ratio=1)
+        else:
+            table.add_column("stage", width=stage_width, overflow="fold")  # a stage id folds, whole, rather than lose its end
+            table.add_column("output", width=output_width)
+        for name in headers[3:]:  # numbers are never cut: the text columns above give way instead
+            table.add_column(name, justify="right", no_wrap=True)
         return table
 
     table, phase = None, object()
-    for i, row in enumerate(rows, 1):
+    for row, row_cells in zip(rows, cells):
         if row["phase"] != phase:  # one table per phase: setup, prefill, the folded decode steps
             if table is not None:
                 console.print(table)
             phase = row["phase"]
             table = new_table(phase_label(phase, events))
-        e = row["first"]
-        stage = catalog.get(row["stage"])
-        title = stage.title if stage else ""
-        outs = first_tensor(e.get("outputs", []))
-        name = row["stage"] + (f" ×{row['calls']}" if row["calls"] > 1 else "")
-        cells = [str(i), f"{name}\n[dim]{title}[/]", fmt_shape(outs).replace(" = ", "\n= ") if outs else "",
-                 fmt_count(row["params"]) if row["params"] else "", fmt_count(row["flops"]) if row["flops"] else ""]
-        if timing:
-            cells.append(f"{row['time_ms']:.1f}")
-        table.add_row(*cells)
+        table.add_row(*row_cells)
     if table is not None:
         console.print(table)
     if summary.get("error"):
