@@ -172,7 +172,8 @@ def test_a_long_bad_value_is_cut_short_in_the_message(tmp_path):
     [
         (0, ("symbols",), {"F": "8"}, r":1: the header's 'symbols' must map letters to integers"),
         (-1, ("error",), "boom", r":6: the summary's 'error' must be an object or null \(found \"boom\"\)"),
-        (-1, ("stages",), [], r":6: the summary's 'stages' must be an object"),
+        (-1, ("stages",), [], r":6: the summary's 'stages' must map stages to objects \(found \[\]\)"),
+        (-1, ("stages", "(none)"), 4, r":6: the summary's 'stages' must map stages to objects"),
     ],
 )
 def test_header_and_summary_fields_of_the_wrong_type(tmp_path, line, where, value, message):

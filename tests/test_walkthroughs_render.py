@@ -306,3 +306,19 @@ def test_check_log_reads_the_canvas_as_run_context_does(tiny_log):
     changed = [with_value(e, [1120], "outputs", 0, "values") if e["path"] == "get_best_fit" else e for e in events]
     with pytest.raises(LogError, match=re.escape("(get_best_fit) must give the canvas as [width, height] (found [1120])")):
         check_log(header, changed)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda s: with_value(s, "18", "prompt_tokens"), "the summary's 'prompt_tokens' must be an integer (found \"18\")"),
+        (lambda s: without(s, "next_token", "text"), "the summary's 'next_token' must be an object with an integer 'id' and its 'text'"),
+        (lambda s: without(s, "top5", 0, "logit"), "the summary's 'top5' must list tokens with an 'id', a 'text' and a 'logit'"),
+        (lambda s: with_value(s, [1, 2], "generated"), "the summary's 'generated' must be an object with 'ids', 'text' and 'stopped' (found [1, 2])"),
+    ],
+)
+def test_check_log_reads_the_summary_when_given(tiny_log, change, message):
+    header, events, summary, _ = tiny_log
+    check_log(header, events, "t.jsonl", summary=summary)
+    with pytest.raises(LogError, match="^t.jsonl: " + re.escape(message)):
+        check_log(header, events, "t.jsonl", summary=change(summary))

@@ -219,8 +219,9 @@ def _header_problem(header: dict) -> str:
 
 
 def _summary_problem(summary: dict) -> str:
-    if type(summary.get("stages", {})) is not dict:
-        return f"the summary's 'stages' must be an object ({found(summary, 'stages')})"
+    stages = summary.get("stages", {})
+    if type(stages) is not dict or not set(map(type, stages.values())) <= {dict}:
+        return f"the summary's 'stages' must map stages to objects ({found(summary, 'stages')})"
     if type(summary.get("error")) not in (dict, _NULL):
         return f"the summary's 'error' must be an object or null ({found(summary, 'error')})"
     return ""

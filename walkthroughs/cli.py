@@ -350,7 +350,7 @@ def render(
     _check_target(fmt.value, output, force, stage, depth)
     try:
         header, events, summary = load_log(log)
-        check_log(header, events, str(log))
+        check_log(header, events, str(log), summary=summary)
     except LogError as err:
         fail(str(err))
     _render(header, events, summary, fmt.value, output, stage, depth, image_for_log(header))
@@ -382,7 +382,7 @@ def diff(
     for path in (log_a, log_b):
         try:
             logs.append(Log(path.name, *load_log(path)))
-            check_log(logs[-1].header, logs[-1].events, str(path))
+            check_log(logs[-1].header, logs[-1].events, str(path), summary=logs[-1].summary)
         except LogError as err:
             fail(str(err))
     result = compare(*logs)
@@ -428,7 +428,7 @@ def quiz(
 
         try:
             header, events, summary = load_log(log)
-            check_log(header, events, str(log))
+            check_log(header, events, str(log), summary=summary)
         except LogError as err:
             fail(str(err))
     else:

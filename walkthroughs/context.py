@@ -124,9 +124,10 @@ STATS = {"min", "max", "mean", "std", "nan", "inf"}
 SYMBOLS = ("B", "I", "C", "R", "P", "N", "N8", "W", "D", "T", "S", "V", "H", "Hkv", "Dh", "Hv", "Dhv", "F", "Fv", "L", "X", "K")
 
 
-def check_log(header: dict, events: list[dict], source: str = "the log") -> None:
-    """Raise LogError (one line) when a loaded log lacks what the walkthrough renderers read."""
-    problem = _header_problem(header) or _events_problem(events)
+def check_log(header: dict, events: list[dict], source: str = "the log", summary: dict | None = None) -> None:
+    """Raise LogError (one line) when a loaded log lacks what the walkthrough renderers read
+    (the summary's result fields too, when `summary` is given)."""
+    problem = _header_problem(header) or _events_problem(events) or _summary_problem(summary or {})
     if problem:
         raise LogError(f"{source}: {problem}; is it a llama-trace run log? write it again with `llama-trace run --format json -o FILE`")
 
@@ -246,6 +247,25 @@ def _image_events_problem(events: list[dict]) -> str:
     if resize and not resize.get("outputs"):
         return f"event {resize['seq']} (stage image.resize) needs an output"
     return ""
+
+
+def _summary_problem(summary: dict) -> str:
+    """The run's result as the renderers print it: prompt length, next token, top 5, generated text."""
+    if type(summary.get("prompt_tokens", 0)) is not int:
+        return f"the summary's 'prompt_tokens' must be an integer ({found(summary, 'prompt_tokens')})"
+    if "next_token" in summary and not _is_token(summary["next_token"]):
+        return f"the summary's 'next_token' must be an object with an integer 'id' and its 'text' ({found(summary, 'next_token')})"
+    top5 = summary.get("top5", [])
+    if type(top5) is not list or not all(_is_token(t) and "logit" in t for t in top5):
+        return f"the summary's 'top5' must list tokens with an 'id', a 'text' and a 'logit' ({found(summary, 'top5')})"
+    generated = summary.get("generated", {"ids": [], "text": "", "stopped": ""})
+    if type(generated) is not dict or type(generated.get("ids")) is not list or not {type(generated.get(k)) for k in ("text", "stopped")} <= {str}:
+        return f"the summary's 'generated' must be an object with 'ids', 'text' and 'stopped' ({found(summary, 'generated')})"
+    return ""
+
+
+def _is_token(token) -> bool:
+    return type(token) is dict and type(token.get("id")) is int and type(token.get("text")) is str
 
 
 def _size_problem(image: dict) -> bool:
