@@ -10,7 +10,8 @@ from rich.console import Console
 
 from tracer.log import LogError, build_lines, load_lines
 from walkthroughs.catalog import stage_index
-from walkthroughs.context import all_stage_contexts, check_log
+from walkthroughs.context import all_stage_contexts
+from walkthroughs.log_check import check_log
 from walkthroughs.diff import Log, compare
 from walkthroughs.examples_build import PRESETS, example_files
 from walkthroughs.markdown import render_markdown, write_files

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -61,8 +62,15 @@ def build_lines(trace, header: dict | None = None, summary: dict | None = None) 
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write to a temporary file in the target folder, then rename: never a half-written file."""
+    """Write to a temporary file in the target folder, then rename: never a half-written file.
+    Through a symlink, its target is the file replaced; a special file (a FIFO, /dev/null) is
+    written through, never replaced."""
     path = Path(path)
+    if is_special_file(path):
+        with open(path, "w", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+        return
+    path = path.resolve()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
@@ -72,6 +80,14 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def is_special_file(path: Path) -> bool:
+    """An existing file that is not a regular one (after symlinks): a device, a FIFO, a socket."""
+    try:
+        return not stat.S_ISREG(path.stat().st_mode) and not path.is_dir()
+    except OSError:
+        return False
 
 
 def _umask() -> int:
@@ -111,9 +127,9 @@ def load_lines(lines: list[str], path: str = "log") -> tuple[dict, list[dict], d
         raise LogError(f"{path} has no closing summary line: the log is truncated")
     events = [r for r in records[1:-1] if r.get("type") == "event"]
     summary = records[-1]
-    found = _structure_problem(header, events, summary)
-    if found:
-        record, problem = found
+    bad = _structure_problem(header, events, summary)
+    if bad:
+        record, problem = bad
         index = next(i for i, r in enumerate(records) if r is record)
         number = [n for n, line in enumerate(lines, 1) if line.strip()][index]  # records skip blank lines
         raise LogError(f"{path}:{number}: {problem}; the log is damaged or not a llama-trace log: write it again")
@@ -139,9 +155,9 @@ def _parse(lines: list[str], path: str) -> list[dict]:
 
 # The structural check: the tracer's own fields must have the types that readers index, sum and
 # compare without looking (schema.json has the whole schema; jsonschema would take longer than
-# parsing the JSON). `_events_fit` is the fast pass over every event of every log loaded; only
-# when it fails does `_event_problem` look for the first bad event and say what is wrong with it.
-# The two check the same fields.
+# parsing the JSON). `_event_problem` runs on every event: about a tenth of the parsing time.
+# (A second, unrolled pass that only said yes or no saved 15 ms on a 9,000-event log: not worth
+# listing every field twice.)
 
 _NULL = type(None)
 _EVENT_FIELDS = (  # key, its value when missing, the types it may have
@@ -150,48 +166,19 @@ _EVENT_FIELDS = (  # key, its value when missing, the types it may have
     ("parent", None, (int, _NULL)), ("depth", 0, (int,)), ("flops", 0, (int,)), ("time_ms", 0, (int, float)),
     ("inputs", [], (list,)), ("outputs", [], (list,)),
 )
-_STR_OR_NULL, _INT_OR_NULL, _NUMBER, _INTS, _NO_ITEMS = (str, _NULL), (int, _NULL), (int, float), {int}, ()
+_INTS = {int}
 
 
 def _structure_problem(header: dict, events: list[dict], summary: dict) -> tuple[dict, str] | None:
     """The first record that does not fit, and what is wrong with it; None when all fit."""
     if problem := _header_problem(header):
         return header, problem
-    if not _events_fit(events):
-        for i, event in enumerate(events):
-            if problem := _event_problem(event, i):
-                return event, f"event {i}: {problem}"
+    for i, event in enumerate(events):
+        if problem := _event_problem(event, i):
+            return event, f"event {i}: {problem}"
     if problem := _summary_problem(summary):
         return summary, problem
     return None
-
-
-def _events_fit(events: list[dict]) -> bool:
-    """Whether every event is in sequence and has fields of the right types. Written out in one loop,
-    the shapes' sizes gathered and checked at once: a function call or a generator per field or per
-    shape would double its time (it costs about a tenth of the JSON parsing as it is)."""
-    sizes = []
-    add_sizes = sizes.extend
-    for i, e in enumerate(events):
-        get = e.get
-        seq = get("seq")
-        if not (seq == i and type(seq) is int and type(get("kind")) is str and type(get("stage")) in _STR_OR_NULL
-                and type(get("phase")) in _STR_OR_NULL and type(get("path")) in _STR_OR_NULL and type(get("name")) in _STR_OR_NULL
-                and type(get("parent")) in _INT_OR_NULL and type(get("depth", 0)) is int and type(get("flops", 0)) is int
-                and type(get("time_ms", 0)) in _NUMBER):
-            return False
-        for items in (get("inputs", _NO_ITEMS), get("outputs", _NO_ITEMS)):
-            if type(items) is not list and items is not _NO_ITEMS:
-                return False
-            for item in items:
-                if type(item) is not dict:
-                    return False
-                shape = item.get("shape", _NO_ITEMS)
-                if shape is not _NO_ITEMS:
-                    if type(shape) is not list:
-                        return False
-                    add_sizes(shape)
-    return set(map(type, sizes)) <= _INTS
 
 
 def _event_problem(e: dict, index: int) -> str:

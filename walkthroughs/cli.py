@@ -7,7 +7,6 @@ import errno
 import gc
 import math
 import os
-import stat
 import sys
 from enum import Enum
 from pathlib import Path
@@ -147,9 +146,11 @@ def _stdout_if_dash(output: Optional[Path]) -> Optional[Path]:
 
 
 def _check_output(path: Path, force: bool) -> None:
+    from tracer.log import is_special_file
+
     if path.is_dir():
         fail(f"{path} is a folder; give a file name with -o")
-    if _is_special(path):  # a FIFO, /dev/null, a terminal: written through, nothing to overwrite
+    if is_special_file(path):  # a FIFO, /dev/null, a terminal: written through, nothing to overwrite
         if not os.access(path, os.W_OK):
             fail(f"cannot write to {path}; choose another -o path")
         return
@@ -162,25 +163,12 @@ def _check_output(path: Path, force: bool) -> None:
         fail(f"{path} exists; pass --force to overwrite it")
 
 
-def _is_special(path: Path) -> bool:
-    """An existing file that is not a regular one (after symlinks): a device, a FIFO, a socket."""
-    try:
-        return not stat.S_ISREG(path.stat().st_mode) and not path.is_dir()
-    except OSError:
-        return False
-
-
 def _write(path: Path, text: str) -> None:
-    """`text` into `path`: a regular file whole or not at all (a temporary file renamed; a
-    symlink's target is the file replaced), a special file (a FIFO, /dev/null) written through."""
+    """`text` into `path` (`tracer.log.atomic_write_text`), or a one-line error."""
     from tracer.log import atomic_write_text
 
     try:
-        if _is_special(path):
-            with open(path, "w", encoding="utf-8", newline="\n") as f:
-                f.write(text)
-        else:
-            atomic_write_text(path.resolve(), text)
+        atomic_write_text(path, text)
     except OSError as err:
         fail(f"cannot write {path}: {err.strerror or err}; choose another -o path", code=1)
 
@@ -343,7 +331,7 @@ def render(
     """Show a saved log: a stage summary, the annotated walkthrough, or a Markdown page."""
     from tracer.log import LogError, load_log
 
-    from .context import check_log
+    from .log_check import check_log
     from .run import image_for_log
 
     output = _stdout_if_dash(output)
@@ -372,7 +360,7 @@ def diff(
     """Compare two logs: config, symbols, each stage's output shape (A → B, by shape letter), params, FLOPs, events."""
     from tracer.log import LogError, load_log
 
-    from .context import check_log
+    from .log_check import check_log
     from .diff import Log, compare, render_markdown, render_terminal, render_text
 
     output = _stdout_if_dash(output)
@@ -424,7 +412,7 @@ def quiz(
         except (OSError, UnicodeDecodeError) as err:
             fail(f"cannot read --answers {answers}: {err.__class__.__name__}: {err}")
     if log is not None:
-        from .context import check_log
+        from .log_check import check_log
 
         try:
             header, events, summary = load_log(log)

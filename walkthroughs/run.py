@@ -92,8 +92,8 @@ def check_memory(args: ModelArgs, dtype: torch.dtype) -> None:
     free = available_memory()
     if free is None:
         return
-    with torch.device("meta"):
-        need = sum(p.numel() for p in build_model(args, device="meta", dtype=dtype, setup_cache=False).parameters()) * dtype.itemsize
+    shell = build_model(args, device="meta", dtype=dtype, setup_cache=False)  # no memory: only the sizes
+    need = sum(p.numel() for p in shell.parameters()) * dtype.itemsize
     total = need * 1.2 + 2**30  # the weights, and room for building them and for the activations
     if total > free:
         raise RunError(
