@@ -21,8 +21,9 @@ import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from time import perf_counter
 
-from torch import nn
+from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode, resolve_name
 
 from . import flops, source, values
@@ -105,10 +106,11 @@ class _Forward:
     (`copy.deepcopy`) gets the module's own forward instead, which runs the copy's weights;
     pickling the module while it is traced says so."""
 
-    __slots__ = ("module", "__wrapped__", "_trace_owner", "_trace_previous", "hooked", "last")
+    __slots__ = ("module", "__wrapped__", "_trace_owner", "_trace_previous", "hooked", "last", "info")
 
-    def __init__(self, tracer: "Trace", module: nn.Module, inner, previous) -> None:
+    def __init__(self, tracer: "Trace", module: nn.Module, inner, previous, info: tuple) -> None:
         self._trace_owner, self.module, self.__wrapped__, self._trace_previous = tracer, module, inner, previous
+        self.info = info  # `Trace._module_info`
         self.hooked = bool(module._forward_hooks)  # the user's own forward hooks: see `_AfterHooks`
         self.last: tuple | None = None
 
@@ -116,8 +118,8 @@ class _Forward:
         tracer, inner = self._trace_owner, self.__wrapped__
         if tracer._busy:
             return inner(*args, **kwargs)
-        event = tracer._module_enter(self.module, args, kwargs)
-        t0 = time.perf_counter()
+        event = tracer._module_enter(self.info, args, kwargs)
+        t0 = perf_counter()
         try:
             output = inner(*args, **kwargs)
         except BaseException as exc:
@@ -214,7 +216,6 @@ class Trace:
         self._locations = _LOCATIONS.setdefault(self.roots, {})  # shared by traces with the same roots
         if len(self._locations) > 4096:  # e.g. many generated modules' code objects: start afresh
             self._locations.clear()
-        self._modules: dict[int, tuple] = {}  # id(module) -> `_module_info`
         self._modes: list = []
         self._t0 = 0.0
 
@@ -361,7 +362,8 @@ class Trace:
         (Doing nothing, torch's hook pair cost 1.04x–1.11x on a tiny generation and these
         wrappers 0.99x–1.04x: `benchmarks/RESULTS.md`, fifth session.)"""
         attrs = module.__dict__  # `_patch`, inlined: it runs for every module of every trace
-        forward = _Forward(self, module, module.forward, attrs.get("forward", _INHERITED))
+        inner = module.forward
+        forward = _Forward(self, module, inner, attrs.get("forward", _INHERITED), self._module_info(module, inner))
         self._patched.append((module, "forward", forward._trace_previous, forward))
         attrs["forward"] = forward  # directly: nn.Module.__setattr__ would only get there slower
         if forward.hooked:
@@ -381,33 +383,52 @@ class Trace:
                 _ARG_NAMES[key] = names
         return names
 
-    def _module_info(self, mod: nn.Module) -> tuple:
+    def _module_info(self, mod: nn.Module, forward) -> tuple:
         """(path, class name, stage, parameter info, argument names of its forward), worked out
-        at a module's first call and kept for the rest of the trace."""
-        path = self._names.get(id(mod), type(mod).__name__)
-        forward = mod.forward
-        while isinstance(forward, _Forward):  # past our wrappers (and other traces')
+        when the module is hooked and kept for the trace."""
+        path = self._names[id(mod)]
+        while isinstance(forward, _Forward):  # past other traces' wrappers
             forward = forward.__wrapped__
         # A class's forward is remembered across traces; an instance's own callable is not: it
         # may hold its module alive (and another trace's wrapper, that trace).
         names = self._arg_names(forward, remember=inspect.ismethod(forward))
-        info = self._modules[id(mod)] = (path, type(mod).__name__, self._stage_for(path), self._param_info(mod), names)
-        return info
+        return path, type(mod).__name__, self._stage_for(path), self._params[id(mod)], names
 
-    def _module_enter(self, mod: nn.Module, args: tuple, kwargs: dict) -> dict:
+    def _module_enter(self, info: tuple, args: tuple, kwargs: dict) -> dict:
+        """A module's event, opened on the hottest path of all: what is cheap now (the source
+        line's code object and number, the inputs' shapes: `values.call_record`) is kept, and
+        described after the run (`_materialize`)."""
         self._busy = True
         try:
-            path, cls, stage, params, names = self._modules.get(id(mod)) or self._module_info(mod)
-            items, _ = values.describe_call(args, kwargs, names)
+            path, cls, stage, params, names = info
             frame = sys._getframe(2)  # our wrapper's caller: nn.Module._call_impl, as a rule
             if frame.f_code is _CALL_IMPL:
                 frame = frame.f_back.f_back  # past Module._wrapped_call_impl
-            return self._open("module", path, cls, items, stage=stage, params=params, described=True, timed=False, frame=frame)
+            frame = source.caller_frame(0, frame)
+            stack, events = self._stack, self.events
+            parent = stack[-1] if stack else None
+            event = {
+                "seq": len(events),
+                "kind": "module",
+                "stage": stage or (parent["stage"] if parent else None),
+                "path": path,
+                "name": cls,
+                "parent": parent["seq"] if parent else None,
+                "depth": len(stack),
+                "phase": self._phase_stack[-1] if self._phase_stack else None,
+                "params": params,
+                "src": (frame.f_code, frame.f_lineno) if frame is not None else None,
+                "inputs": values.call_record(args, kwargs, names),
+                "_symbols": self.symbols,
+            }
+            events.append(event)
+            stack.append(event)
+            return event
         finally:
             self._busy = False
 
     def _module_exit(self, event: dict, output, t0: float, exc: BaseException | None = None) -> None:
-        t1 = time.perf_counter()
+        t1 = perf_counter()
         self._busy = True
         try:
             stack = self._stack
@@ -415,7 +436,11 @@ class Trace:
                 stack.pop()
             if exc is not None:
                 event["error"] = type(exc).__name__
-            self._close(event, output, failed=exc is not None)
+                self._close(event, None, failed=True)
+            elif isinstance(output, Tensor) and (output.is_meta or not self.values_summary):
+                event["outputs"] = (output.shape, output.dtype, output.device)  # described in `_materialize`
+            else:
+                self._close(event, output)
             if self.timing:
                 event["time_ms"] = (t1 - t0) * 1000  # rounded in _finish
         finally:
@@ -534,7 +559,7 @@ class Trace:
         if info:
             event["info"] = info
         if frame is not None:
-            event["src"] = self._location(frame)
+            event["src"] = (frame.f_code, frame.f_lineno)  # see `_materialize`
         event["inputs"] = inputs if described else self._describe(inputs, stats=False)
         event["_symbols"] = self.symbols
         if timed and self.timing:
@@ -543,17 +568,16 @@ class Trace:
         stack.append(event)
         return event
 
-    def _location(self, frame) -> dict:
-        """The frame's file:line, function and source text; one dict per line, shared by every
-        event from it (in this trace and later ones) and never mutated. Keyed by the code
+    def _location(self, code, line: int) -> dict:
+        """file:line, function and source text of a line of `code`; one dict per line, shared by
+        every event from it (in this trace and later ones) and never mutated. Keyed by the code
         object's id (hashing a code object hashes its contents), checked against the object."""
-        code = frame.f_code
         lines = self._locations.get(id(code))
         if lines is None or lines[0] is not code:
             lines = self._locations[id(code)] = (code, {})
-        src = lines[1].get(frame.f_lineno)
+        src = lines[1].get(line)
         if src is None:
-            src = lines[1][frame.f_lineno] = source.location(frame, self.roots)
+            src = lines[1][line] = source.location_at(code, line, self.roots)
             src.pop("_abs", None)
         return src
 
@@ -565,12 +589,6 @@ class Trace:
         if t is not None:
             event["time_ms"] = (time.perf_counter() - t) * 1000  # rounded in _finish
 
-    def _param_info(self, module: nn.Module) -> dict:
-        """The module's own parameter count and dtype, and the count including its children."""
-        if id(module) not in self._params:
-            self._walk(module, self._names.get(id(module), type(module).__name__))
-        return self._params[id(module)]  # shared by every call of this module; never mutated
-
     def _describe(self, tree, stats: bool) -> list[dict]:
         """Shapes now; symbol labels later (`_finish`), value summaries queued on the device."""
         items, tensors = values.describe_with_tensors(tree)
@@ -579,10 +597,24 @@ class Trace:
                 self._stats.add(item, x)
         return items
 
+    def _materialize(self, event: dict) -> None:
+        """What the hot path recorded raw, described: the source line from its code object and
+        number, inputs from `values.call_record`, a lone tensor output from its metadata."""
+        src = event.get("src", False)
+        if type(src) is tuple:
+            event["src"] = self._location(*src)
+        elif src is None:
+            del event["src"]  # no frame of the caller's own (e.g. a call from torch alone)
+        if type(event["inputs"]) is tuple:
+            event["inputs"] = values.describe_record(event["inputs"])
+        if type(event.get("outputs")) is tuple:
+            event["outputs"] = [values.meta_item("", event["outputs"])]
+
     def _finish(self) -> None:
-        """After the run: round the timings; label every shape with the symbols in force when it
-        was recorded."""
+        """After the run: describe what the hot path recorded raw (`_materialize`); round the
+        timings; label every shape with the symbols in force when it was recorded."""
         for event in self.events:
+            self._materialize(event)
             if "time_ms" in event:
                 event["time_ms"] = round(event["time_ms"], 3)
             table = event.pop("_symbols", None)

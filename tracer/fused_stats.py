@@ -1,12 +1,12 @@
 """One-pass value summaries for large accelerator tensors, in Triton.
 
-A `Table` holds rows of raw moments on one device: min, max, sum, sum of squares, NaN count,
-Inf count, as float64, so counts past 2**24 stay exact (`values.ValueStats` then turns the sum of
-squares into the sum of squared deviations that `values._raw_moments` gives). `table.add(x)`
-fills the next row from x with one launch and no host sync:
+A `Table` holds rows of moments on one device, as `values._raw_moments` gives them: min, max,
+sum, sum of squared deviations from the mean (M2), NaN count, Inf count, as float64, so counts
+past 2**24 stay exact. `table.add(x)` fills the next row from x with one launch and no host sync:
 programs each read one slice of x once, in its own dtype, and leave a row of partial moments;
 the last program to finish (it takes a ticket from a per-row counter) folds the partial rows, in
-a fixed order, into the table row. No atomics touch the sums, so a summary is the same from run
+a fixed order, into the table row, M2 as the sum of squares less sum²/n (float64 sums of
+fp32-rounded values keep that subtraction exact enough). No atomics touch the sums, so a summary is the same from run
 to run. (A second kernel for the fold cost 34 µs of host time per tensor against 21 µs for one
 launch, on an H200's host: benchmarks/RESULTS.md.)
 
@@ -61,7 +61,7 @@ def _slice_moments(x_ptr, n, pid, BLOCK: tl.constexpr, STEPS: tl.constexpr):
 
 
 @triton.jit
-def _fold(stats_ptr, part_ptr, count_ptr, row, programs, PROGRAMS: tl.constexpr):
+def _fold(stats_ptr, part_ptr, count_ptr, row, programs, n, PROGRAMS: tl.constexpr):
     """part/count[row, 0:programs] -> stats[row, 0:6], float64, folded in a fixed order."""
     idx = tl.arange(0, PROGRAMS)
     inside = idx < programs
@@ -76,8 +76,9 @@ def _fold(stats_ptr, part_ptr, count_ptr, row, programs, PROGRAMS: tl.constexpr)
     out = stats_ptr + row * 6
     tl.store(out + 0, tl.min(lo, axis=0))
     tl.store(out + 1, tl.max(hi, axis=0))
-    tl.store(out + 2, tl.sum(total, axis=0))
-    tl.store(out + 3, tl.sum(squares, axis=0))
+    total = tl.sum(total, axis=0)
+    tl.store(out + 2, total)
+    tl.store(out + 3, tl.sum(squares, axis=0) - total * total / n.to(tl.float64))  # M2
     tl.store(out + 4, tl.sum(nans, axis=0).to(tl.float64))
     tl.store(out + 5, tl.sum(infs, axis=0).to(tl.float64))
 
@@ -101,7 +102,7 @@ def _moments(x_ptr, n, stats_ptr, part_ptr, count_ptr, ticket_ptr, row,
     ticket = tl.atomic_add(ticket_ptr + row, 1, sem="acq_rel", scope="gpu")
     programs = tl.num_programs(0)
     if ticket == programs - 1:
-        _fold(stats_ptr, part_ptr, count_ptr, row, programs, PROGRAMS)
+        _fold(stats_ptr, part_ptr, count_ptr, row, programs, n, PROGRAMS)
 
 
 class Table:

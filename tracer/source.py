@@ -48,11 +48,16 @@ def display_path(filename: str, roots: tuple[str, ...]) -> str:
 
 
 def location(frame, roots: tuple[str, ...]) -> dict:
-    filename, line = frame.f_code.co_filename, frame.f_lineno
+    return location_at(frame.f_code, frame.f_lineno, roots)
+
+
+def location_at(code, line: int, roots: tuple[str, ...]) -> dict:
+    """file:line, function and source text of a line of `code` (a code object)."""
+    filename = code.co_filename
     return {
         "file": display_path(filename, roots),
         "line": line,
-        "func": frame.f_code.co_qualname if hasattr(frame.f_code, "co_qualname") else frame.f_code.co_name,
+        "func": code.co_qualname if hasattr(code, "co_qualname") else code.co_name,
         "code": linecache.getline(filename, line).strip(),
         "_abs": filename,
     }

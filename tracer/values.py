@@ -145,6 +145,52 @@ def describe_call(args: tuple, kwargs: dict, names: list[str]) -> tuple[list[dic
     return describe_with_tensors(named_args(args, kwargs, names))
 
 
+_PLAIN = (int, float, bool, str)
+
+
+def call_record(args: tuple, kwargs: dict, names: list[str]) -> tuple | list[dict]:
+    """A call's inputs as `describe_call` will describe them, for the hot path: where every
+    argument is a tensor, None or a plain scalar, only what a description needs, as a tuple
+    (`describe_record` turns it into items after the run): tensors as (shape, dtype, device),
+    scalars as they are. Holds no tensor. Anything else is described at once (a list)."""
+    leaves = []
+    for x in args:
+        if isinstance(x, torch.Tensor):
+            leaves.append((x.shape, x.dtype, x.device))
+        elif x is None or type(x) in _PLAIN:
+            leaves.append(x)
+        else:
+            return describe_call(args, kwargs, names)[0]
+    if kwargs:
+        for x in kwargs.values():
+            if isinstance(x, torch.Tensor):
+                leaves.append((x.shape, x.dtype, x.device))
+            elif x is None or type(x) in _PLAIN:
+                leaves.append(x)
+            else:
+                return describe_call(args, kwargs, names)[0]
+    return names, len(args), tuple(kwargs), leaves
+
+
+def describe_record(record: tuple) -> list[dict]:
+    """The items `describe_call` would have given for the call that `call_record` recorded."""
+    names, positional, keys, leaves = record
+    items = []
+    for i, leaf in enumerate(leaves):
+        if i >= positional:
+            path = _key_path("", keys[i - positional])
+        else:
+            path = _key_path("", names[i]) if i < len(names) else f"['arg{i}']"
+        items.append(meta_item(path, leaf) if type(leaf) is tuple else {"path": path, **describe_leaf(leaf)})
+    return items
+
+
+def meta_item(path: str, meta: tuple) -> dict:
+    """`tensor_item` from a tensor's recorded (shape, dtype, device)."""
+    shape, dtype, device = meta
+    return {"path": path, "shape": list(shape), "dtype": dtype_name(dtype), "device": device.type}
+
+
 def named_args(args: tuple, kwargs: dict, names: list[str]) -> dict:
     """Positional arguments named by the callee's parameters (`arg{i}` past them), then kwargs."""
     named = {(names[i] if i < len(names) else f"arg{i}"): a for i, a in enumerate(args)}
@@ -403,15 +449,11 @@ class ValueStats:
         return _cpu_moments(work.view(1, n), out=work.view(1, n))
 
     def _fused_row(self, x: torch.Tensor) -> torch.Tensor:
-        """x's moments, queued by the fused kernels into its device's table: the row, [1, 6],
-        with the kernel's sum of squares turned into M2 on the device (float64 partials keep
-        that subtraction exact enough: see `_raw_moments`)."""
+        """x's moments, queued by the fused kernel into its device's table: the row, [1, 6]."""
         table = self._tables.get(x.device)
         if table is None or table.full:
             table = self._tables[x.device] = _fused().Table(x.device)
-        row = table.add(x)  # [1, 6]
-        row[:, 3] -= row[:, 2].square() / x.numel()
-        return row
+        return table.add(x)  # [1, 6]
 
     def resolve(self) -> None:
         """Read every summary back (one transfer per device) into its description."""
