@@ -1,18 +1,18 @@
 #!/usr/bin/env bash
-# The one prepared GPU check: prefill timings (gpu_trace.py), where the traced prefill's time goes
-# (gpu_host.py), generation timings (gpu_generate.py) and a traced tiny generation through the CLI
-# on CUDA, read back with the log loader. The CLI needs the llama-models wheel (its tokenizer file).
+# The one prepared GPU check: prefill timings (gpu_trace.py), generation timings (gpu_generate.py),
+# a traced tiny generation through the CLI on CUDA, read back with the log loader, and last where
+# the traced prefill's time goes (gpu_host.py). The CLI needs the llama-models wheel (its tokenizer file).
 # Results go to $OUT (or ./gpu-results). Run from the repository root on a CUDA machine.
 set -uo pipefail
 out="${OUT:-gpu-results}"
 mkdir -p "$out"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 python3 -c "import torch, triton; print(torch.__version__, triton.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else \"no cuda\")" | tee "$out/env.txt"
-timeout 240 python3 benchmarks/gpu_trace.py --repeats 10 > "$out/gpu_trace.json"; echo "gpu_trace rc=$?"
+baseline=()  # an older tracer copy to time side by side, where one is unpacked in .gpu_baseline/tracer
+[ -d .gpu_baseline/tracer ] && baseline=(--baseline .gpu_baseline)
+timeout 200 python3 benchmarks/gpu_trace.py --repeats 8 "${baseline[@]}" > "$out/gpu_trace.json"; echo "gpu_trace rc=$?"
 cat "$out/gpu_trace.json"
-timeout 150 python3 benchmarks/gpu_host.py > "$out/gpu_host.txt"; echo "gpu_host rc=$?"
-head -c 5000 "$out/gpu_host.txt"
-timeout 200 python3 benchmarks/gpu_generate.py --repeats 5 > "$out/gpu_generate.json"; echo "gpu_generate rc=$?"
+timeout 150 python3 benchmarks/gpu_generate.py --repeats 4 > "$out/gpu_generate.json"; echo "gpu_generate rc=$?"
 cat "$out/gpu_generate.json"
 timeout 60 python3 -m walkthroughs.cli run --model tiny --device cuda --max-new-tokens 8 --format json -o "$out/tiny_cuda.jsonl"
 echo "cli rc=$?"
@@ -24,3 +24,5 @@ with_stats = sum(1 for e in events for o in e.get("outputs", []) if "stats" in o
 print(json.dumps({"events": len(events), "outputs_with_stats": with_stats, "device": header["device"],
                   "generated": summary["generated"]}))
 EOF
+timeout 100 python3 benchmarks/gpu_host.py --repeats 5 > "$out/gpu_host.txt"; echo "gpu_host rc=$?"  # last: the diagnosis, if time is left
+head -c 6000 "$out/gpu_host.txt"
