@@ -95,19 +95,19 @@ def main() -> None:
     print(f"image transform alone: {(time.perf_counter() - t0) * 1000:.1f} ms")
 
     if cuda:
-        for traced in (False, True):
+        for label in ("untraced", "traced, shapes only", "traced, values (fused)"):
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 torch.cuda.set_sync_debug_mode("warn")
                 try:
-                    run(traced)
+                    run(**cases[label])
                 finally:
                     torch.cuda.set_sync_debug_mode(0)
             where: dict[str, int] = {}
             for w in caught:
                 key = f"{Path(w.filename).name}:{w.lineno} {str(w.message).splitlines()[0][:80]}"
                 where[key] = where.get(key, 0) + 1
-            print(f"synchronizing calls, {'traced' if traced else 'untraced'}: {sum(where.values())}")
+            print(f"synchronizing calls, {label}: {sum(where.values())}")
             for key, count in sorted(where.items(), key=lambda kv: -kv[1])[:12]:
                 print(f"  {count:4d}  {key}")
 
@@ -126,13 +126,15 @@ def main() -> None:
                 sync()
             print(f"host time per call, {label}: {best * 1e6:.1f} us")
 
-    profiler = cProfile.Profile()
-    profiler.enable()
-    run(True)
-    profiler.disable()
-    text = io.StringIO()
-    pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(25)
-    print("\n".join(line for line in text.getvalue().splitlines() if line.strip())[:6000])
+    for label in ("traced, shapes only", "traced, values (fused)"):
+        profiler = cProfile.Profile()
+        profiler.enable()
+        run(**cases[label])
+        profiler.disable()
+        text = io.StringIO()
+        pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(25)
+        print(f"cProfile, {label}:")
+        print("\n".join(line for line in text.getvalue().splitlines() if line.strip())[:6000])
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ of the `tracer` package too (DIR/tracer, e.g. from `git archive OLD tracer`), in
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib.util
 import json
 import statistics
@@ -41,6 +42,7 @@ def main() -> None:
     parser.add_argument("--preset", default="11b-instruct")
     parser.add_argument("--device", default="cuda", help="cpu only for a dry run of this script")
     parser.add_argument("--baseline", type=Path, help="a folder holding another copy of the tracer package, timed too")
+    parser.add_argument("--freeze", action="store_true", help="gc.freeze() after the set-up, as the CLI does")
     opts = parser.parse_args()
     dev = torch.device(opts.device)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
@@ -62,11 +64,17 @@ def main() -> None:
     def options(values: bool):
         return dict(values_summary=values, functions=wrapped_functions(), stage_rules=stage_rules(), timing=False)
 
-    def steady(with_values: bool, fused: bool = True, package=None):
+    small = values.FUSED_MIN
+
+    def configure(tracing, fused: bool, fused_min: int) -> None:
+        tracing.values.FUSED_DEVICES = ("cuda",) if fused else ()
+        tracing.values.FUSED_MIN = fused_min
+
+    def steady(with_values: bool, fused: bool = True, package=None, fused_min: int = small):
         tracing = package or sys.modules["tracer"]
 
         def run():
-            tracing.values.FUSED_DEVICES = ("cuda",) if fused else ()
+            configure(tracing, fused, fused_min)
             with tracing.trace(model, **options(with_values)) as t:
                 t0 = time.perf_counter()
                 out = prefill()
@@ -74,11 +82,11 @@ def main() -> None:
             return dt, out, t
         return run
 
-    def whole(with_values: bool, fused: bool = True, package=None):
+    def whole(with_values: bool, fused: bool = True, package=None, fused_min: int = small):
         tracing = package or sys.modules["tracer"]
 
         def run():
-            tracing.values.FUSED_DEVICES = ("cuda",) if fused else ()
+            configure(tracing, fused, fused_min)
             t0 = time.perf_counter()
             with tracing.trace(model, **options(with_values)) as t:
                 out = prefill()
@@ -99,6 +107,7 @@ def main() -> None:
         "steady, shapes only": steady(False),
         "steady, with value summaries": steady(True, fused),
         "steady, with value summaries, ATen reductions only": steady(True, fused=False),
+        "steady, with value summaries, small tensors fused too": steady(True, fused, fused_min=1),
         "whole trace, shapes only": whole(False),
         "whole trace, with value summaries": whole(True, fused),
     }
@@ -113,6 +122,9 @@ def main() -> None:
     for fn in cases.values():  # warm-up (cuBLAS, allocator)
         fn()
         fn()
+    if opts.freeze:
+        gc.collect()
+        gc.freeze()
     times = {k: [] for k in cases}
     reference = None
     events = {}
@@ -131,6 +143,7 @@ def main() -> None:
         "device": torch.cuda.get_device_name() if dev.type == "cuda" else "cpu",
         "torch": torch.__version__,
         "preset": opts.preset,
+        "gc_frozen": opts.freeze,
         "build_s": round(build_s, 1),
         "peak_gb": round(torch.cuda.max_memory_allocated() / 2**30, 1) if dev.type == "cuda" else None,
         "prompt_tokens": n,
@@ -144,6 +157,8 @@ def main() -> None:
     _, _, aten = whole(True, fused=False)()
     _, _, traced = whole(True, fused)()
     result["summaries vs ATen"] = compare_stats(traced.events, aten.events)
+    _, _, all_fused = whole(True, fused, fused_min=1)()
+    result["summaries, small tensors fused too, vs ATen"] = compare_stats(all_fused.events, aten.events)
     logits_event = next(e for e in traced.events if e.get("stage") == "text.logits")
     result["logits_stats"] = logits_event["outputs"][0].get("stats")
     print(json.dumps(result, indent=1))

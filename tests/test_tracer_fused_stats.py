@@ -79,6 +79,19 @@ CHILD = textwrap.dedent(
                 m(z)
         summaries[label] = [e["outputs"][0]["stats"] for e in t.events]
     print(json.dumps({"name": "value stats", **summaries}))
+
+    # Small tensors through the fused kernel too (`FUSED_MIN`), against their batched copies.
+    smalls = [torch.randn(1000, generator=g).bfloat16(), torch.randn(33, 7, generator=g), torch.randn(5000, generator=g).half()]
+    smalls[1][2, 3] = math.inf
+    summaries = {}
+    for label, fused_min in (("fused", 1), ("batched", values.SMALL + 1)):
+        values.FUSED_DEVICES, values.FUSED_MIN = ("cpu",), fused_min
+        m = nn.Identity()
+        with trace(m) as t:
+            for z in smalls:
+                m(z)
+        summaries[label] = [e["outputs"][0]["stats"] for e in t.events]
+    print(json.dumps({"name": "small tensors fused", **summaries}))
     """
 )
 
@@ -129,3 +142,12 @@ def test_value_stats_read_the_same_through_either_path(results):
     for f, a in zip(fused[1:], aten[1:]):  # the second on a new table
         assert [f[k] for k in ("min", "max", "nan", "inf")] == [a[k] for k in ("min", "max", "nan", "inf")]
         assert f["mean"] == pytest.approx(a["mean"], abs=1e-5) and f["std"] == pytest.approx(a["std"], rel=1e-5)
+
+
+def test_small_tensors_read_the_same_fused_or_batched(results):
+    fused, batched = results["small tensors fused"]["fused"], results["small tensors fused"]["batched"]
+    assert fused[1]["inf"] == 1 and batched[1]["inf"] == 1
+    for f, b in zip(fused, batched):
+        assert [f[k] for k in ("min", "max", "nan", "inf")] == [b[k] for k in ("min", "max", "nan", "inf")]
+        for k in ("mean", "std"):  # fp32 batched sums against the kernel's float64 ones
+            assert f[k] == b[k] or f[k] == pytest.approx(b[k], rel=1e-5, abs=1e-6)

@@ -25,9 +25,11 @@ import triton
 import triton.language as tl
 
 BLOCK = 1024  # elements per program per step
+WARPS = 4  # warps per program
 PROGRAMS = 1024  # at most this many programs per tensor, so one fold step covers them all
 MIN_STEPS = 16  # steps per program: a power of 4 from 16 up, so that few variants get compiled
 ROWS = 512  # rows per table; each row has scratch for PROGRAMS partial rows (40 KiB)
+_COMPILED: dict[tuple, object] = {}  # what Triton specialises `_moments` on -> the compiled kernel
 
 
 @triton.jit
@@ -130,7 +132,18 @@ class Table:
             steps *= 4
         programs = triton.cdiv(n, BLOCK * steps)
         row = self.used
-        _moments[(programs,)](flat, n, self.stats, self.partials, self.counts, self.tickets, row,
-                              BLOCK=BLOCK, STEPS=steps, PROGRAMS=PROGRAMS)
+        args = (flat, n, self.stats, self.partials, self.counts, self.tickets, row, BLOCK, steps, PROGRAMS)
+        # Triton's launcher works out the kernel's specialisation at every call: about half of
+        # its host time. Its inputs are the data pointer's 16-byte alignment, the integers'
+        # width and the dtype (the table's own pointers are fresh allocations, always aligned),
+        # so the compiled kernel is looked up by those here.
+        key = (flat.device, flat.dtype, flat.data_ptr() % 16 == 0, n >= 2**31, BLOCK, steps, PROGRAMS, WARPS)
+        kernel = _COMPILED.get(key)
+        if kernel is None:
+            kernel = _moments[(programs,)](*args, num_warps=WARPS)
+            if hasattr(kernel, "launch_metadata"):  # a compiled kernel (not Triton's interpreter)
+                _COMPILED[key] = kernel
+        else:
+            kernel[(programs, 1, 1)](*args)
         self.used += 1
         return self.stats[row : row + 1]

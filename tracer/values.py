@@ -239,6 +239,7 @@ POOL_BYTES = 64 << 20  # CPU batches kept for the next trace, up to this much
 # "cpu" to run its kernels in Triton's interpreter; the benchmarks empty it for ATen alone.
 FUSED_DEVICES = ("cuda",)
 FUSED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+FUSED_MIN = SMALL + 1  # from this many elements on (smaller ones are copied into batches)
 
 
 @functools.cache
@@ -415,7 +416,9 @@ class ValueStats:
                 pass
         if x.requires_grad:
             x = x.detach()
-        if n <= SMALL:
+        if n >= FUSED_MIN and x.dtype in FUSED_DTYPES and x.device.type in FUSED_DEVICES and _fused() is not None:
+            self._done.append(([item], self._fused_row(x)))
+        elif n <= SMALL:
             key = (x.device, x.shape, torch.float64 if x.dtype in WIDE else torch.float32)
             batch = self._batches.get(key)
             if batch is None:
@@ -423,8 +426,6 @@ class ValueStats:
             if batch.add(item, x):
                 self._done.append(batch.summarise())
                 del self._batches[key]
-        elif x.dtype in FUSED_DTYPES and x.device.type in FUSED_DEVICES and _fused() is not None:
-            self._done.append(([item], self._fused_row(x)))
         else:
             self._done.append(([item], self._whole(x)))
 
