@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import torch  # noqa: E402
 
 from model import build_model, get_preset  # noqa: E402
-from tracer import trace, values  # noqa: E402
+from tracer import values  # noqa: E402
 from walkthroughs.catalog import stage_rules, wrapped_functions  # noqa: E402
 
 from benchmarks_common import VISION_MASK, noise_image, prompt_tokens  # noqa: E402
