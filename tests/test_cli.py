@@ -7,6 +7,7 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
+from tracer.log import load_log
 from walkthroughs.cli import app
 
 runner = CliRunner()
@@ -73,6 +74,10 @@ def test_json_to_stdout_is_json_lines():
         (["run", "--depth", "-1"], "--depth must be 0 or more"),
         (["run", "--device", "cuda"], "11b-instruct runs in meta mode"),
         (["run", "--checkpoint", "/no/such/folder", "--model", "90b"], "--checkpoint brings its own model"),
+        (["run", "--prompt", "Hi", "--prompt-file", "p.txt"], "either with --prompt or with --prompt-file"),
+        (["run", "--prompt-file", "/no/such/prompt.txt"], "prompt file not found: /no/such/prompt.txt"),
+        (["run", "--max-seq-len", "1"], "--max-seq-len must be between 2 and 131072"),
+        (["run", "--model", "tiny", "--prompt", "word " * 600], "or raise --max-seq-len"),
     ],
 )
 def test_bad_input_gives_a_one_line_error(args, message):
@@ -80,6 +85,23 @@ def test_bad_input_gives_a_one_line_error(args, message):
     assert result.exit_code == 2
     assert message in result.output
     assert "Traceback" not in result.output
+
+
+def test_prompt_file_and_a_longer_context(tmp_path):
+    # a prompt past the tiny model's 512 positions, read from a file, fits once the context is longer
+    prompt = "Describe the picture.\n" + "word " * 600
+    (tmp_path / "p.txt").write_text(prompt + "\n", encoding="utf-8")
+    log = tmp_path / "a.jsonl"
+    args = ["run", "--model", "tiny", "--prompt-file", str(tmp_path / "p.txt"), "--format", "json", "-o", str(log), "--no-timing"]
+    assert "or raise --max-seq-len" in runner.invoke(app, args).output
+    result = invoke(*args, "--max-seq-len", "1024")
+    assert result.exit_code == 0, result.output
+    header, events, summary = load_log(log)
+    assert header["inputs"]["prompt"] == prompt  # one final newline dropped
+    assert header["model"]["config"]["max_seq_len"] == 1024 and header["symbols"]["T"] == 1024
+    assert summary["prompt_tokens"] > 512
+    mask = next(e for e in events if e["stage"] == "masks.cross_attention")  # [B, T, I, C]
+    assert mask["outputs"][0]["shape"][1] == 1024
 
 
 def test_existing_output_needs_force(tmp_path):

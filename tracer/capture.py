@@ -2,8 +2,12 @@
 
     with trace(model, ops=False) as t:
         model(x)
-    t.events     # list of dicts, in execution order (by `seq`)
+    t.events     # list of dicts, in execution order (by `seq`), complete once the trace has exited
     t.save(path)
+
+Hot path first: while the model runs, a module's event keeps only what is cheap to take (the
+source line's code object and number, the shapes, dtypes and devices of its inputs and of a lone
+output tensor); everything is described after the run, when no kernel waits on the host.
 
 Generic: it knows nothing about the model it traces. The caller may name functions to wrap
 (`functions={"pkg.mod:func": ...}`), rules that map module paths or function names to stage

@@ -176,7 +176,8 @@ def _write(path: Path, text: str) -> None:
 @app.command()
 def run(
     image: Optional[Path] = typer.Option(None, "--image", help="Image file (default: the bundled 1000x500 sample)."),
-    prompt: str = typer.Option("Describe this image in one sentence.", "--prompt", help="Text that follows the image."),
+    prompt: Optional[str] = typer.Option(None, "--prompt", help="Text that follows the image (default: 'Describe this image in one sentence.')."),
+    prompt_file: Optional[Path] = typer.Option(None, "--prompt-file", help="Read the prompt from this UTF-8 text file (long or multi-line prompts)."),
     model: Optional[ModelName] = typer.Option(None, "--model", help="Model preset (default 11b-instruct; with --checkpoint, the checkpoint's own)."),
     mode: Optional[Mode] = typer.Option(None, "--mode", help="meta: shapes only, no weights (default for 11b/90b); real: random weights, real arithmetic (default for tiny)."),
     ops: bool = typer.Option(False, "--ops", help="Also record every torch function call (view, matmul, softmax …)."),
@@ -189,6 +190,7 @@ def run(
     no_timing: bool = typer.Option(False, "--no-timing", help="Leave timings out, so identical inputs give byte-identical logs."),
     dtype: DType = typer.Option(DType.bf16, "--dtype", help="bf16 reproduces Meta's arithmetic; fp32 for exact comparisons."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda, for real mode (meta mode needs no device)."),
+    max_seq_len: Optional[int] = typer.Option(None, "--max-seq-len", help="Context length: the positions of the KV cache and the masks (T), as Meta's Llama.build max_seq_len (default 512)."),
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Generate this many tokens, tracing every decode step (default: the prefill and its next token)."),
     temperature: float = typer.Option(0.0, "--temperature", help="0 = greedy (default); above 0, top-p sampling as Meta's generate."),
     top_p: float = typer.Option(0.9, "--top-p", help="Nucleus size for sampling."),
@@ -202,16 +204,24 @@ def run(
     from model import CheckpointError, ConfigError
     from model.tokenizer import TokenizerError
 
-    from .inputs import InputError
-    from .run import RunError
+    from .inputs import InputError, read_prompt_file
+    from .run import DEFAULT_PROMPT, RunError
     from .run import run as do_run
 
     _start_up_done()
 
     output = _stdout_if_dash(output)
     _check_target(fmt.value, output, force, stage, depth)
+    if prompt is not None and prompt_file is not None:
+        fail("pass the prompt either with --prompt or with --prompt-file, not both")
+    if prompt_file is not None:
+        try:
+            prompt = read_prompt_file(prompt_file)
+        except InputError as err:
+            fail(str(err))
+    prompt = DEFAULT_PROMPT if prompt is None else prompt
     if not prompt.strip():
-        fail("the prompt is empty; pass some text with --prompt")
+        fail(f"the prompt is empty; pass some text with {'--prompt-file' if prompt_file is not None else '--prompt'}")
     if max_new_tokens is not None and max_new_tokens < 1:
         fail(f"--max-new-tokens must be at least 1 (got {max_new_tokens})")
     if not (math.isfinite(temperature) and temperature >= 0):
@@ -241,7 +251,7 @@ def run(
             result = do_run(
                 image, prompt, model.value, mode.value if mode else None, ops, not no_timing, device=device, dtype=dtype.value,
                 seed=seed, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, allow_special=allow_special,
-                checkpoint=checkpoint, layout=layout, progress=progress, values=not no_values,
+                checkpoint=checkpoint, layout=layout, progress=progress, values=not no_values, max_seq_len=max_seq_len,
             )
     except (RunError, InputError, CheckpointError, ConfigError, TokenizerError) as err:
         fail(str(err))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
 
@@ -30,6 +30,7 @@ from .sample_image import SAMPLE_IMAGE
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PROMPT = "Describe this image in one sentence."
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
+LONGEST_CONTEXT = 131072  # Llama 3.2's context length: the most --max-seq-len may ask for
 
 
 class RunError(ValueError):
@@ -94,7 +95,8 @@ def check_memory(args: ModelArgs, dtype: torch.dtype) -> None:
         return
     shell = build_model(args, device="meta", dtype=dtype, setup_cache=False)  # no memory: only the sizes
     need = sum(p.numel() for p in shell.parameters()) * dtype.itemsize
-    total = need * 1.2 + 2**30  # the weights, and room for building them and for the activations
+    cache = 2 * args.n_layers * args.max_batch_size * args.max_seq_len * args.n_kv_heads * args.head_dim * dtype.itemsize  # keys and values
+    total = need * 1.2 + cache + 2**30  # the weights, and room for building them, the KV cache and the activations
     if total > free:
         raise RunError(
             f"real mode needs about {total / 2**30:.0f} GiB here ({need / 2**30:.1f} GiB of random weights) and"
@@ -133,7 +135,7 @@ def _traced_run(t, state, model, fmt, image, prompt, instruct, args, canvas, tok
     inp = state["inp"] = fmt.encode_dialog_prompt([Message("user", content)]) if instruct else fmt.encode_content(content)
     n = state["n"] = len(inp.tokens)
     if n >= max_seq_len:
-        raise RunError(f"the prompt is {n} tokens; this model's context here is {max_seq_len}: shorten the prompt")
+        raise RunError(f"the prompt is {n} tokens; this model's context here is {max_seq_len}: shorten the prompt, or raise --max-seq-len")
     # Meta's generate: total_len = min(max_gen_len + prompt_len, max_seq_len), max_gen_len = max_seq_len - 1 by default
     total_len = state["total_len"] = min((max_new_tokens or max_seq_len - 1) + n, max_seq_len)
     symbols = state["symbols"] = shape_symbols(args, len(inp.vision.images) if inp.vision else 0, n, total_len, canvas)
@@ -172,10 +174,14 @@ def run(
     checkpoint: Path | None = None,
     layout: str | None = None,
     progress=None,
+    max_seq_len: int | None = None,
 ) -> RunResult:
     torch_dtype = DTYPES[dtype]
+    if max_seq_len is not None and not 2 <= max_seq_len <= LONGEST_CONTEXT:
+        raise RunError(f"--max-seq-len must be between 2 and {LONGEST_CONTEXT} (Llama 3.2's context); got {max_seq_len}")
     # Cheap checks first (config, image, prompt), the weights last.
-    args = read_checkpoint_args(checkpoint) if checkpoint is not None else get_preset(preset)
+    runtime = {"max_seq_len": max_seq_len} if max_seq_len is not None else {}
+    args = read_checkpoint_args(checkpoint, **runtime) if checkpoint is not None else replace(get_preset(preset), **runtime)
     loaded = inputs.load_image(image_path, chunk_size=args.vision_chunk_size, max_num_chunks=args.vision_max_num_chunks, dtype=torch_dtype)
     image, image_info, notes = loaded.image, loaded.info, list(loaded.notes)
     if checkpoint is not None:  # real weights: the config, chunk size included, comes from the checkpoint
@@ -193,7 +199,7 @@ def run(
     notes += inputs.check_prompt(prompt, tokenizer, budget, allow_special=allow_special)
     fmt = ChatFormat(tokenizer, allow_special=allow_special)
     if checkpoint is not None:
-        model, args, _ = load_checkpoint(checkpoint, device=run_device, dtype=torch_dtype, progress=progress)
+        model, args, _ = load_checkpoint(checkpoint, device=run_device, dtype=torch_dtype, progress=progress, **runtime)
     else:
         if run_device == "meta":
             use_native_meta_kernels()  # torch's C++ shape code: seconds faster, same shapes
@@ -228,7 +234,7 @@ def run(
     inp, n, total_len, steps, prefill_logits = (state[k] for k in ("inp", "n", "total_len", "steps", "prefill_logits"))
     if max_new_tokens and n and n + max_new_tokens > args.max_seq_len:
         notes.append(f"--max-new-tokens {max_new_tokens}: the context here is {args.max_seq_len} tokens (max_seq_len), so at most"
-                     f" {args.max_seq_len - n} follow the {n}-token prompt")
+                     f" {args.max_seq_len - n} follow the {n}-token prompt (--max-seq-len raises it)")
 
     header = {
         "tool": "llama-trace",
