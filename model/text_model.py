@@ -44,8 +44,8 @@ class CrossAttentionTransformerText(nn.Module):
     def setup_cache(self, max_batch_size: int, device, dtype: torch.dtype) -> None:
         """KV caches of every layer, the causal mask over the full cache and the RoPE table."""
         T = self.args.max_seq_len
-        causal = torch.tril(torch.ones(T, T, dtype=torch.bool))[None, None]  # [1, 1, T, T], built on the CPU
-        self.register_buffer("mask_cache", causal.to(device), persistent=False)
+        causal = torch.tril(torch.ones(T, T, dtype=torch.bool, device=device))[None, None]  # [1, 1, T, T] (Meta builds it on the CPU: the same values)
+        self.register_buffer("mask_cache", causal, persistent=False)
         for layer in self.layers:
             layer.setup_cache(max_batch_size, device, dtype)
         head_dim, args = self.args.head_dim, self.args

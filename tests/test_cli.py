@@ -77,6 +77,7 @@ def test_json_to_stdout_is_json_lines():
         (["run", "--prompt", "Hi", "--prompt-file", "p.txt"], "either with --prompt or with --prompt-file"),
         (["run", "--prompt-file", "/no/such/prompt.txt"], "prompt file not found: /no/such/prompt.txt"),
         (["run", "--max-seq-len", "1"], "--max-seq-len must be between 2 and 131072"),
+        (["run", "--model", "tiny", "--max-seq-len", "8"], "--max-seq-len 8 leaves no room for a prompt"),
         (["run", "--model", "tiny", "--prompt", "word " * 600], "or raise --max-seq-len"),
     ],
 )

@@ -517,6 +517,16 @@ def test_phases_and_stage_inheritance():
     assert proj["stage"] == "projection" and norm["stage"] is None
 
 
+def test_phase_and_step_events_are_complete_while_the_trace_runs():
+    m = Block()
+    with trace(m) as t:
+        with t.phase("prefill") as phase:
+            assert phase["src"]["line"] > 0 and phase["src"]["code"].startswith("with t.phase")
+            m(x_input())
+        step = t.record("pick", torch.zeros(2, dtype=torch.int64))
+        assert step["src"]["code"].startswith("step = t.record") and step["outputs"][0]["shape"] == [2]
+
+
 def test_timing_fields_can_be_left_out():
     m = Block()
     with trace(m, timing=False) as t:
@@ -570,3 +580,20 @@ def test_call_description_fast_path_matches_the_general_one(args, kwargs, names)
     items, tensors = values.describe_with_tensors(values.named_args(args, kwargs, names))
     assert fast_items == items
     assert len(fast_tensors) == len(tensors) and all(a is b for (_, a), (_, b) in zip(fast_tensors, tensors))
+
+
+@pytest.mark.parametrize("args, kwargs, names", [
+    ((torch.zeros(2, 3),), {}, ["x"]),
+    ((torch.zeros(2), torch.ones(4, dtype=torch.int64)), {"mask": torch.zeros(1, 1)}, ["x", "ids"]),
+    ((torch.zeros(2), torch.zeros(3)), {}, ["x"]),  # more positionals than names: arg1
+    ((torch.zeros(2), 5, None, True, "s" * 300), {"scale": 0.5}, ["x", "n", "extra"]),  # scalars; a long string cut
+    ((torch.zeros(2), 3), {"args": 5}, ["args", "kwargs"]),  # a keyword named like a positional takes its place
+    ((torch.zeros(2), torch.zeros(3)), {"x": torch.zeros(1)}, ["x"]),  # all tensors: kept apart, as describe_call does
+    ((torch.zeros(4)[1:].view(3, 1),), {"arg1": 2}, ["x"]),  # a view; a keyword named like a made-up name
+    ((), {}, []),
+])
+def test_the_hot_path_record_describes_a_call_as_describe_call_does(args, kwargs, names):
+    record = values.call_record(args, kwargs, names)
+    assert type(record) is tuple  # recorded raw (only plain leaves here)
+    assert values.describe_record(record) == values.describe_call(args, kwargs, names)[0]
+    assert type(values.call_record((torch.zeros(1), [1, 2]), {}, ["x", "ids"])) is list  # a list argument: described at once

@@ -253,9 +253,11 @@ class Trace:
                 event.setdefault("error", type(exc).__name__)
                 self._close(event, None, failed=True)
             self._stack.clear()
-        self._stats.resolve()
-        self._finish()
-        self.events.sort(key=lambda e: e["seq"])
+        try:
+            self._stats.resolve()
+        finally:  # events hold no code objects or raw records past the trace, even if reading back failed
+            self._finish()
+            self.events.sort(key=lambda e: e["seq"])
         return False
 
     def _remove(self) -> None:
@@ -311,6 +313,7 @@ class Trace:
         """Group what runs inside under a named phase (e.g. `prefill`, `decode`); every event
         records the innermost phase it ran in."""
         event = self._open("phase", name, name, None, info=info)
+        self._materialize(event)  # handed to the caller: complete at once
         event["phase"] = name
         self._phase_stack.append(name)
         try:
@@ -329,6 +332,7 @@ class Trace:
         event = self._open("step", name, name, inputs or (), info=info)
         self._stack.pop()
         self._close(event, outputs)
+        self._materialize(event)  # handed to the caller: complete at once
         return event
 
     def _stage_for(self, path: str) -> str | None:

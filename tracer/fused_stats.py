@@ -137,7 +137,8 @@ class Table:
         # its host time. Its inputs are the data pointer's 16-byte alignment, the integers'
         # width and the dtype (the table's own pointers are fresh allocations, always aligned),
         # so the compiled kernel is looked up by those here.
-        key = (flat.device, flat.dtype, flat.data_ptr() % 16 == 0, n >= 2**31, BLOCK, steps, PROGRAMS, WARPS)
+        key = (torch.cuda.current_device() if flat.is_cuda else flat.device, flat.device, flat.dtype, flat.data_ptr() % 16 == 0,
+               n >= 2**31, BLOCK, steps, PROGRAMS, WARPS)  # Triton compiles for the current device
         kernel = _COMPILED.get(key)
         if kernel is None:
             kernel = _moments[(programs,)](*args, num_warps=WARPS)

@@ -173,16 +173,16 @@ def call_record(args: tuple, kwargs: dict, names: list[str]) -> tuple | list[dic
 
 
 def describe_record(record: tuple) -> list[dict]:
-    """The items `describe_call` would have given for the call that `call_record` recorded."""
+    """The items `describe_call` would have given for the call that `call_record` recorded: one
+    per argument where all are tensors; otherwise through a dict of them, as `named_args` builds
+    it (a keyword named like a positional argument takes its place)."""
     names, positional, keys, leaves = record
-    items = []
-    for i, leaf in enumerate(leaves):
-        if i >= positional:
-            path = _key_path("", keys[i - positional])
-        else:
-            path = _key_path("", names[i]) if i < len(names) else f"['arg{i}']"
-        items.append(meta_item(path, leaf) if type(leaf) is tuple else {"path": path, **describe_leaf(leaf)})
-    return items
+    named = [((names[i] if i < len(names) else f"arg{i}") if i < positional else keys[i - positional], leaf)
+             for i, leaf in enumerate(leaves)]
+    if not all(type(leaf) is tuple for leaf in leaves):
+        named = list(dict(named).items())
+    return [meta_item(_key_path("", name), leaf) if type(leaf) is tuple else {"path": _key_path("", name), **describe_leaf(leaf)}
+            for name, leaf in named]
 
 
 def meta_item(path: str, meta: tuple) -> dict:

@@ -95,8 +95,10 @@ def check_memory(args: ModelArgs, dtype: torch.dtype) -> None:
         return
     shell = build_model(args, device="meta", dtype=dtype, setup_cache=False)  # no memory: only the sizes
     need = sum(p.numel() for p in shell.parameters()) * dtype.itemsize
-    cache = 2 * args.n_layers * args.max_batch_size * args.max_seq_len * args.n_kv_heads * args.head_dim * dtype.itemsize  # keys and values
-    total = need * 1.2 + cache + 2**30  # the weights, and room for building them, the KV cache and the activations
+    T, V = args.max_seq_len, args.vision_max_num_chunks * args.vision_num_tokens
+    cache = 2 * args.n_layers * args.max_batch_size * T * args.n_kv_heads * args.head_dim * dtype.itemsize  # keys and values
+    masks = T * T + 3 * T * V * dtype.itemsize  # the causal mask (bool), the cross-attention mask [B, 1, T, V] as it is built
+    total = need * 1.2 + cache + masks + 2**30  # the weights, room for building them, caches, masks and activations
     if total > free:
         raise RunError(
             f"real mode needs about {total / 2**30:.0f} GiB here ({need / 2**30:.1f} GiB of random weights) and"
@@ -196,6 +198,10 @@ def run(
         tokenizer = get_tokenizer()
         instruct = layout == "chat" if layout else preset.endswith("instruct") or preset == "tiny"
     budget = inputs.prompt_budget(tokenizer, args.max_seq_len, chat=instruct)
+    if max_seq_len is not None and budget < 1:
+        template = max_seq_len - 1 - budget
+        raise RunError(f"--max-seq-len {max_seq_len} leaves no room for a prompt: the template alone takes {template} tokens;"
+                       f" use at least {template + 2}")
     notes += inputs.check_prompt(prompt, tokenizer, budget, allow_special=allow_special)
     fmt = ChatFormat(tokenizer, allow_special=allow_special)
     if checkpoint is not None:
