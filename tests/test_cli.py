@@ -105,6 +105,13 @@ def test_prompt_file_and_a_longer_context(tmp_path):
     assert mask["outputs"][0]["shape"][1] == 1024
 
 
+def test_prompt_from_standard_input(tmp_path):
+    log = tmp_path / "a.jsonl"
+    result = runner.invoke(app, ["run", "--prompt-file", "-", "--format", "json", "-o", str(log), "--no-timing"], input="What is here?\n")
+    assert result.exit_code == 0, result.output
+    assert load_log(log)[0]["inputs"]["prompt"] == "What is here?"
+
+
 def test_existing_output_needs_force(tmp_path):
     out = tmp_path / "page.txt"
     out.write_text("keep me")

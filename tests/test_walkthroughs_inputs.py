@@ -377,6 +377,24 @@ def test_prompt_file_missing_and_folder(tmp_path):
     with pytest.raises(InputError) as info:
         read_prompt_file(tmp_path)
     assert_clean(info.value, "is a folder")
+    assert "file file" not in str(info.value)
+
+
+def test_prompt_from_a_pipe_and_from_standard_input(tmp_path):
+    import io
+    import os
+    import threading
+
+    fifo = tmp_path / "p.fifo"  # what a shell's <(command) hands over
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_bytes("from a pipe\n".encode()))
+    writer.start()
+    assert read_prompt_file(fifo) == "from a pipe"
+    writer.join()
+    assert read_prompt_file("-", stdin=io.BytesIO("from stdin ☕\n".encode())) == "from stdin ☕"
+    with pytest.raises(InputError) as info:
+        read_prompt_file("-", stdin=io.BytesIO(b"x" * (8 * 2**20 + 1)))
+    assert_clean(info.value, "standard input is over 8 MiB")
 
 
 def test_prompt_file_reads_utf8_dropping_bom_and_one_newline(tmp_path):

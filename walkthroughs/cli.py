@@ -177,7 +177,7 @@ def _write(path: Path, text: str) -> None:
 def run(
     image: Optional[Path] = typer.Option(None, "--image", help="Image file (default: the bundled 1000x500 sample)."),
     prompt: Optional[str] = typer.Option(None, "--prompt", help="Text that follows the image (default: 'Describe this image in one sentence.')."),
-    prompt_file: Optional[Path] = typer.Option(None, "--prompt-file", help="Read the prompt from this UTF-8 text file (long or multi-line prompts)."),
+    prompt_file: Optional[Path] = typer.Option(None, "--prompt-file", help="Read the prompt from this UTF-8 text file, or from standard input with - (long or multi-line prompts)."),
     model: Optional[ModelName] = typer.Option(None, "--model", help="Model preset (default 11b-instruct; with --checkpoint, the checkpoint's own)."),
     mode: Optional[Mode] = typer.Option(None, "--mode", help="meta: shapes only, no weights (default for 11b/90b); real: random weights, real arithmetic (default for tiny)."),
     ops: bool = typer.Option(False, "--ops", help="Also record every torch function call (view, matmul, softmax …)."),

@@ -35,6 +35,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,8 +101,9 @@ def _pil_error(err: BaseException) -> str:
 # ---------------------------------------------------------------------------------------
 
 
-def _check_file(path: Path, what: str, flag: str) -> int:
-    """Refuse paths that are not readable regular files; return the size in bytes."""
+def _check_file(path: Path, what: str, flag: str, streams: bool = False) -> int:
+    """Refuse paths that are not readable regular files (`streams`: pipes and devices too, e.g.
+    a shell's `<(command)`); return the size in bytes (0 for a stream)."""
     shown = _show(path)
     try:
         st = path.stat()
@@ -111,13 +113,14 @@ def _check_file(path: Path, what: str, flag: str) -> int:
         raise InputError(f"{what} not found: {shown} (a parent is not a folder); pass an existing file with {flag}") from None
     except OSError as err:
         raise InputError(f"cannot access {shown} ({err.strerror or err}); pass a readable file with {flag}") from None
+    a_file = f"{_article(what)} {what}" if what.endswith("file") else f"{_article(what)} {what} file"
     if stat.S_ISDIR(st.st_mode):
-        raise InputError(f"{shown} is a folder, not a file; pass {_article(what)} {what} file with {flag}")
-    if not stat.S_ISREG(st.st_mode):
-        raise InputError(f"{shown} is not a regular file (a pipe or device?); pass {_article(what)} {what} file with {flag}")
+        raise InputError(f"{shown} is a folder, not a file; pass {a_file} with {flag}")
+    if not stat.S_ISREG(st.st_mode) and not streams:
+        raise InputError(f"{shown} is not a regular file (a pipe or device?); pass {a_file} with {flag}")
     if not os.access(path, os.R_OK):
         raise InputError(f"cannot read {shown}: permission denied; fix its permissions or pass another file with {flag}")
-    return st.st_size
+    return st.st_size if stat.S_ISREG(st.st_mode) else 0
 
 
 def _article(word: str) -> str:
@@ -448,23 +451,30 @@ def check_prompt(text: str, tokenizer, max_tokens: int, allow_special: bool = Fa
     return notes
 
 
-def read_prompt_file(path: Path) -> str:
-    """Read a prompt from a UTF-8 file (a UTF-8 BOM and one final newline are dropped).
+def read_prompt_file(path: Path | str, stdin=None) -> str:
+    """Read a prompt from a UTF-8 file, a pipe, or standard input for "-" (`stdin`: a binary
+    stream, default sys.stdin's); a UTF-8 BOM and one final newline are dropped.
 
     Invalid UTF-8 raises InputError naming the byte offset, line and column.
     """
-    path = Path(path)
-    shown = _show(path)
-    n_bytes = _check_file(path, "prompt file", "--prompt-file")
-    if n_bytes > MAX_PROMPT_FILE_BYTES:
+    if str(path) == "-":
+        shown = "standard input"
+        source = stdin if stdin is not None else sys.stdin.buffer
+        data = source.read(MAX_PROMPT_FILE_BYTES + 1)
+    else:
+        path = Path(path)
+        shown = _show(path)
+        _check_file(path, "prompt file", "--prompt-file", streams=True)
+        try:
+            with open(path, "rb") as f:
+                data = f.read(MAX_PROMPT_FILE_BYTES + 1)
+        except OSError as err:
+            raise InputError(f"cannot read {shown} ({err.strerror or err}); pass a readable file with --prompt-file") from None
+    if len(data) > MAX_PROMPT_FILE_BYTES:
         raise InputError(
-            f"prompt file {shown} is {n_bytes / 2**20:.1f} MiB; the limit is {MAX_PROMPT_FILE_BYTES // 2**20} MiB"
+            f"prompt file {shown} is over {MAX_PROMPT_FILE_BYTES // 2**20} MiB, the limit"
             f" (far past any context length): pass a shorter file"
         )
-    try:
-        data = path.read_bytes()
-    except OSError as err:
-        raise InputError(f"cannot read {shown} ({err.strerror or err}); pass a readable file with --prompt-file") from None
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise InputError(f"prompt file {shown} is UTF-16 (it starts with a UTF-16 byte-order mark); save it as UTF-8")
     try:
