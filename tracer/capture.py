@@ -342,12 +342,12 @@ class Trace:
 
     # --- modules -------------------------------------------------------------------------------
     def _install_hooks(self, root: nn.Module) -> None:
-        self._walk(root, self.root_name, hook=True)
+        self._walk(root, self.root_name)
 
-    def _walk(self, module: nn.Module, name: str, hook: bool = False) -> int:
+    def _walk(self, module: nn.Module, name: str) -> int:
         """One pass over the tree, depth first: each module's dotted path (the first, if it is
-        shared), its own and total parameter counts, and (`hook`) its two hooks, once per
-        module. Returns the total count."""
+        shared), its own and total parameter counts, and its two hooks, once per module.
+        Returns the total count."""
         known = self._params.get(id(module))
         if known is not None:  # a shared module, met again: counted in every parent, hooked once
             return known["total"]
@@ -356,9 +356,8 @@ class Trace:
         info = self._params[id(module)] = {"count": sum(p.numel() for p in own),
                                            "dtype": str(own[0].dtype).removeprefix("torch.") if own else None, "total": 0}
         children = [(f"{name}.{key}" if name else key, child) for key, child in module._modules.items() if child is not None]
-        info["total"] = info["count"] + sum(self._walk(child, path, hook) for path, child in children)
-        if hook:
-            self._wrap_forward(module)
+        info["total"] = info["count"] + sum(self._walk(child, path) for path, child in children)
+        self._wrap_forward(module)
         return info["total"]
 
     def _wrap_forward(self, module: nn.Module) -> None:
