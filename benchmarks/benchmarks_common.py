@@ -1,5 +1,5 @@
 """Shared by the benchmarks: the GPU scripts' inputs (one 800x600 image, 2x2 tiles, and a 24-token
-chat prompt), the two empty-hook floors, and interleaved timing."""
+chat prompt) and their prefill, the two empty-hook floors, and interleaved timing."""
 
 from contextlib import contextmanager
 
@@ -28,6 +28,29 @@ def prompt_tokens(max_seq_len: int, device) -> tuple[torch.Tensor, int]:
     tokens = torch.full((1, max_seq_len), PAD_ID, dtype=torch.long)  # [B, T]
     tokens[0, :n] = torch.tensor(PROMPT_IDS)
     return tokens.to(device), n
+
+
+def prefill_case(preset: str, device):
+    """The GPU scripts' model and prefill: `preset` with random bf16 weights (seed 0) on `device`,
+    the noise image and the 24-token prompt. Returns (model, prefill): prefill() runs the vision
+    half and the text forward, waits for the device, and returns the logits [B, S, K]."""
+    from model import build_model, get_preset
+
+    dev = torch.device(device)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    args = get_preset(preset)
+    model = build_model(args, device=dev, dtype=torch.bfloat16, seed=0)
+    image, T = noise_image(), args.max_seq_len
+    tokens, n = prompt_tokens(T, dev)
+
+    @torch.no_grad()
+    def prefill() -> torch.Tensor:
+        caches, xmask, rmask = model.compute_vision_tokens_masks([[image]], [VISION_MASK], T, dev)
+        logits = model(torch.arange(0, n, device=dev), tokens, xmask, rmask, caches)  # [B, S, K]
+        sync()
+        return logits
+
+    return model, prefill
 
 
 @contextmanager

@@ -29,11 +29,10 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import torch  # noqa: E402
 
-from model import build_model, get_preset  # noqa: E402
 from tracer import values  # noqa: E402
 from walkthroughs.catalog import stage_rules, wrapped_functions  # noqa: E402
 
-from benchmarks_common import VISION_MASK, noise_image, prompt_tokens  # noqa: E402
+from benchmarks_common import PROMPT_IDS, prefill_case  # noqa: E402
 
 
 def main() -> None:
@@ -46,20 +45,9 @@ def main() -> None:
     opts = parser.parse_args()
     dev = torch.device(opts.device)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    args = get_preset(opts.preset)
     t0 = time.perf_counter()
-    model = build_model(args, device=dev, dtype=torch.bfloat16, seed=0)
-    sync()
+    model, prefill = prefill_case(opts.preset, dev)
     build_s = time.perf_counter() - t0
-    image, T = noise_image(), args.max_seq_len
-    tokens, n = prompt_tokens(T, dev)
-
-    @torch.no_grad()
-    def prefill():
-        caches, xmask, rmask = model.compute_vision_tokens_masks([[image]], [VISION_MASK], T, dev)
-        logits = model(torch.arange(0, n, device=dev), tokens, xmask, rmask, caches)
-        sync()
-        return logits
 
     def options(values: bool):
         return dict(values_summary=values, functions=wrapped_functions(), stage_rules=stage_rules(), timing=False)
@@ -146,7 +134,7 @@ def main() -> None:
         "gc_frozen": opts.freeze,
         "build_s": round(build_s, 1),
         "peak_gb": round(torch.cuda.max_memory_allocated() / 2**30, 1) if dev.type == "cuda" else None,
-        "prompt_tokens": n,
+        "prompt_tokens": len(PROMPT_IDS),
         "events": events,
         "median_ms": {k: round(v * 1000, 2) for k, v in med.items()},
         "ratio_vs_untraced": {k: round(v / base, 3) for k, v in med.items()},

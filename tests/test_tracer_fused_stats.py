@@ -65,33 +65,26 @@ CHILD = textwrap.dedent(
     rows = [table.add(torch.full((40_000,), float(i))) for i in range(3)]  # rows 0, 1, 2 of one table
     print(json.dumps({"name": "rows", "sums": [r[0, 2].item() for r in rows], "used": table.used}))
 
+    def summaries(tensors, fused_devices, fused_min=values.SMALL + 1):  # each tensor's summary, with these settings
+        values.FUSED_DEVICES, values.FUSED_MIN = fused_devices, fused_min
+        m = nn.Identity()
+        with trace(m) as t:
+            for z in tensors:
+                m(z)
+        return [e["outputs"][0]["stats"] for e in t.events]
+
     # ValueStats with the fused path allowed on the CPU, against the ATen path; tables of 2 rows,
     # so a third large tensor starts a new table.
     fused_stats.ROWS = 2
     zs = [torch.randn(values.SMALL + 11 * i, generator=g).bfloat16() for i in range(1, 4)]
     zs[0][3] = math.nan
-    summaries = {}
-    for label, devices in (("fused", ("cpu",)), ("aten", ())):
-        values.FUSED_DEVICES = devices
-        m = nn.Identity()
-        with trace(m) as t:
-            for z in zs:
-                m(z)
-        summaries[label] = [e["outputs"][0]["stats"] for e in t.events]
-    print(json.dumps({"name": "value stats", **summaries}))
+    print(json.dumps({"name": "value stats", "fused": summaries(zs, ("cpu",)), "aten": summaries(zs, ())}))
 
     # Small tensors through the fused kernel too (`FUSED_MIN`), against their batched copies.
     smalls = [torch.randn(1000, generator=g).bfloat16(), torch.randn(33, 7, generator=g), torch.randn(5000, generator=g).half()]
     smalls[1][2, 3] = math.inf
-    summaries = {}
-    for label, fused_min in (("fused", 1), ("batched", values.SMALL + 1)):
-        values.FUSED_DEVICES, values.FUSED_MIN = ("cpu",), fused_min
-        m = nn.Identity()
-        with trace(m) as t:
-            for z in smalls:
-                m(z)
-        summaries[label] = [e["outputs"][0]["stats"] for e in t.events]
-    print(json.dumps({"name": "small tensors fused", **summaries}))
+    print(json.dumps({"name": "small tensors fused", "fused": summaries(smalls, ("cpu",), fused_min=1),
+                      "batched": summaries(smalls, ("cpu",))}))
     """
 )
 

@@ -412,24 +412,13 @@ class Trace:
             if frame.f_code is _CALL_IMPL:
                 frame = frame.f_back.f_back  # past Module._wrapped_call_impl
             frame = source.caller_frame(0, frame)
-            stack, events = self._stack, self.events
-            parent = stack[-1] if stack else None
-            event = {
-                "seq": len(events),
-                "kind": "module",
-                "stage": stage or (parent["stage"] if parent else None),
-                "path": path,
-                "name": cls,
-                "parent": parent["seq"] if parent else None,
-                "depth": len(stack),
-                "phase": self._phase_stack[-1] if self._phase_stack else None,
-                "params": params,
-                "src": (frame.f_code, frame.f_lineno) if frame is not None else None,
-                "inputs": values.call_record(args, kwargs, names),
-                "_symbols": self.symbols,
-            }
-            events.append(event)
-            stack.append(event)
+            event = self._head("module", path, cls, stage)
+            event["params"] = params
+            event["src"] = (frame.f_code, frame.f_lineno) if frame is not None else None
+            event["inputs"] = values.call_record(args, kwargs, names)
+            event["_symbols"] = self.symbols
+            self.events.append(event)
+            self._stack.append(event)
             return event
         finally:
             self._busy = False
@@ -541,17 +530,30 @@ class Trace:
         self._close(event, out, stats=False)
 
     # --- events ------------------------------------------------------------------------------------
-    def _open(self, kind: str, path: str, cls: str, inputs, *, stage: str | None = None, params: dict | None = None,
-              info=None, described: bool = False, timed: bool = True, frame=None) -> dict:
-        """A new open event; `inputs` are raw (or, with `described`, already described) items.
-        Its source line is the first frame, from `frame` or else from our caller's caller, that
-        is not torch's or the tracer's."""
-        frame = source.caller_frame(2, frame)
+    def _open(self, kind: str, path: str, cls: str, inputs, info=None) -> dict:
+        """A new open event, for a phase, a step, a wrapped function or an op (a module's:
+        `_module_enter`), with its `inputs` described. Its source line is the first frame, from
+        our caller's caller up, that is not torch's or the tracer's."""
+        frame = source.caller_frame(2)
+        event = self._head(kind, path, cls, None if kind in ("op", "phase") else self._stage_for(path))
+        if info:
+            event["info"] = info
+        if frame is not None:
+            event["src"] = (frame.f_code, frame.f_lineno)  # see `_materialize`
+        event["inputs"] = self._describe(inputs, stats=False)
+        event["_symbols"] = self.symbols
+        if self.timing:
+            event["_t"] = time.perf_counter()
+        self.events.append(event)
+        self._stack.append(event)
+        return event
+
+    def _head(self, kind: str, path: str, cls: str, stage: str | None) -> dict:
+        """The fields every event starts with, in the log's order. Its parent is the innermost
+        open event, whose stage it takes when it has none of its own."""
         stack = self._stack
         parent = stack[-1] if stack else None
-        if stage is None and kind not in ("op", "phase"):
-            stage = self._stage_for(path)
-        event: dict = {
+        return {
             "seq": len(self.events),
             "kind": kind,
             "stage": stage or (parent["stage"] if parent else None),
@@ -561,19 +563,6 @@ class Trace:
             "depth": len(stack),
             "phase": self._phase_stack[-1] if self._phase_stack else None,
         }
-        if params is not None:
-            event["params"] = params
-        if info:
-            event["info"] = info
-        if frame is not None:
-            event["src"] = (frame.f_code, frame.f_lineno)  # see `_materialize`
-        event["inputs"] = inputs if described else self._describe(inputs, stats=False)
-        event["_symbols"] = self.symbols
-        if timed and self.timing:
-            event["_t"] = time.perf_counter()
-        self.events.append(event)
-        stack.append(event)
-        return event
 
     def _location(self, code, line: int) -> dict:
         """file:line, function and source text of a line of `code`; one dict per line, shared by

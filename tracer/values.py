@@ -154,21 +154,13 @@ def call_record(args: tuple, kwargs: dict, names: list[str]) -> tuple | list[dic
     (`describe_record` turns it into items after the run): tensors as (shape, dtype, device),
     scalars as they are. Holds no tensor. Anything else is described at once (a list)."""
     leaves = []
-    for x in args:
+    for x in (*args, *kwargs.values()) if kwargs else args:
         if isinstance(x, torch.Tensor):
             leaves.append((x.shape, x.dtype, x.device))
         elif x is None or type(x) in _PLAIN:
             leaves.append(x)
         else:
             return describe_call(args, kwargs, names)[0]
-    if kwargs:
-        for x in kwargs.values():
-            if isinstance(x, torch.Tensor):
-                leaves.append((x.shape, x.dtype, x.device))
-            elif x is None or type(x) in _PLAIN:
-                leaves.append(x)
-            else:
-                return describe_call(args, kwargs, names)[0]
     return names, len(args), tuple(kwargs), leaves
 
 
