@@ -597,3 +597,25 @@ def test_the_hot_path_record_describes_a_call_as_describe_call_does(args, kwargs
     assert type(record) is tuple  # recorded raw (only plain leaves here)
     assert values.describe_record(record) == values.describe_call(args, kwargs, names)[0]
     assert type(values.call_record((torch.zeros(1), [1, 2]), {}, ["x", "ids"])) is list  # a list argument: described at once
+
+
+class Scaled(nn.Module):
+    def forward(self, x, scale):
+        return x * scale
+
+
+def test_repeated_calls_share_no_descriptions_and_keep_scalars_apart():
+    """Calls that repeat (every decode step) are described once and copied: each event's items
+    are its own, and scalars that compare equal but print apart (0.0 and -0.0, 1 and True)
+    stay apart."""
+    m = Scaled()
+    scales = [1, 1, True, 1.0, 0.0, -0.0, 2, 2]
+    with trace(m, symbols={"D": 32}) as t:
+        for s in scales:
+            m(torch.ones(1, 32), s)
+    shown = [e["inputs"][1]["value"] for e in t.events]
+    assert [(type(v), repr(v)) for v in shown] == [(type(s), repr(s)) for s in scales]
+    first, second = t.events[0], t.events[1]
+    assert first["inputs"] == second["inputs"] and first["outputs"] == second["outputs"]
+    assert first["inputs"][0]["sym"] == [None, "D"]
+    assert all(a is not b for a, b in zip(first["inputs"] + first["outputs"], second["inputs"] + second["outputs"]))

@@ -119,17 +119,55 @@ class _Forward:
         self.last: tuple | None = None
 
     def __call__(self, *args, **kwargs):
+        """The hottest path of all, so written out flat: what is cheap now (the source line's
+        code object and number, the inputs' shapes: `values.call_record`, a lone output tensor's
+        metadata) is kept, and described after the run (`Trace._materialize`)."""
         tracer, inner = self._trace_owner, self.__wrapped__
         if tracer._busy:
             return inner(*args, **kwargs)
-        event = tracer._module_enter(self.info, args, kwargs)
+        tracer._busy = True
+        try:
+            frame = sys._getframe(1)  # our caller: nn.Module._call_impl, as a rule
+            if frame.f_code is _CALL_IMPL:
+                frame = frame.f_back.f_back  # past Module._wrapped_call_impl
+            frame = source.caller_frame(0, frame)
+            path, cls, stage, params, names = self.info
+            stack, events = tracer._stack, tracer.events
+            parent = stack[-1] if stack else None
+            event = {  # `Trace._head`'s fields, then a module's own
+                "seq": len(events), "kind": "module", "stage": stage or (parent["stage"] if parent else None),
+                "path": path, "name": cls, "parent": parent["seq"] if parent else None, "depth": len(stack),
+                "phase": tracer._phase, "params": params,
+                "src": (frame.f_code, frame.f_lineno) if frame is not None else None,
+                "inputs": values.call_record(args, kwargs, names), "_symbols": tracer.symbols,
+            }
+            events.append(event)
+            stack.append(event)
+        finally:
+            tracer._busy = False
         t0 = perf_counter()
         try:
             output = inner(*args, **kwargs)
         except BaseException as exc:
-            tracer._module_exit(event, None, t0, exc)
+            tracer._module_failed(event, t0, exc)
             raise
-        tracer._module_exit(event, output, t0)
+        t1 = perf_counter()
+        tracer._busy = True
+        try:
+            if stack and stack[-1] is event:
+                stack.pop()
+            if not isinstance(output, Tensor):
+                tracer._close(event, output)
+            elif output.is_meta or not tracer.values_summary:
+                event["outputs"] = (output.shape, output.dtype, output.device)  # described in `_materialize`
+            else:
+                item = values.tensor_item("", output)
+                tracer._stats.add(item, output)
+                event["outputs"] = [item]
+            if tracer.timing:
+                event["time_ms"] = (t1 - t0) * 1000  # rounded in _finish
+        finally:
+            tracer._busy = False
         if self.hooked and sys._getframe(1).f_code.co_filename == _MODULE_FILE:
             self.last = (event, output)  # for `_AfterHooks`, which runs next (not after a direct `.forward()`)
         return output
@@ -200,6 +238,7 @@ class Trace:
         self.functions = list(functions or [])
         self.rules = [StageRule(p, s) for p, s in (stage_rules or [])]
         self.symbols = SymbolTable(symbols or {})
+        self._symbol_tables: dict[tuple, SymbolTable] = {}  # `set_symbols`
         self.roots = tuple(str(r).rstrip("/") + "/" for r in (source_roots or []))
         self.timing = timing
         self.count_flops = flops
@@ -208,6 +247,7 @@ class Trace:
         self.error: dict | None = None
         self._stack: list[dict] = []
         self._phase_stack: list[str] = []
+        self._phase: str | None = None  # the innermost phase: `_phase_stack[-1]`, or None
         self._busy = False
         self._in_counted = False
         self._patched: list[tuple[object, str, object, object]] = []  # (owner, name, what it was or _INHERITED, ours)
@@ -304,8 +344,13 @@ class Trace:
             setattr(owner, name, previous)
 
     def set_symbols(self, symbols: dict[str, int]) -> None:
-        """Shape symbols for the events recorded from now on (sizes may only be known mid-run)."""
-        self.symbols = SymbolTable(symbols)
+        """Shape symbols for the events recorded from now on (sizes may only be known mid-run).
+        A table set again (every decode step sets S = 1) is the same object, labels remembered."""
+        key = tuple(symbols.items())
+        table = self._symbol_tables.get(key)
+        if table is None:
+            table = self._symbol_tables[key] = SymbolTable(symbols)
+        self.symbols = table
 
     # --- phases and stages ------------------------------------------------------------------
     @contextmanager
@@ -316,6 +361,7 @@ class Trace:
         self._materialize(event)  # handed to the caller: complete at once
         event["phase"] = name
         self._phase_stack.append(name)
+        self._phase = name
         try:
             yield event
         except BaseException as exc:
@@ -323,6 +369,7 @@ class Trace:
             raise
         finally:
             self._phase_stack.pop()
+            self._phase = self._phase_stack[-1] if self._phase_stack else None
             if self._stack and self._stack[-1] is event:
                 self._stack.pop()
                 self._close(event, None)
@@ -401,42 +448,15 @@ class Trace:
         names = self._arg_names(forward, remember=inspect.ismethod(forward))
         return path, type(mod).__name__, self._stage_for(path), self._params[id(mod)], names
 
-    def _module_enter(self, info: tuple, args: tuple, kwargs: dict) -> dict:
-        """A module's event, opened on the hottest path of all: what is cheap now (the source
-        line's code object and number, the inputs' shapes: `values.call_record`) is kept, and
-        described after the run (`_materialize`)."""
-        self._busy = True
-        try:
-            path, cls, stage, params, names = info
-            frame = sys._getframe(2)  # our wrapper's caller: nn.Module._call_impl, as a rule
-            if frame.f_code is _CALL_IMPL:
-                frame = frame.f_back.f_back  # past Module._wrapped_call_impl
-            frame = source.caller_frame(0, frame)
-            event = self._head("module", path, cls, stage)
-            event["params"] = params
-            event["src"] = (frame.f_code, frame.f_lineno) if frame is not None else None
-            event["inputs"] = values.call_record(args, kwargs, names)
-            event["_symbols"] = self.symbols
-            self.events.append(event)
-            self._stack.append(event)
-            return event
-        finally:
-            self._busy = False
-
-    def _module_exit(self, event: dict, output, t0: float, exc: BaseException | None = None) -> None:
+    def _module_failed(self, event: dict, t0: float, exc: BaseException) -> None:
+        """Close a module's event whose forward raised (`_Forward.__call__`)."""
         t1 = perf_counter()
         self._busy = True
         try:
-            stack = self._stack
-            if stack and stack[-1] is event:
-                stack.pop()
-            if exc is not None:
-                event["error"] = type(exc).__name__
-                self._close(event, None, failed=True)
-            elif isinstance(output, Tensor) and (output.is_meta or not self.values_summary):
-                event["outputs"] = (output.shape, output.dtype, output.device)  # described in `_materialize`
-            else:
-                self._close(event, output)
+            if self._stack and self._stack[-1] is event:
+                self._stack.pop()
+            event["error"] = type(exc).__name__
+            self._close(event, None, failed=True)
             if self.timing:
                 event["time_ms"] = (t1 - t0) * 1000  # rounded in _finish
         finally:
@@ -561,7 +581,7 @@ class Trace:
             "name": cls,
             "parent": parent["seq"] if parent else None,
             "depth": len(stack),
-            "phase": self._phase_stack[-1] if self._phase_stack else None,
+            "phase": self._phase,
         }
 
     def _location(self, code, line: int) -> dict:
@@ -593,24 +613,40 @@ class Trace:
                 self._stats.add(item, x)
         return items
 
-    def _materialize(self, event: dict) -> None:
+    def _materialize(self, event: dict, memo: dict | None = None) -> None:
         """What the hot path recorded raw, described: the source line from its code object and
-        number, inputs from `values.call_record`, a lone tensor output from its metadata."""
+        number, inputs from `values.call_record`, a lone tensor output from its metadata. `memo`
+        keeps descriptions for records that come back (every decode step repeats most of the
+        previous one's); each event gets its own copies."""
         src = event.get("src", False)
         if type(src) is tuple:
             event["src"] = self._location(*src)
         elif src is None:
             del event["src"]  # no frame of the caller's own (e.g. a call from torch alone)
-        if type(event["inputs"]) is tuple:
-            event["inputs"] = values.describe_record(event["inputs"])
-        if type(event.get("outputs")) is tuple:
-            event["outputs"] = [values.meta_item("", event["outputs"])]
+        raw = event["inputs"]
+        if type(raw) is tuple:
+            key = values.record_key(raw) if memo is not None else None
+            items = memo.get(key) if key is not None else None
+            if items is None:
+                items = values.describe_record(raw)
+                if key is not None:
+                    memo[key] = items
+            event["inputs"] = [dict(item) for item in items] if key is not None else items
+        raw = event.get("outputs")
+        if type(raw) is tuple:  # (shape, dtype, device)
+            item = memo.get(raw) if memo is not None else None
+            if item is None:
+                item = values.meta_item("", raw)
+                if memo is not None:
+                    memo[raw] = item
+            event["outputs"] = [dict(item)]
 
     def _finish(self) -> None:
         """After the run: describe what the hot path recorded raw (`_materialize`); round the
         timings; label every shape with the symbols in force when it was recorded."""
+        memo: dict = {}
         for event in self.events:
-            self._materialize(event)
+            self._materialize(event, memo)
             if "time_ms" in event:
                 event["time_ms"] = round(event["time_ms"], 3)
             table = event.pop("_symbols", None)

@@ -177,6 +177,17 @@ def describe_record(record: tuple) -> list[dict]:
             for name, leaf in named]
 
 
+def record_key(record: tuple) -> tuple | None:
+    """A `call_record` record as a dict key, equal only where `describe_record` gives the same
+    items; None where a float or bool argument could make equal keys describe apart (0.0 and
+    -0.0 are equal, so are 1 and True)."""
+    names, positional, keys, leaves = record
+    for leaf in leaves:
+        if type(leaf) is float or type(leaf) is bool:
+            return None
+    return (id(names), positional, keys, *leaves)  # names: one list per forward, alive while its records are
+
+
 def meta_item(path: str, meta: tuple) -> dict:
     """`tensor_item` from a tensor's recorded (shape, dtype, device)."""
     shape, dtype, device = meta
@@ -223,9 +234,15 @@ def compact_int_lists(items: list[dict]) -> list[dict]:
 
 SMALL = 1 << 18  # tensors up to this many elements are copied and summarised in batches
 WIDE = (torch.float64, torch.int64, torch.int32)  # summarised in float64: fp32 would lose range or exact integers past 2**24
-BATCH_ROWS = 64  # a batch of same-shape copies is summarised once full: at most this many rows,
-CPU_BATCH_BYTES = 2 << 20  # in this much memory on the CPU (kept in `_POOL` and in cache),
-ACCELERATOR_BATCH_BYTES = 64 << 20  # and in this much on an accelerator (fewer launches)
+# A batch of same-shape copies is summarised once full: at most BATCH_ROWS rows in
+# ACCELERATOR_BATCH_BYTES on an accelerator; on the CPU at most CPU_BATCH_ROWS rows in
+# CPU_BATCH_BYTES (kept in `_POOL` and in cache). A summary costs a dozen torch calls however
+# few its rows: on the CPU, where a decode step's outputs are a few dozen values each, 1024 rows
+# cut a 16-token generation's batch summaries from 64 to 43 (`benchmarks/RESULTS.md`, eighth session).
+BATCH_ROWS = 64
+ACCELERATOR_BATCH_BYTES = 64 << 20
+CPU_BATCH_ROWS = 1024
+CPU_BATCH_BYTES = 2 << 20
 POOL_BYTES = 64 << 20  # CPU batches kept for the next trace, up to this much
 # Large tensors on these devices go through `fused_stats` when Triton is installed. The tests add
 # "cpu" to run its kernels in Triton's interpreter; the benchmarks empty it for ATen alone.
@@ -335,7 +352,8 @@ class _Batch:
         global _pooled_bytes
         device, shape, dtype = self.key = key
         on_cpu, size = device.type == "cpu", dtype.itemsize
-        k = max(1, min(BATCH_ROWS, (CPU_BATCH_BYTES if on_cpu else ACCELERATOR_BATCH_BYTES) // (size * n)))
+        rows, budget = (CPU_BATCH_ROWS, CPU_BATCH_BYTES) if on_cpu else (BATCH_ROWS, ACCELERATOR_BATCH_BYTES)
+        k = max(1, min(rows, budget // (size * n)))
         self.rows = torch.empty(k, n, device=device, dtype=dtype)  # [k, n]
         self.slots = self.rows.view(k, *shape).unbind(0)  # k views, each shaped like x
         self.items: list[dict] = []
