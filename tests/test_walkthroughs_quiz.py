@@ -151,3 +151,12 @@ def test_decode_log_uses_the_prefill_s(tmp_path):
     d = compare(Log("a", header, events, summary), Log("b", header, events, summary))
     assert d.symbols == [] and all(s.status == "same" for s in d.stages)
     assert any(s.phase == "decode" for s in d.stages)
+
+
+def test_interactive_end_of_input_stops_the_quiz(log, log_path):
+    """Ctrl-D (the end of typed input) ends the quiz there, scoring the questions answered."""
+    qs = questions(*log, 3, 1)
+    result = runner.invoke(app, ["quiz", "--log", str(log_path), "--seed", "1", "--questions", "3"], input=f"{qs[0].answer}\n")
+    assert result.exit_code == 0, result.output
+    assert last_line(result.stdout) == "score: 1/1 (stopped at question 2 of 3: end of input)"
+    assert "Question 3/3" not in result.stdout

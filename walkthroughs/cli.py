@@ -452,7 +452,7 @@ def quiz(
 
         source, echo_answers = typed(), False
     try:
-        run_quiz(header, events, summary, n_questions, seed, source, typer.echo, echo_answers=echo_answers)
+        run_quiz(header, events, summary, n_questions, seed, source, typer.echo, echo_answers=echo_answers, stop_at_end=not echo_answers)
     except QuizError as err:
         fail(str(err))
 

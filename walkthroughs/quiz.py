@@ -117,10 +117,16 @@ def symbol_table_lines(symbols: dict[str, int], width: int = 96) -> list[str]:
     return lines + ([line] if line else [])
 
 
+_END = object()  # what `run_quiz` reads once the answers run out
+
+
 def run_quiz(header: dict, events: list[dict], summary: dict, n: int, seed: int,
-             answers: Iterator[str | None], echo: Callable[[str], None], echo_answers: bool = True) -> tuple[int, int]:
+             answers: Iterator[str | None], echo: Callable[[str], None], echo_answers: bool = True,
+             stop_at_end: bool = False) -> tuple[int, int]:
     """Ask n questions, reading each answer from `answers` (None: no answer); return (right, asked).
-    `echo_answers`: repeat each answer in the output (for answers read from a file, not typed)."""
+    `echo_answers`: repeat each answer in the output (for answers read from a file, not typed).
+    Once `answers` runs out, the questions left are shown unanswered, or with `stop_at_end`
+    (typed answers: the user pressed Ctrl-D) the quiz stops there and scores what was answered."""
     qs = questions(header, events, summary, n, seed)
     symbols = log_symbols(header, events)
     env = SymbolTable(symbols).env
@@ -142,7 +148,12 @@ def run_quiz(header: dict, events: list[dict], summary: dict, n: int, seed: int,
             echo(f"  {'input' if i == 0 else '':6} {line}")
         if not q.inputs:
             echo("  input  (none)")
-        raw = next(answers, None)
+        raw = next(answers, _END)
+        if raw is _END and stop_at_end:
+            echo("")
+            echo(f"score: {right}/{q.number - 1} (stopped at question {q.number} of {len(qs)}: end of input)")
+            return right, q.number - 1
+        raw = None if raw is _END else raw
         if echo_answers:
             echo(f"  your answer: {'(none)' if raw is None else raw.strip()}")
         got = None if raw is None else parse_answer(raw, env)
