@@ -619,3 +619,24 @@ def test_repeated_calls_share_no_descriptions_and_keep_scalars_apart():
     assert first["inputs"] == second["inputs"] and first["outputs"] == second["outputs"]
     assert first["inputs"][0]["sym"] == [None, "D"]
     assert all(a is not b for a, b in zip(first["inputs"] + first["outputs"], second["inputs"] + second["outputs"]))
+
+
+def test_hooks_registered_during_the_trace_are_followed():
+    """A forward hook added mid-trace (on the module, or for every module) that replaces an
+    output: the event shows what the module hands on, and nothing of ours stays behind."""
+    m = Block()
+    with trace(m) as t:
+        m(x_input())
+        handle = m.proj.register_forward_hook(lambda mod, args, out: out * 0)
+        m(x_input())
+        handle.remove()
+        handle = torch.nn.modules.module.register_module_forward_hook(lambda mod, args, out: out + 1 if mod is m.proj else None)
+        try:
+            m(x_input())
+        finally:
+            handle.remove()
+    proj = [e["outputs"][0]["stats"] for e in t.events if e["path"] == "proj"]
+    assert proj[0]["std"] > 0 and proj[1] == {"min": 0, "max": 0, "mean": 0, "std": 0, "nan": 0, "inf": 0}
+    assert proj[2]["mean"] == pytest.approx(proj[0]["mean"] + 1, abs=1e-5)
+    assert not m.proj._forward_hooks and not m.proj._forward_hooks_always_called
+    assert all("forward" not in vars(mod) for mod in m.modules())

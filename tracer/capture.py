@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from time import perf_counter
 
 from torch import Tensor, nn
+from torch.nn.modules import module as module_internals
 from torch.overrides import TorchFunctionMode, resolve_name
 
 from . import flops, source, values
@@ -44,6 +45,7 @@ NOISE = {
 }
 
 
+_GLOBAL_FORWARD_HOOKS = module_internals._global_forward_hooks  # `register_module_forward_hook`'s, run before a module's own
 _CALL_IMPL = nn.Module._call_impl.__code__  # the frame that calls a module's forward (without hooks)
 _MODULE_FILE = _CALL_IMPL.co_filename  # with hooks, a function nested in it calls it
 _INHERITED = object()  # marks a patched attribute that the class (or module instance) only inherited
@@ -110,12 +112,12 @@ class _Forward:
     (`copy.deepcopy`) gets the module's own forward instead, which runs the copy's weights;
     pickling the module while it is traced says so."""
 
-    __slots__ = ("module", "__wrapped__", "_trace_owner", "_trace_previous", "hooked", "last", "info")
+    __slots__ = ("module", "__wrapped__", "_trace_owner", "_trace_previous", "after", "last", "info")
 
     def __init__(self, tracer: "Trace", module: nn.Module, inner, previous, info: tuple) -> None:
         self._trace_owner, self.module, self.__wrapped__, self._trace_previous = tracer, module, inner, previous
         self.info = info  # `Trace._module_info`
-        self.hooked = bool(module._forward_hooks)  # the user's own forward hooks: see `_AfterHooks`
+        self.after = None  # the handle of our `_AfterHooks`, once the module has forward hooks
         self.last: tuple | None = None
 
     def __call__(self, *args, **kwargs):
@@ -168,7 +170,10 @@ class _Forward:
                 event["time_ms"] = (t1 - t0) * 1000  # rounded in _finish
         finally:
             tracer._busy = False
-        if self.hooked and sys._getframe(1).f_code.co_filename == _MODULE_FILE:
+        hooks = self.module._forward_hooks
+        if (hooks or _GLOBAL_FORWARD_HOOKS) and sys._getframe(1).f_code.co_filename == _MODULE_FILE:
+            if self.after is None or not hooks or next(reversed(hooks)) != self.after.id:  # ours is not last (a hook added mid-trace)
+                tracer._hook_after(self)
             self.last = (event, output)  # for `_AfterHooks`, which runs next (not after a direct `.forward()`)
         return output
 
@@ -420,8 +425,16 @@ class Trace:
         forward = _Forward(self, module, inner, attrs.get("forward", _INHERITED), self._module_info(module, inner))
         self._patched.append((module, "forward", forward._trace_previous, forward))
         attrs["forward"] = forward  # directly: nn.Module.__setattr__ would only get there slower
-        if forward.hooked:
-            self._handles.append(module.register_forward_hook(_AfterHooks(forward), always_call=True))
+        if module._forward_hooks or _GLOBAL_FORWARD_HOOKS:
+            self._hook_after(forward)
+
+    def _hook_after(self, forward: _Forward) -> None:
+        """Our `_AfterHooks` on forward's module, after every forward hook it has now (the
+        user's, global ones included): (re)registered last."""
+        if forward.after is not None:
+            forward.after.remove()
+        forward.after = forward.module.register_forward_hook(_AfterHooks(forward), always_call=True)
+        self._handles.append(forward.after)
 
     def _arg_names(self, fn, remember: bool = True) -> list[str]:
         """fn's parameter names (a bound method's without `self`), remembered across traces
