@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tracer import trace, values
+from tracer import capture, trace, values
 
 
 class Block(nn.Module):
@@ -640,3 +640,19 @@ def test_hooks_registered_during_the_trace_are_followed():
     assert proj[2]["mean"] == pytest.approx(proj[0]["mean"] + 1, abs=1e-5)
     assert not m.proj._forward_hooks and not m.proj._forward_hooks_always_called
     assert all("forward" not in vars(mod) for mod in m.modules())
+
+
+def test_a_shallow_copy_made_during_a_trace_runs_itself_not_the_original():
+    import copy
+
+    m = Scaled()
+    m.forward = own = lambda x, scale: x * scale * 10  # an instance's own forward, copied as it was
+    plain = Block()
+    with trace(plain), trace(m):
+        twin, other = copy.copy(plain.norm), copy.copy(m)
+    twin.eps = 1e3  # the copy's own setting, the original's unchanged
+    h = torch.randn(2, 16)
+    assert torch.equal(twin(h), F.layer_norm(h, (16,), twin.weight, twin.bias, 1e3)) and "forward" not in vars(twin)
+    assert vars(other)["forward"] is own and other(torch.ones(1), 2).item() == 20
+    assert "__setstate__" not in vars(Scaled) and "forward" not in vars(plain.norm)
+    assert vars(nn.Module)["__setstate__"] is capture._MODULE_SETSTATE  # put back

@@ -222,6 +222,25 @@ def _ignore(*args) -> None:
     return None
 
 
+_MODULE_SETSTATE = nn.Module.__setstate__
+
+
+def _setstate_untraced(module: nn.Module, state: dict) -> None:
+    """`nn.Module.__setstate__` while a trace runs. A shallow copy of a traced module
+    (`copy.copy`) would get our wrapper in its own `forward`, running the original module for
+    good: it gets what the original had before the trace (the class's forward, bound to the
+    copy, or the original's own callable) instead."""
+    _MODULE_SETSTATE(module, state)
+    attrs = module.__dict__
+    forward = attrs.get("forward")
+    while isinstance(forward, _Forward) and forward.module is not module:
+        forward = forward._trace_previous
+        if forward is _INHERITED:
+            del attrs["forward"]
+            return
+        attrs["forward"] = forward
+
+
 class Trace:
     def __init__(
         self,
@@ -277,6 +296,7 @@ class Trace:
                 self._wrap_function(target)
             if self.module is not None:
                 self._install_hooks(self.module)
+                self._patch(nn.Module, "__setstate__", lambda module, state: _setstate_untraced(module, state))  # this trace's own
             if self.ops:
                 self._modes.append(_FunctionMode(self))
             elif self.count_flops:
