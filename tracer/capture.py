@@ -109,8 +109,8 @@ class _Forward:
     """A module's hooks while a trace runs: set as the instance's `forward` by
     `Trace._wrap_forward`, it opens the module's event, calls the forward it replaced (`inner`)
     and closes the event, also when the forward raises. A copy of the module made meanwhile
-    (`copy.deepcopy`) gets the module's own forward instead, which runs the copy's weights;
-    pickling the module while it is traced says so."""
+    (`copy.deepcopy`, or `copy.copy`: `_setstate_untraced`) gets the module's own forward
+    instead, which runs the copy; pickling the module while it is traced says so."""
 
     __slots__ = ("module", "__wrapped__", "_trace_owner", "_trace_previous", "after", "last", "info")
 
