@@ -196,7 +196,7 @@ def test_line_numbers_count_blank_lines(tmp_path):
 
 def test_optional_fields_may_be_missing(tmp_path):
     records = saved_lines(tmp_path)
-    for key in ("depth", "flops", "time_ms", "inputs", "outputs", "stage", "phase", "parent"):
+    for key in ("flops", "time_ms", "params", "src"):
         for record in records[1:-1]:
             record.pop(key, None)
     for item in records[2].get("inputs", []) + records[2].get("outputs", []):
@@ -205,3 +205,28 @@ def test_optional_fields_may_be_missing(tmp_path):
     write_records(path, records)
     _, events, _ = load_log(path)
     assert len(events) == 4
+
+
+@pytest.mark.parametrize("key", ["seq", "kind", "stage", "phase", "path", "name", "parent", "depth", "inputs", "outputs"])
+def test_a_field_every_event_has_is_required(tmp_path, key):
+    """A stage, phase or parent may be null, but a log without the key is damaged: its event
+    would silently leave its stage."""
+    records = saved_lines(tmp_path)
+    records[2].pop(key)
+    path = tmp_path / "cut.jsonl"
+    write_records(path, records)
+    with pytest.raises(LogError, match=rf"cut.jsonl:3: .*'{key}' must be .*it is missing"):
+        load_log(path)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda r: r[:2] + r[-1:], r"has 1 event where its summary counts 4: events are missing"),
+    (lambda r: r[:1] + r[:1] + r[1:], r"d.jsonl:2: a record of type \"header\" between the header and the summary"),
+    (lambda r: r[:2] + [{**r[2], "type": "weird"}] + r[3:], r"d.jsonl:3: a record of type \"weird\""),
+])
+def test_records_missing_repeated_or_out_of_place_are_named(tmp_path, change, message):
+    records = change(saved_lines(tmp_path))
+    path = tmp_path / "d.jsonl"
+    write_records(path, records)
+    with pytest.raises(LogError, match=message):
+        load_log(path)

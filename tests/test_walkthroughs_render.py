@@ -148,7 +148,7 @@ def test_check_log_accepts_real_logs(tiny_log, page_11b):
 
 
 def test_a_header_without_a_model_is_a_log_error_not_a_key_error(tmp_path):
-    header, events, summary = load_lines(['{"type":"header","schema":1}', '{"type":"summary"}'], "minimal.jsonl")
+    header, events, summary = load_lines(['{"type":"header","schema":1}', '{"type":"summary","events":0}'], "minimal.jsonl")
     with pytest.raises(LogError, match=r"^minimal.jsonl: the header has no 'model' object; .*llama-trace run --format json -o FILE`$"):
         check_log(header, events, "minimal.jsonl")
     with pytest.raises(KeyError):  # what the renderers do without the check

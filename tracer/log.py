@@ -125,14 +125,17 @@ def load_lines(lines: list[str], path: str = "log") -> tuple[dict, list[dict], d
         raise LogError(f"{path} has schema version {header.get('schema')!r}; this llama-trace reads version {SCHEMA_VERSION}")
     if records[-1].get("type") != "summary":
         raise LogError(f"{path} has no closing summary line: the log is truncated")
-    events = [r for r in records[1:-1] if r.get("type") == "event"]
     summary = records[-1]
+    events = records[1:-1]
     bad = _structure_problem(header, events, summary)
     if bad:
         record, problem = bad
         index = next(i for i, r in enumerate(records) if r is record)
         number = [n for n, line in enumerate(lines, 1) if line.strip()][index]  # records skip blank lines
         raise LogError(f"{path}:{number}: {problem}; the log is damaged or not a llama-trace log: write it again")
+    if summary["events"] != len(events):
+        raise LogError(f"{path} has {len(events)} event{'s' * (len(events) != 1)} where its summary counts {summary['events']}:"
+                       " events are missing or repeated (the log was cut or edited); write it again")
     return header, events, summary
 
 
@@ -160,11 +163,12 @@ def _parse(lines: list[str], path: str) -> list[dict]:
 # listing every field twice.)
 
 _NULL = type(None)
+_REQUIRED = object()  # a field every event has (schema.json), null or not
 _EVENT_FIELDS = (  # key, its value when missing, the types it may have
-    ("seq", None, (int,)), ("kind", None, (str,)),
-    ("stage", None, (str, _NULL)), ("phase", None, (str, _NULL)), ("path", None, (str, _NULL)), ("name", None, (str, _NULL)),
-    ("parent", None, (int, _NULL)), ("depth", 0, (int,)), ("flops", 0, (int,)), ("time_ms", 0, (int, float)),
-    ("inputs", [], (list,)), ("outputs", [], (list,)),
+    ("seq", _REQUIRED, (int,)), ("kind", _REQUIRED, (str,)), ("stage", _REQUIRED, (str, _NULL)),
+    ("phase", _REQUIRED, (str, _NULL)), ("path", _REQUIRED, (str, _NULL)), ("name", _REQUIRED, (str, _NULL)),
+    ("parent", _REQUIRED, (int, _NULL)), ("depth", _REQUIRED, (int,)), ("flops", 0, (int,)), ("time_ms", 0, (int, float)),
+    ("inputs", _REQUIRED, (list,)), ("outputs", _REQUIRED, (list,)),
 )
 _INTS = {int}
 
@@ -174,6 +178,8 @@ def _structure_problem(header: dict, events: list[dict], summary: dict) -> tuple
     if problem := _header_problem(header):
         return header, problem
     for i, event in enumerate(events):
+        if event.get("type") != "event":
+            return event, f"a record of type {shown(event.get('type'))} between the header and the summary, where only events belong"
         if problem := _event_problem(event, i):
             return event, f"event {i}: {problem}"
     if problem := _summary_problem(summary):
@@ -206,6 +212,8 @@ def _header_problem(header: dict) -> str:
 
 
 def _summary_problem(summary: dict) -> str:
+    if type(summary.get("events")) is not int:
+        return f"the summary's 'events' must be an integer, the number of events ({found(summary, 'events')})"
     stages = summary.get("stages", {})
     if type(stages) is not dict or not set(map(type, stages.values())) <= {dict}:
         return f"the summary's 'stages' must map stages to objects ({found(summary, 'stages')})"
