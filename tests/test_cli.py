@@ -341,3 +341,10 @@ def test_ctrl_c_leaves_no_partial_file(tmp_path):
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr.read()
     assert list(tmp_path.iterdir()) == []  # neither the log nor a temporary file
+
+
+def test_a_page_that_cannot_be_written_leaves_no_picture_and_names_the_file(tmp_path):
+    (tmp_path / "page.chunks.png").mkdir()  # a folder where a picture goes
+    result = runner.invoke(app, ["run", "--model", "tiny", "--format", "markdown", "-o", str(tmp_path / "page.md"), "--force"])
+    assert result.exit_code == 1 and f"cannot write {tmp_path / 'page.chunks.png'}: Is a directory" in result.output
+    assert [p.name for p in tmp_path.iterdir()] == ["page.chunks.png"] and "Traceback" not in result.output

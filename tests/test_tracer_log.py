@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from tracer import LogError, load_log, trace
-from tracer.log import atomic_write_text
+from tracer.log import atomic_write_files, atomic_write_text
 
 SCHEMA = json.loads((Path(__file__).resolve().parents[1] / "tracer" / "schema.json").read_text())
 VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
@@ -82,6 +82,20 @@ def test_atomic_write_leaves_no_partial_file(tmp_path):
         atomic_write_text(target, 12345)  # not text: the write fails midway
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+
+
+def test_files_written_together_are_written_all_or_none(tmp_path):
+    """A page and its pictures: when one cannot be written (here a folder stands where a picture
+    goes), none is, no temporary file stays, and the error names the file asked for."""
+    page, picture = tmp_path / "page.md", tmp_path / "page.chunks.png"
+    page.write_text("old page")
+    picture.mkdir()
+    with pytest.raises(IsADirectoryError) as info:
+        atomic_write_files({tmp_path / "page.canvas.png": b"png", picture: b"png", page: b"new page"})
+    assert info.value.filename == str(picture)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["page.chunks.png", "page.md"] and page.read_text() == "old page"
+    atomic_write_files({tmp_path / "page.canvas.png": b"png", page: b"new page"})
+    assert page.read_text() == "new page" and (tmp_path / "page.canvas.png").read_bytes() == b"png"
 
 
 def test_a_file_that_is_not_utf8_is_not_a_text_file(tmp_path):

@@ -10,6 +10,7 @@ Identical inputs give byte-identical logs once timing fields are left out (`timi
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import stat
@@ -65,21 +66,42 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write to a temporary file in the target folder, then rename: never a half-written file.
     Through a symlink, its target is the file replaced; a special file (a FIFO, /dev/null) is
     written through, never replaced."""
-    path = Path(path)
-    if is_special_file(path):
-        with open(path, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-        return
-    path = path.resolve()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    atomic_write_files({Path(path): str.encode(text, "utf-8")})
+
+
+def atomic_write_files(files: dict[Path, bytes]) -> None:
+    """Write several files all or none: each to a temporary file in its target folder, then,
+    once all are written, each renamed into place. On failure nothing new is left behind, and
+    the OSError names the file the caller asked for (not a temporary one). A special file (a
+    FIFO, /dev/null) is written through, last, never replaced."""
+    staged: list[tuple[str, Path]] = []
+    special = {path: data for path, data in files.items() if is_special_file(Path(path))}
     try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        for path, data in files.items():
+            if path in special:
+                continue
+            target = Path(path).resolve()  # through a symlink: its target is the file replaced
+            try:
+                if target.is_dir():
+                    raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
+                fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+                staged.append((tmp, target))
+                os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+            except OSError as err:
+                raise OSError(err.errno, err.strerror or str(err), str(path)) from None
+        for tmp, target in staged:
+            try:
+                os.replace(tmp, target)
+            except OSError as err:
+                raise OSError(err.errno, err.strerror or str(err), str(target)) from None
+        for path, data in special.items():
+            with open(path, "wb") as f:
+                f.write(data)
+    finally:
+        for tmp, _ in staged:
+            Path(tmp).unlink(missing_ok=True)  # renamed already, or left over from a failure
 
 
 def is_special_file(path: Path) -> bool:

@@ -230,12 +230,8 @@ def _pictures(header, events, summary, ctx, stem, image) -> dict[str, tuple[Imag
 
 
 def write_files(files: dict[Path, object]) -> None:
-    """Pictures first, the page last, each written to a temporary file and renamed."""
-    from tracer.log import atomic_write_text
+    """The page and its pictures, all or none (`tracer.log.atomic_write_files`)."""
+    from tracer.log import atomic_write_files
 
-    for path, content in files.items():
-        if isinstance(content, Image.Image):
-            pictures.save_png(content, path)
-    for path, content in files.items():
-        if isinstance(content, str):
-            atomic_write_text(path, content)
+    atomic_write_files({path: pictures.png_bytes(content) if isinstance(content, Image.Image) else content.encode("utf-8")
+                        for path, content in files.items()})

@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 from PIL import Image, ImageDraw
 
@@ -27,12 +26,6 @@ def png_bytes(image: Image.Image) -> bytes:
     buf = io.BytesIO()
     image.save(buf, format="PNG", optimize=False, compress_level=9)
     return buf.getvalue()
-
-
-def save_png(image: Image.Image, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(png_bytes(image))
-    tmp.replace(path)
 
 
 def canvas_picture(image: Image.Image, resized: tuple[int, int], canvas: tuple[int, int], rows: int, cols: int, width: int = 800) -> Image.Image:
