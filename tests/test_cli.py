@@ -1,6 +1,7 @@
 """The `llama-trace` command line, as a user types it."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -59,7 +60,7 @@ def test_json_to_stdout_is_json_lines():
         (["run", "--image", "/no/such/file.png"], "image not found"),
         (["run", "--prompt", "   "], "the prompt is empty"),
         (["run", "--model", "13b"], "Invalid value"),
-        (["render", "/no/such/log.jsonl"], "cannot read"),
+        (["render", "/no/such/log.jsonl"], "/no/such/log.jsonl not found: pass a log written by"),
         (["run", "--model", "tiny", "--max-new-tokens", "-3"], "--max-new-tokens must be at least 1"),
         (["run", "--model", "tiny", "--device", "cuda"], "no CUDA GPU"),
         (["run", "--model", "tiny", "--device", "tpu"], "unknown --device"),
@@ -67,7 +68,11 @@ def test_json_to_stdout_is_json_lines():
         (["run", "--model", "tiny", "--dtype", "fp16"], "Invalid value"),
         (["run", "--model", "tiny", "--layout", "poem"], "unknown --layout"),
         (["run", "--model", "tiny", "-o", "/"], "is a folder"),
-        (["run", "--model", "tiny", "--temperature", "nan"], "--temperature must be a number >= 0 (got nan)"),
+        (["run", "--model", "tiny", "--temperature", "nan"], "--temperature must be a finite number >= 0 (got nan)"),
+        (["run", "--model", "tiny", "--temperature", "inf"], "--temperature must be a finite number >= 0 (got inf)"),
+        (["run", "--model", "tiny", "--temperature", "1e-45"], "too small to sample with (logits / temperature overflow): use 0"),
+        (["run", "--model", "tiny", "--seed", str(2**64)], "--seed must fit in 64 bits"),
+        (["run", "--model", "tiny", "--seed", str(-(2**63) - 1)], "--seed must fit in 64 bits"),
         (["run", "--model", "tiny", "--top-p", "2"], "--top-p must be in (0, 1] (got 2.0)"),
         (["run", "--stage", "nosuch"], "no stage id starts with 'nosuch'"),
         (["run", "--format", "json", "--stage", "vision"], "--stage applies to the terminal, walkthrough and step formats"),
@@ -348,3 +353,24 @@ def test_a_page_that_cannot_be_written_leaves_no_picture_and_names_the_file(tmp_
     result = runner.invoke(app, ["run", "--model", "tiny", "--format", "markdown", "-o", str(tmp_path / "page.md"), "--force"])
     assert result.exit_code == 1 and f"cannot write {tmp_path / 'page.chunks.png'}: Is a directory" in result.output
     assert [p.name for p in tmp_path.iterdir()] == ["page.chunks.png"] and "Traceback" not in result.output
+
+
+def test_a_terminal_that_cannot_encode_unicode_gets_question_marks_not_a_traceback():
+    env = {**os.environ, "PYTHONIOENCODING": "ascii"}
+    proc = subprocess.run([sys.executable, "-m", "walkthroughs.cli", "run", "--model", "tiny", "--no-timing"],
+                          capture_output=True, env=env, timeout=300)
+    assert proc.returncode == 0 and proc.stderr == b"", proc.stderr[-300:]
+    assert proc.stdout.startswith(b"llama-trace tiny ? real mode ?")
+
+
+def test_the_output_suffix_picks_the_format_when_none_is_given(tmp_path):
+    log = tmp_path / "trace.jsonl"
+    assert invoke("run", "--model", "tiny", "--no-timing", "-o", str(log)).exit_code == 0
+    assert json.loads(log.read_text().splitlines()[0])["type"] == "header"  # a log, not the terminal table
+    page = tmp_path / "page.md"
+    assert invoke("render", str(log), "-o", str(page)).exit_code == 0
+    assert page.read_text().startswith("#") and list(tmp_path.glob("page.*.png"))
+    text = tmp_path / "summary.txt"
+    assert invoke("render", str(log), "-o", str(text)).exit_code == 0 and text.read_text().startswith("llama-trace tiny")
+    assert invoke("render", str(log), "--format", "terminal", "-o", str(tmp_path / "t.md")).exit_code == 0
+    assert (tmp_path / "t.md").read_text().startswith("llama-trace tiny")  # --format wins

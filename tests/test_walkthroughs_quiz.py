@@ -116,8 +116,9 @@ def test_interactive_reads_stdin(log, log_path):
 @pytest.mark.parametrize("args, message", [
     (["--log", "x.jsonl", "--model", "tiny"], "either --log or --model"),
     (["--questions", "0"], "--questions must be at least 1"),
-    (["--log", "/no/such.jsonl", "--answers", "/dev/null"], "cannot read"),
-    (["--answers", "/no/such/answers.txt"], "cannot read --answers"),
+    (["--log", "/no/such.jsonl", "--answers", "/dev/null"], "/no/such.jsonl not found: pass a log written by `llama-trace run"),
+    (["--answers", "/no/such/answers.txt"], "answers file not found: /no/such/answers.txt; pass an existing file with --answers"),
+    (["--answers", "."], "is a folder, not a file; pass an answers file with --answers"),
 ])
 def test_errors_are_one_line(args, message):
     result = runner.invoke(app, ["quiz", *args])
@@ -160,3 +161,11 @@ def test_interactive_end_of_input_stops_the_quiz(log, log_path):
     assert result.exit_code == 0, result.output
     assert last_line(result.stdout) == "score: 1/1 (stopped at question 2 of 3: end of input)"
     assert "Question 3/3" not in result.stdout
+
+
+def test_answers_from_standard_input(log, log_path):
+    qs = questions(*log, 2, 1)
+    result = runner.invoke(app, ["quiz", "--log", str(log_path), "--seed", "1", "--questions", "2", "--answers", "-"],
+                           input=f"{qs[0].answer}\n{qs[1].answer}\n")
+    assert result.exit_code == 0, result.output
+    assert last_line(result.stdout) == "score: 2/2"

@@ -131,8 +131,10 @@ def load_log(path) -> tuple[dict, list[dict], dict]:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:  # a picture, an archive, a UTF-16 file: the decoder's byte offsets help no one
         raise LogError(f"{path} is not a text file: is this a llama-trace log (JSON Lines)?") from None
+    except FileNotFoundError:
+        raise LogError(f"{path} not found: pass a log written by `llama-trace run --format json -o FILE`") from None
     except OSError as err:
-        raise LogError(f"cannot read {path}: {err.__class__.__name__}: {err}") from None
+        raise LogError(f"cannot read {path} ({err.strerror or err}); pass a readable log file") from None
     return load_lines(text.splitlines(), str(path))
 
 

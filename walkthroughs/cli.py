@@ -68,6 +68,9 @@ class DType(str, Enum):
     fp32 = "fp32"
 
 
+MIN_TEMPERATURE = 1e-6  # below it (0 aside), logits / temperature can pass float32's largest value in Meta's sampler
+
+
 def fail(message: str, code: int = 2) -> None:
     typer.echo(f"llama-trace: error: {message}", err=True)
     raise typer.Exit(code)
@@ -140,6 +143,16 @@ def _check_target(fmt: str, output: Optional[Path], force: bool, stage: Optional
         fail(f"--depth must be 0 or more (got {depth})")
 
 
+_SUFFIX_FORMATS = {".jsonl": "json", ".json": "json", ".md": "markdown", ".markdown": "markdown", ".html": "html", ".htm": "html"}
+
+
+def _format_for(output: Optional[Path], formats: type[Enum]) -> Enum:
+    """The format an -o file's suffix names (trace.jsonl: json; page.md: markdown), where the
+    command has it; else terminal."""
+    name = _SUFFIX_FORMATS.get(output.suffix.lower()) if output is not None else None
+    return formats(name) if name in formats.__members__ else formats("terminal")
+
+
 def _stdout_if_dash(output: Optional[Path]) -> Optional[Path]:
     """`-o -` means standard output, as in most tools."""
     return None if output is not None and str(output) == "-" else output
@@ -182,7 +195,7 @@ def run(
     mode: Optional[Mode] = typer.Option(None, "--mode", help="meta: shapes only, no weights (default for 11b/90b); real: random weights, real arithmetic (default for tiny)."),
     ops: bool = typer.Option(False, "--ops", help="Also record every torch function call (view, matmul, softmax …)."),
     no_values: bool = typer.Option(False, "--no-values", help="With real weights, skip the value summaries (min, max, mean, std, NaN/Inf): shapes only, the cheapest trace."),
-    fmt: Format = typer.Option(Format.terminal, "--format", help="terminal: stage summary; walkthrough: annotated, stage by stage; step: the walkthrough one stage per screen (n/space next, p back, g jump, q quit, ? help); markdown: a deep-dive page with pictures (needs -o); html: the page as one offline HTML file for a projector (j/k move); json: the JSON Lines event log."),
+    fmt: Optional[Format] = typer.Option(None, "--format", help="terminal: stage summary; walkthrough: annotated, stage by stage; step: the walkthrough one stage per screen (n/space next, p back, g jump, q quit, ? help); markdown: a deep-dive page with pictures (needs -o); html: the page as one offline HTML file for a projector (j/k move); json: the JSON Lines event log (default: from the -o file's suffix, .jsonl or .json, .md, .html; else terminal)."),
     stage: Optional[str] = typer.Option(None, "--stage", help="Only stages whose id starts with this, e.g. vision or text.cross_attention (implies the walkthrough in the terminal); with --format step, the stage to start at."),
     depth: int = typer.Option(2, "--depth", help="Levels of the module tree to show under each stage."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write to this file instead of stdout."),
@@ -211,6 +224,7 @@ def run(
     _start_up_done()
 
     output = _stdout_if_dash(output)
+    fmt = fmt or _format_for(output, Format)
     _check_target(fmt.value, output, force, stage, depth)
     if prompt is not None and prompt_file is not None:
         fail("pass the prompt either with --prompt or with --prompt-file, not both")
@@ -225,7 +239,12 @@ def run(
     if max_new_tokens is not None and max_new_tokens < 1:
         fail(f"--max-new-tokens must be at least 1 (got {max_new_tokens})")
     if not (math.isfinite(temperature) and temperature >= 0):
-        fail(f"--temperature must be a number >= 0 (got {temperature}); 0 is greedy")
+        fail(f"--temperature must be a finite number >= 0 (got {temperature}); 0 is greedy")
+    if 0 < temperature < MIN_TEMPERATURE:  # logits / temperature would overflow float32 in Meta's sampler
+        fail(f"--temperature {temperature} is too small to sample with (logits / temperature overflow): use 0 for greedy,"
+             f" which it would match anyway, or at least {MIN_TEMPERATURE:g}")
+    if not -(2**63) <= seed < 2**64:
+        fail(f"--seed must fit in 64 bits, from -2**63 to 2**64 - 1 (got {seed})")
     if not (math.isfinite(top_p) and 0 < top_p <= 1):
         fail(f"--top-p must be in (0, 1] (got {top_p})")
     if checkpoint is not None and model is not None:
@@ -332,7 +351,7 @@ def _render(header, events, summary, fmt: str, output: Optional[Path], stage=Non
 @app.command()
 def render(
     log: Path = typer.Argument(..., help="A JSON Lines log written by `llama-trace run --format json`."),
-    fmt: RenderFormat = typer.Option(RenderFormat.terminal, "--format", help="terminal: stage summary; walkthrough: annotated, stage by stage; step: the walkthrough one stage per screen; markdown: a deep-dive page with pictures (needs -o); html: the page as one offline HTML file."),
+    fmt: Optional[RenderFormat] = typer.Option(None, "--format", help="terminal: stage summary; walkthrough: annotated, stage by stage; step: the walkthrough one stage per screen; markdown: a deep-dive page with pictures (needs -o); html: the page as one offline HTML file (default: from the -o file's suffix, .md or .html; else terminal)."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write to this file instead of stdout."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output file."),
     stage: Optional[str] = typer.Option(None, "--stage", help="Only stages whose id starts with this."),
@@ -345,6 +364,7 @@ def render(
     from .run import image_for_log
 
     output = _stdout_if_dash(output)
+    fmt = fmt or _format_for(output, RenderFormat)
     _check_target(fmt.value, output, force, stage, depth)
     try:
         header, events, summary = load_log(log)
@@ -363,7 +383,7 @@ class DiffFormat(str, Enum):
 def diff(
     log_a: Path = typer.Argument(..., metavar="A", help="A JSON Lines log (`llama-trace run --format json`)."),
     log_b: Path = typer.Argument(..., metavar="B", help="The log to compare it with."),
-    fmt: DiffFormat = typer.Option(DiffFormat.terminal, "--format", help="terminal: rich tables (plain when piped); markdown: a table per section."),
+    fmt: Optional[DiffFormat] = typer.Option(None, "--format", help="terminal: rich tables (plain when piped); markdown: a table per section (default: markdown for an -o file ending .md, else terminal)."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write to this file instead of stdout."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output file."),
 ) -> None:
@@ -374,6 +394,7 @@ def diff(
     from .diff import Log, compare, render_markdown, render_terminal, render_text
 
     output = _stdout_if_dash(output)
+    fmt = fmt or _format_for(output, DiffFormat)
     if output is not None:
         _check_output(output, force)
     logs = []
@@ -403,7 +424,7 @@ def quiz(
     model: Optional[ModelName] = typer.Option(None, "--model", help="Trace this preset (default 11b-instruct) with the bundled image."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the question choice and order (default: a random one, printed)."),
     n_questions: int = typer.Option(5, "--questions", help="How many questions."),
-    answers: Optional[Path] = typer.Option(None, "--answers", help="Read one answer per line from this file instead of asking (for scripts); the last line printed is `score: X/N`."),
+    answers: Optional[Path] = typer.Option(None, "--answers", help="Read one answer per line from this file (or from standard input with -) instead of asking (for scripts); the last line printed is `score: X/N`."),
 ) -> None:
     """Quiz: given a stage's inputs, the symbol table and its code line, give its output shape."""
     import random
@@ -417,10 +438,12 @@ def quiz(
     if n_questions < 1:
         fail(f"--questions must be at least 1 (got {n_questions})")
     if answers is not None:
+        from .inputs import InputError, read_text_file
+
         try:
-            answer_lines = answers.read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as err:
-            fail(f"cannot read --answers {answers}: {err.__class__.__name__}: {err}")
+            answer_lines = read_text_file(answers, "answers file", "--answers").splitlines()
+        except InputError as err:
+            fail(str(err))
     if log is not None:
         from .log_check import check_log
 
@@ -477,11 +500,21 @@ def _click_exceptions():
     return exceptions
 
 
+def _replace_unencodable() -> None:
+    """Where standard output or error cannot encode every character (PYTHONIOENCODING=ascii, a
+    Latin-1 terminal), write what it can and a ? for the rest (the stage tables' · and ×), not a
+    UnicodeEncodeError. Files written with -o are UTF-8 whatever the terminal."""
+    for stream in (sys.stdout, sys.stderr):
+        if getattr(stream, "errors", "replace") == "strict" and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="replace")
+
+
 def cli() -> None:
     """The `llama-trace` console script: usage errors in one line, and output that could not be
     written (a full disk, a closed pipe) as a failure."""
     global _ONE_SHOT
     _ONE_SHOT = True
+    _replace_unencodable()
     errors = _click_exceptions()
     no_args = getattr(errors, "NoArgsIsHelpError", ())  # click 8.2 on; before, click printed the help itself
     try:

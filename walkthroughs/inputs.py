@@ -457,6 +457,11 @@ def read_prompt_file(path: Path | str, stdin=None) -> str:
 
     Invalid UTF-8 raises InputError naming the byte offset, line and column.
     """
+    return read_text_file(path, "prompt file", "--prompt-file", stdin)
+
+
+def read_text_file(path: Path | str, what: str, flag: str, stdin=None) -> str:
+    """`read_prompt_file` for any text a flag names (`what`: how errors call it)."""
     if str(path) == "-":
         shown = "standard input"
         source = stdin if stdin is not None else sys.stdin.buffer
@@ -464,19 +469,16 @@ def read_prompt_file(path: Path | str, stdin=None) -> str:
     else:
         path = Path(path)
         shown = _show(path)
-        _check_file(path, "prompt file", "--prompt-file", streams=True)
+        _check_file(path, what, flag, streams=True)
         try:
             with open(path, "rb") as f:
                 data = f.read(MAX_PROMPT_FILE_BYTES + 1)
         except OSError as err:
-            raise InputError(f"cannot read {shown} ({err.strerror or err}); pass a readable file with --prompt-file") from None
+            raise InputError(f"cannot read {shown} ({err.strerror or err}); pass a readable file with {flag}") from None
     if len(data) > MAX_PROMPT_FILE_BYTES:
-        raise InputError(
-            f"prompt file {shown} is over {MAX_PROMPT_FILE_BYTES // 2**20} MiB, the limit"
-            f" (far past any context length): pass a shorter file"
-        )
+        raise InputError(f"{what} {shown} is over {MAX_PROMPT_FILE_BYTES // 2**20} MiB, the limit: pass a shorter file")
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise InputError(f"prompt file {shown} is UTF-16 (it starts with a UTF-16 byte-order mark); save it as UTF-8")
+        raise InputError(f"{what} {shown} is UTF-16 (it starts with a UTF-16 byte-order mark); save it as UTF-8")
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
@@ -484,7 +486,7 @@ def read_prompt_file(path: Path | str, stdin=None) -> str:
         line = data.count(b"\n", 0, offset) + 1
         column = offset - (data.rfind(b"\n", 0, offset) + 1) + 1
         raise InputError(
-            f"prompt file {shown} is not valid UTF-8: byte 0x{data[offset]:02x} at offset {offset}"
+            f"{what} {shown} is not valid UTF-8: byte 0x{data[offset]:02x} at offset {offset}"
             f" (line {line}, byte {column} of the line); save it as UTF-8"
         ) from None
     if text.endswith("\r\n"):
