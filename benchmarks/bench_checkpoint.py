@@ -1,6 +1,6 @@
 """Checkpoint loading and traced generation, as ratios measured side by side in one run.
 
-    python benchmarks/bench_checkpoint.py [--quick] [--generation-only]
+    python benchmarks/bench_checkpoint.py [--quick] [--generation-only] [--bench-model]
 
 1. Loading a Hugging Face-layout checkpoint (a mid-size random model, bf16 safetensors) with
    `model.load_checkpoint` against `safetensors.torch.load_file` of the same file, each in a
@@ -8,7 +8,9 @@
    their imports made, as the CLI does, so that neither pays for a full garbage collection over
    torch's own start-up objects (about 0.1 s here, due in whichever code allocates next).
 2. Greedy generation of 16 tokens with `tiny` (real bf16 arithmetic), traced (module events and
-   value summaries) against untraced, in one process.
+   value summaries) against untraced, in one process. `--bench-model`: with the loading bench's
+   model instead (random weights, bf16; about 11 s per generation on 2 cores), for scale: the
+   tracer's cost is per event, so it fades as the modules grow.
 """
 
 from __future__ import annotations
@@ -46,19 +48,25 @@ print(dt, peak, n)
 """
 
 
+def bench_args():
+    """The mid-size model of the loading bench (837 MiB of bf16 weights)."""
+    from model.args import ModelArgs
+
+    return ModelArgs(
+        name="bench", dim=1024, n_layers=8, n_heads=8, n_kv_heads=2, multiple_of=256, vision_num_cross_attention_layers=2,
+        vision_chunk_size=224, vision_width=512, vision_layers=8, vision_heads=8, vision_global_layers=2,
+        vision_return_intermediate=(1, 3, 5, 6, 7),
+    )
+
+
 def write_checkpoint(folder: Path) -> tuple[Path, int]:
     import torch
     from safetensors.torch import save_file
 
     import hf_convert
     from model import build_model
-    from model.args import ModelArgs
 
-    args = ModelArgs(
-        name="bench", dim=1024, n_layers=8, n_heads=8, n_kv_heads=2, multiple_of=256, vision_num_cross_attention_layers=2,
-        vision_chunk_size=224, vision_width=512, vision_layers=8, vision_heads=8, vision_global_layers=2,
-        vision_return_intermediate=(1, 3, 5, 6, 7),
-    )
+    args = bench_args()
     state = build_model(args, dtype=torch.bfloat16, seed=0).state_dict()
     hf_state = {k: v.contiguous() for k, v in hf_convert.meta_to_hf_state_dict(args, state, layout="hub").items()}
     folder.mkdir(parents=True, exist_ok=True)
@@ -88,7 +96,7 @@ def loading(repeats: int) -> list[str]:
     ]
 
 
-def generation_overhead(repeats: int) -> list[str]:
+def generation_overhead(repeats: int, bench_model: bool = False) -> list[str]:
     import torch
     from PIL import Image
 
@@ -100,7 +108,7 @@ def generation_overhead(repeats: int) -> list[str]:
 
     from benchmarks_common import empty_forward_wrappers, empty_module_hooks, interleaved
 
-    model = build_model(get_preset("tiny"), dtype=torch.bfloat16, seed=0)
+    model = build_model(bench_args() if bench_model else get_preset("tiny"), dtype=torch.bfloat16, seed=0)
     tok = get_tokenizer()
     inp = ChatFormat(tok).encode_dialog_prompt([Message("user", [Image.open(SAMPLE_IMAGE).convert("RGB"), "Describe it."])])
 
@@ -127,7 +135,7 @@ def generation_overhead(repeats: int) -> list[str]:
     cases = {"untraced": untraced, "empty torch module hooks": empty_hooks, "empty forward wrappers (the tracer's floor)": empty_wrappers,
              "traced (module events + value summaries)": traced, "traced, shapes only (`--no-values`)": shapes_only}
     assert len({tuple(fn()) for fn in cases.values()}) == 1  # the same tokens every way
-    lines = ["| tiny, 16 greedy tokens, bf16 on the CPU | torch threads | median ms | ÷ untraced | CPU time ÷ untraced |",
+    lines = [f"| {'the loading bench model' if bench_model else 'tiny'}, 16 greedy tokens, bf16 on the CPU | torch threads | median ms | ÷ untraced | CPU time ÷ untraced |",
              "|---|---|---|---|---|"]
     for threads in (2, 1):
         torch.set_num_threads(threads)
@@ -142,9 +150,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--generation-only", action="store_true", help="only the traced/untraced generation")
+    parser.add_argument("--bench-model", action="store_true", help="generation with the loading bench's model, not tiny (slow)")
     opts = parser.parse_args()
     lines = [] if opts.generation_only else ["## Checkpoint loading", ""] + loading(2 if opts.quick else 5) + [""]
-    lines += ["## Generation", ""] + generation_overhead(3 if opts.quick else 9)
+    lines += ["## Generation", ""] + generation_overhead(3 if opts.quick or opts.bench_model else 9, opts.bench_model)
     print("\n".join(lines))
 
 
