@@ -134,16 +134,13 @@ class _Forward:
                 frame = frame.f_back.f_back  # past Module._wrapped_call_impl
             frame = source.caller_frame(0, frame)
             path, cls, stage, params, names = self.info
-            stack, events = tracer._stack, tracer.events
-            parent = stack[-1] if stack else None
-            event = {  # `Trace._head`'s fields, then a module's own
-                "seq": len(events), "kind": "module", "stage": stage or (parent["stage"] if parent else None),
-                "path": path, "name": cls, "parent": parent["seq"] if parent else None, "depth": len(stack),
-                "phase": tracer._phase, "params": params,
-                "src": (frame.f_code, frame.f_lineno) if frame is not None else None,
-                "inputs": values.call_record(args, kwargs, names), "_symbols": tracer.symbols,
-            }
-            events.append(event)
+            stack = tracer._stack
+            event = tracer._head("module", path, cls, stage)
+            event["params"] = params
+            event["src"] = (frame.f_code, frame.f_lineno) if frame is not None else None
+            event["inputs"] = values.call_record(args, kwargs, names)
+            event["_symbols"] = tracer.symbols
+            tracer.events.append(event)
             stack.append(event)
         finally:
             tracer._busy = False
@@ -270,8 +267,7 @@ class Trace:
         self.events: list[dict] = []
         self.error: dict | None = None
         self._stack: list[dict] = []
-        self._phase_stack: list[str] = []
-        self._phase: str | None = None  # the innermost phase: `_phase_stack[-1]`, or None
+        self._phase: str | None = None  # the innermost open phase
         self._busy = False
         self._in_counted = False
         self._patched: list[tuple[object, str, object, object]] = []  # (owner, name, what it was or _INHERITED, ours)
@@ -383,18 +379,16 @@ class Trace:
         """Group what runs inside under a named phase (e.g. `prefill`, `decode`); every event
         records the innermost phase it ran in."""
         event = self._open("phase", name, name, None, info=info)
-        self._materialize(event)  # handed to the caller: complete at once
+        self._materialize(event, {})  # handed to the caller: complete at once
         event["phase"] = name
-        self._phase_stack.append(name)
-        self._phase = name
+        outer, self._phase = self._phase, name
         try:
             yield event
         except BaseException as exc:
             event["error"] = type(exc).__name__
             raise
         finally:
-            self._phase_stack.pop()
-            self._phase = self._phase_stack[-1] if self._phase_stack else None
+            self._phase = outer
             if self._stack and self._stack[-1] is event:
                 self._stack.pop()
                 self._close(event, None)
@@ -404,7 +398,7 @@ class Trace:
         event = self._open("step", name, name, inputs or (), info=info)
         self._stack.pop()
         self._close(event, outputs)
-        self._materialize(event)  # handed to the caller: complete at once
+        self._materialize(event, {})  # handed to the caller: complete at once
         return event
 
     def _stage_for(self, path: str) -> str | None:
@@ -585,7 +579,7 @@ class Trace:
     # --- events ------------------------------------------------------------------------------------
     def _open(self, kind: str, path: str, cls: str, inputs, info=None) -> dict:
         """A new open event, for a phase, a step, a wrapped function or an op (a module's:
-        `_module_enter`), with its `inputs` described. Its source line is the first frame, from
+        `_Forward.__call__`), with its `inputs` described. Its source line is the first frame, from
         our caller's caller up, that is not torch's or the tracer's."""
         frame = source.caller_frame(2)
         event = self._head(kind, path, cls, None if kind in ("op", "phase") else self._stage_for(path))
@@ -646,7 +640,7 @@ class Trace:
                 self._stats.add(item, x)
         return items
 
-    def _materialize(self, event: dict, memo: dict | None = None) -> None:
+    def _materialize(self, event: dict, memo: dict) -> None:
         """What the hot path recorded raw, described: the source line from its code object and
         number, inputs from `values.call_record`, a lone tensor output from its metadata. `memo`
         keeps descriptions for records that come back (every decode step repeats most of the
@@ -658,20 +652,18 @@ class Trace:
             del event["src"]  # no frame of the caller's own (e.g. a call from torch alone)
         raw = event["inputs"]
         if type(raw) is tuple:
-            key = values.record_key(raw) if memo is not None else None
+            key = values.record_key(raw)
             items = memo.get(key) if key is not None else None
             if items is None:
                 items = values.describe_record(raw)
                 if key is not None:
                     memo[key] = items
-            event["inputs"] = [dict(item) for item in items] if key is not None else items
+            event["inputs"] = [dict(item) for item in items]
         raw = event.get("outputs")
         if type(raw) is tuple:  # (shape, dtype, device)
-            item = memo.get(raw) if memo is not None else None
+            item = memo.get(raw)
             if item is None:
-                item = values.meta_item("", raw)
-                if memo is not None:
-                    memo[raw] = item
+                item = memo[raw] = values.meta_item("", raw)
             event["outputs"] = [dict(item)]
 
     def _finish(self) -> None:

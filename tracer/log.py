@@ -70,10 +70,11 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 
 def atomic_write_files(files: dict[Path, bytes]) -> None:
-    """Write several files all or none: each to a temporary file in its target folder, then,
-    once all are written, each renamed into place. On failure nothing new is left behind, and
-    the OSError names the file the caller asked for (not a temporary one). A special file (a
-    FIFO, /dev/null) is written through, last, never replaced."""
+    """Write several files together: each to a temporary file in its target folder, then, once
+    all are written, each renamed into place. A failure while writing (a full disk, a folder
+    where a file goes) leaves nothing new behind; only a rename failing midway could leave some
+    renamed. The OSError names the file the caller asked for (not a temporary one). A special
+    file (a FIFO, /dev/null) is written through, last, never replaced."""
     staged: list[tuple[str, Path]] = []
     special = {path: data for path, data in files.items() if is_special_file(Path(path))}
     try:
