@@ -387,10 +387,10 @@ def test_prompt_from_a_pipe_and_from_standard_input(tmp_path):
 
     fifo = tmp_path / "p.fifo"  # what a shell's <(command) hands over
     os.mkfifo(fifo)
-    writer = threading.Thread(target=lambda: fifo.write_bytes("from a pipe\n".encode()))
+    writer = threading.Thread(target=lambda: fifo.write_bytes("from a pipe\n".encode()), daemon=True)  # never holds pytest up
     writer.start()
     assert read_prompt_file(fifo) == "from a pipe"
-    writer.join()
+    writer.join(timeout=5)
     assert read_prompt_file("-", stdin=io.BytesIO("from stdin ☕\n".encode())) == "from stdin ☕"
     with pytest.raises(InputError) as info:
         read_prompt_file("-", stdin=io.BytesIO(b"x" * (8 * 2**20 + 1)))

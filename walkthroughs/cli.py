@@ -203,7 +203,7 @@ def run(
     no_timing: bool = typer.Option(False, "--no-timing", help="Leave timings out, so identical inputs give byte-identical logs."),
     dtype: DType = typer.Option(DType.bf16, "--dtype", help="bf16 reproduces Meta's arithmetic; fp32 for exact comparisons."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda, for real mode (meta mode needs no device)."),
-    max_seq_len: Optional[int] = typer.Option(None, "--max-seq-len", help="Context length: the positions of the KV cache and the masks (T), as Meta's Llama.build max_seq_len (default 512)."),
+    max_seq_len: Optional[int] = typer.Option(None, "--max-seq-len", help="Context length: the positions of the KV cache and the masks (T), as Meta's Llama.build max_seq_len (default: the model config's max_seq_len)."),
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Generate this many tokens, tracing every decode step (default: the prefill and its next token)."),
     temperature: float = typer.Option(0.0, "--temperature", help="0 = greedy (default); above 0, top-p sampling as Meta's generate."),
     top_p: float = typer.Option(0.9, "--top-p", help="Nucleus size for sampling."),
@@ -358,17 +358,16 @@ def render(
     depth: int = typer.Option(2, "--depth", help="Levels of the module tree to show under each stage."),
 ) -> None:
     """Show a saved log: a stage summary, the annotated walkthrough, or a Markdown page."""
-    from tracer.log import LogError, load_log
+    from tracer.log import LogError
 
-    from .log_check import check_log
+    from .log_check import load_run_log
     from .run import image_for_log
 
     output = _stdout_if_dash(output)
     fmt = fmt or _format_for(output, RenderFormat)
     _check_target(fmt.value, output, force, stage, depth)
     try:
-        header, events, summary = load_log(log)
-        check_log(header, events, str(log), summary=summary)
+        header, events, summary = load_run_log(log)
     except LogError as err:
         fail(str(err))
     _render(header, events, summary, fmt.value, output, stage, depth, image_for_log(header))
@@ -388,10 +387,10 @@ def diff(
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output file."),
 ) -> None:
     """Compare two logs: config, symbols, each stage's output shape (A → B, by shape letter), params, FLOPs, events."""
-    from tracer.log import LogError, load_log
+    from tracer.log import LogError
 
-    from .log_check import check_log
     from .diff import Log, compare, render_markdown, render_terminal, render_text
+    from .log_check import load_run_log
 
     output = _stdout_if_dash(output)
     fmt = fmt or _format_for(output, DiffFormat)
@@ -400,8 +399,7 @@ def diff(
     logs = []
     for path in (log_a, log_b):
         try:
-            logs.append(Log(path.name, *load_log(path)))
-            check_log(logs[-1].header, logs[-1].events, str(path), summary=logs[-1].summary)
+            logs.append(Log(path.name, *load_run_log(path)))
         except LogError as err:
             fail(str(err))
     result = compare(*logs)
@@ -429,7 +427,7 @@ def quiz(
     """Quiz: given a stage's inputs, the symbol table and its code line, give its output shape."""
     import random
 
-    from tracer.log import LogError, build_lines, load_lines, load_log
+    from tracer.log import LogError, build_lines, load_lines
 
     from .quiz import QuizError, run_quiz
 
@@ -445,11 +443,10 @@ def quiz(
         except InputError as err:
             fail(str(err))
     if log is not None:
-        from .log_check import check_log
+        from .log_check import load_run_log
 
         try:
-            header, events, summary = load_log(log)
-            check_log(header, events, str(log), summary=summary)
+            header, events, summary = load_run_log(log)
         except LogError as err:
             fail(str(err))
     else:
@@ -464,18 +461,18 @@ def quiz(
     if seed is None:
         seed = random.SystemRandom().randrange(10_000)
     if answers is not None:
-        source, echo_answers = iter(answer_lines), True
+        source, typed = iter(answer_lines), False
     else:
-        def typed():
+        def typed_answers():
             while True:
                 try:
                     yield typer.prompt("  your answer", default="", show_default=False)
                 except (typer.Abort, EOFError):
                     return
 
-        source, echo_answers = typed(), False
+        source, typed = typed_answers(), True
     try:
-        run_quiz(header, events, summary, n_questions, seed, source, typer.echo, echo_answers=echo_answers, stop_at_end=not echo_answers)
+        run_quiz(header, events, summary, n_questions, seed, source, typer.echo, typed=typed)
     except QuizError as err:
         fail(str(err))
 

@@ -27,7 +27,8 @@ Public API
     check_transform_size(size, chunk_size, max_num_chunks, dtype)   raises InputError
     check_prompt(text, tokenizer, max_tokens, allow_special=False) -> notes
     prompt_budget(tokenizer, max_seq_len, chat, n_images=1) -> int   max_tokens for check_prompt
-    read_prompt_file(path) -> str
+    read_prompt_file(path, stdin=None) -> str       a prompt file, a pipe, or standard input for "-"
+    read_text_file(path, what, flag, stdin=None) -> str   the same for any text a flag names (quiz answers)
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ from .sample_image import SAMPLE_IMAGE
 
 MAX_MEGAPIXELS = 64  # our limit, below Pillow's own bomb check (~89.5 MP warns, ~179 MP fails)
 MAX_PIXELS = MAX_MEGAPIXELS * 1_000_000
-MAX_PROMPT_FILE_BYTES = 8 * 1024 * 1024
+MAX_TEXT_FILE_BYTES = 8 * 1024 * 1024
 ALLOW_SPECIAL_FLAG = "--allow-special"  # named in the note about special-token strings
 
 # EXIF tag 0x0112: what a viewer does to show the stored pixels upright.
@@ -103,7 +104,7 @@ def _pil_error(err: BaseException) -> str:
 
 def _check_file(path: Path, what: str, flag: str, streams: bool = False) -> int:
     """Refuse paths that are not readable regular files (`streams`: pipes and devices too, e.g.
-    a shell's `<(command)`); return the size in bytes (0 for a stream)."""
+    a shell's `<(command)`); return the size in bytes."""
     shown = _show(path)
     try:
         st = path.stat()
@@ -120,7 +121,7 @@ def _check_file(path: Path, what: str, flag: str, streams: bool = False) -> int:
         raise InputError(f"{shown} is not a regular file (a pipe or device?); pass {a_file} with {flag}")
     if not os.access(path, os.R_OK):
         raise InputError(f"cannot read {shown}: permission denied; fix its permissions or pass another file with {flag}")
-    return st.st_size if stat.S_ISREG(st.st_mode) else 0
+    return st.st_size
 
 
 def _article(word: str) -> str:
@@ -461,22 +462,26 @@ def read_prompt_file(path: Path | str, stdin=None) -> str:
 
 
 def read_text_file(path: Path | str, what: str, flag: str, stdin=None) -> str:
-    """`read_prompt_file` for any text a flag names (`what`: how errors call it)."""
+    """Read UTF-8 text a command-line flag names (`flag`, e.g. --answers; `what`: how errors call
+    it, e.g. "answers file") from a file, a pipe, or standard input for "-" (`stdin`: a binary
+    stream, default sys.stdin's), up to MAX_TEXT_FILE_BYTES; a UTF-8 BOM and one final newline are
+    dropped. Every problem is an InputError naming the flag (invalid UTF-8: the byte's offset,
+    line and column)."""
     if str(path) == "-":
         shown = "standard input"
         source = stdin if stdin is not None else sys.stdin.buffer
-        data = source.read(MAX_PROMPT_FILE_BYTES + 1)
+        data = source.read(MAX_TEXT_FILE_BYTES + 1)
     else:
         path = Path(path)
         shown = _show(path)
         _check_file(path, what, flag, streams=True)
         try:
             with open(path, "rb") as f:
-                data = f.read(MAX_PROMPT_FILE_BYTES + 1)
+                data = f.read(MAX_TEXT_FILE_BYTES + 1)
         except OSError as err:
             raise InputError(f"cannot read {shown} ({err.strerror or err}); pass a readable file with {flag}") from None
-    if len(data) > MAX_PROMPT_FILE_BYTES:
-        raise InputError(f"{what} {shown} is over {MAX_PROMPT_FILE_BYTES // 2**20} MiB, the limit: pass a shorter file")
+    if len(data) > MAX_TEXT_FILE_BYTES:
+        raise InputError(f"{what} {shown} is over {MAX_TEXT_FILE_BYTES // 2**20} MiB, the limit: pass a shorter file")
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise InputError(f"{what} {shown} is UTF-16 (it starts with a UTF-16 byte-order mark); save it as UTF-8")
     try:

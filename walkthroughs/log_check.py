@@ -24,15 +24,25 @@ STATS = {"min", "max", "mean", "std", "nan", "inf"}
 SYMBOLS = tuple(k for k in shape_symbols(get_preset("tiny"), 1, 1, 1) if k[0].isupper() and "*" not in k)
 
 
+def load_run_log(path) -> tuple[dict, list[dict], dict]:
+    """A saved run log, loaded (`tracer.log.load_log`) and checked (`check_log`): (header,
+    events, summary), or LogError with a one-line reason."""
+    from tracer.log import load_log
+
+    header, events, summary = load_log(path)
+    check_log(header, events, str(path), summary=summary)
+    return header, events, summary
+
+
 def check_log(header: dict, events: list[dict], source: str = "the log", summary: dict | None = None) -> None:
     """Raise LogError (one line) when a loaded log lacks what the walkthrough renderers read
     (the summary's result fields too, when `summary` is given)."""
-    problem = _header_problem(header) or _events_problem(events) or _summary_problem(summary or {})
+    problem = _run_header_problem(header) or _run_events_problem(events) or _run_summary_problem(summary or {})
     if problem:
         raise LogError(f"{source}: {problem}; is it a llama-trace run log? write it again with `llama-trace run --format json -o FILE`")
 
 
-def _header_problem(header: dict) -> str:
+def _run_header_problem(header: dict) -> str:
     return _model_problem(header.get("model")) or _inputs_problem(header.get("inputs")) or _run_problem(header)
 
 
@@ -84,18 +94,18 @@ def _run_problem(header: dict) -> str:
     return ""
 
 
-def _events_problem(events: list[dict]) -> str:
+def _run_events_problem(events: list[dict]) -> str:
     """Each event's fields that the renderers format (tracer.log has checked the rest), then the
     image stages' events that run_context reads."""
     for e in events:
-        problem = _event_problem(e)
+        problem = _run_event_problem(e)
         if problem:
             stage = f" (stage {e['stage']})" if e.get("stage") else ""
             return f"event {e['seq']}{stage} {problem}"
     return _image_events_problem(events)
 
 
-def _event_problem(e: dict) -> str:
+def _run_event_problem(e: dict) -> str:
     if type(e.get("path")) is not str or type(e.get("name")) is not str:
         return "needs a string 'path' and 'name'"
     params = e.get("params")
@@ -149,7 +159,7 @@ def _image_events_problem(events: list[dict]) -> str:
     return ""
 
 
-def _summary_problem(summary: dict) -> str:
+def _run_summary_problem(summary: dict) -> str:
     """The run's result as the renderers print it: prompt length, next token, top 5, generated text."""
     if type(summary.get("prompt_tokens", 0)) is not int:
         return f"the summary's 'prompt_tokens' must be an integer ({found(summary, 'prompt_tokens')})"

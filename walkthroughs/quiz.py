@@ -117,16 +117,11 @@ def symbol_table_lines(symbols: dict[str, int], width: int = 96) -> list[str]:
     return lines + ([line] if line else [])
 
 
-_END = object()  # what `run_quiz` reads once the answers run out
-
-
 def run_quiz(header: dict, events: list[dict], summary: dict, n: int, seed: int,
-             answers: Iterator[str | None], echo: Callable[[str], None], echo_answers: bool = True,
-             stop_at_end: bool = False) -> tuple[int, int]:
+             answers: Iterator[str | None], echo: Callable[[str], None], typed: bool = False) -> tuple[int, int]:
     """Ask n questions, reading each answer from `answers` (None: no answer); return (right, asked).
-    `echo_answers`: repeat each answer in the output (for answers read from a file, not typed).
-    Once `answers` runs out, the questions left are shown unanswered, or with `stop_at_end`
-    (typed answers: the user pressed Ctrl-D) the quiz stops there and scores what was answered."""
+    Answers from a file are repeated in the output, and once they run out the questions left
+    are shown unanswered; `typed` answers are not repeated, and their end (Ctrl-D) stops the quiz."""
     qs = questions(header, events, summary, n, seed)
     symbols = log_symbols(header, events)
     env = SymbolTable(symbols).env
@@ -134,11 +129,13 @@ def run_quiz(header: dict, events: list[dict], summary: dict, n: int, seed: int,
     echo(f"llama-trace quiz · {model} · {len(qs)} question(s) · seed {seed}")
     if len(qs) < n:
         echo(f"(this log has {len(qs)} stages to ask about, not {n})")
-    echo("Give each output shape as numbers (1,1,4,1601,4096 or [1, 1, 4, 1601, 4096]) or with symbols ([B, I, C, N, D]).")
+    letters = [k for k in ("B", "S", "D") if k in symbols] or list(symbols)[:3]
+    sizes = [str(symbols[k]) for k in letters]
+    echo(f"Give each output shape as numbers ({','.join(sizes)} or [{', '.join(sizes)}]) or with symbols ([{', '.join(letters)}]).")
     echo("symbols:")
     for line in symbol_table_lines(symbols):
         echo(f"  {line}")
-    right = 0
+    right, asked, stopped = 0, len(qs), ""
     for q in qs:
         echo("")
         phase = f" ({q.phase})" if q.phase else ""
@@ -148,13 +145,11 @@ def run_quiz(header: dict, events: list[dict], summary: dict, n: int, seed: int,
             echo(f"  {'input' if i == 0 else '':6} {line}")
         if not q.inputs:
             echo("  input  (none)")
-        raw = next(answers, _END)
-        if raw is _END and stop_at_end:
-            echo("")
-            echo(f"score: {right}/{q.number - 1} (stopped at question {q.number} of {len(qs)}: end of input)")
-            return right, q.number - 1
-        raw = None if raw is _END else raw
-        if echo_answers:
+        raw = next(answers, None)
+        if raw is None and typed:  # the end of typed input
+            asked, stopped = q.number - 1, f" (stopped at question {q.number} of {len(qs)}: end of input)"
+            break
+        if not typed:
             echo(f"  your answer: {'(none)' if raw is None else raw.strip()}")
         got = None if raw is None else parse_answer(raw, env)
         if got is not None and got == q.answer:
@@ -168,5 +163,5 @@ def run_quiz(header: dict, events: list[dict], summary: dict, n: int, seed: int,
         for line in q.explanation.splitlines():
             echo(f"  {line}".rstrip())
     echo("")
-    echo(f"score: {right}/{len(qs)}")
-    return right, len(qs)
+    echo(f"score: {right}/{asked}{stopped}")
+    return right, asked
