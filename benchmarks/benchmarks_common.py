@@ -1,7 +1,11 @@
 """Shared by the benchmarks: the GPU scripts' inputs (one 800x600 image, 2x2 tiles, and a 24-token
-chat prompt) and their prefill, the two empty-hook floors, and interleaved timing."""
+chat prompt) and their prefill, the two empty-hook floors, interleaved timing, and loading
+another copy of the tracer for an A/B."""
 
+import importlib.util
+import sys
 from contextlib import contextmanager
+from pathlib import Path
 
 import torch
 from PIL import Image
@@ -107,3 +111,13 @@ def interleaved(cases: dict, repeats: int) -> tuple[dict, dict]:
             cpu[name].append(time.process_time() - c0)
             wall[name].append(time.perf_counter() - w0)
     return ({k: statistics.median(v) for k, v in wall.items()}, {k: statistics.median(v) for k, v in cpu.items()})
+
+
+def load_package(folder: Path, name: str):
+    """The package in `folder` (e.g. another copy of `tracer`, from `git archive OLD tracer`),
+    imported under another name; its relative imports follow."""
+    spec = importlib.util.spec_from_file_location(name, folder / "__init__.py", submodule_search_locations=[str(folder)])
+    package = importlib.util.module_from_spec(spec)
+    sys.modules[name] = package
+    spec.loader.exec_module(package)
+    return package

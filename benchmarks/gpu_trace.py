@@ -9,14 +9,16 @@ for large tensors, and through ATen reductions alone, side by side. Outputs must
 to the untraced run, and the two kinds of summary must agree. `--baseline DIR` times another copy
 of the `tracer` package too (DIR/tracer, e.g. from `git archive OLD tracer`), in the same run.
 
-    python benchmarks/gpu_trace.py [--repeats 10] [--baseline DIR]
+    python benchmarks/gpu_trace.py [--repeats 10] [--baseline DIR] [--preset 11b-instruct] [--device cuda] [--freeze]
+
+(`--device cpu --preset tiny` runs the same cases on the CPU; `benchmarks/bench_ab.py` is the
+CPU A/B of two tracer copies, generation included.)
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
-import importlib.util
 import json
 import statistics
 import sys
@@ -32,7 +34,7 @@ import torch  # noqa: E402
 from tracer import values  # noqa: E402
 from walkthroughs.catalog import stage_rules, wrapped_functions  # noqa: E402
 
-from benchmarks_common import PROMPT_IDS, prefill_case  # noqa: E402
+from benchmarks_common import PROMPT_IDS, load_package, prefill_case  # noqa: E402
 
 
 def main() -> None:
@@ -150,16 +152,6 @@ def main() -> None:
     logits_event = next(e for e in traced.events if e.get("stage") == "text.logits")
     result["logits_stats"] = logits_event["outputs"][0].get("stats")
     print(json.dumps(result, indent=1))
-
-
-def load_package(folder: Path, name: str):
-    """The package in `folder`, imported under another name (its relative imports follow)."""
-    spec = importlib.util.spec_from_file_location(name, folder / "__init__.py", submodule_search_locations=[str(folder)])
-    package = importlib.util.module_from_spec(spec)
-    sys.modules[name] = package
-    spec.loader.exec_module(package)
-    importlib.import_module(f"{name}.values")
-    return package
 
 
 def probe_fused(dev: torch.device, sizes=(5_000_001, 123_457, 40_000_000, 7)) -> str:

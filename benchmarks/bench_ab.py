@@ -1,0 +1,87 @@
+"""This tracer against another copy of it (DIR/tracer, e.g. from `git archive OLD tracer`), both
+imported in one process: tiny's 16-token greedy generation and its prefill (800x600 image, 24
+tokens), untraced, traced with value summaries and traced shapes only, in interleaved rounds.
+One torch thread; each case's CPU time over the whole `with trace(...)` block (hooks in, run,
+events described), as a ratio to the untraced run: min and median over the rounds. The min is
+the steadier figure on a shared machine.
+
+    python benchmarks/bench_ab.py DIR [--rounds 11] [--tokens 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+import tracer  # noqa: E402
+from benchmarks_common import load_package, prefill_case  # noqa: E402
+from model import ChatFormat, Message, build_model, get_preset, get_tokenizer  # noqa: E402
+from model.generation import generate  # noqa: E402
+from walkthroughs.catalog import stage_rules, wrapped_functions  # noqa: E402
+from walkthroughs.sample_image import SAMPLE_IMAGE  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("baseline", type=Path, help="a folder holding another copy of the tracer package")
+    parser.add_argument("--rounds", type=int, default=11)
+    parser.add_argument("--tokens", type=int, default=16)
+    opts = parser.parse_args()
+    torch.set_num_threads(1)
+    old = load_package(opts.baseline / "tracer", "tracer_baseline")
+
+    model = build_model(get_preset("tiny"), dtype=torch.bfloat16, seed=0)
+    tok = get_tokenizer()
+    inp = ChatFormat(tok).encode_dialog_prompt([Message("user", [Image.open(SAMPLE_IMAGE).convert("RGB"), "Describe it."])])
+    prefill_model, prefill = prefill_case("tiny", "cpu")
+
+    def generation(package=None, values=True):
+        def tokens(marker=None):
+            steps = generate(model, inp, tok.pad_id, tok.stop_tokens, max_gen_len=opts.tokens, **({"marker": marker} if marker else {}))
+            return [int(s.next_token[0]) for s in steps]
+        if package is None:
+            return tokens()
+        with package.trace(model, values_summary=values, functions=wrapped_functions(), stage_rules=stage_rules()) as t:
+            return tokens(t.phase)
+
+    def prompt(package=None, values=True):
+        if package is None:
+            return prefill()
+        with package.trace(prefill_model, values_summary=values, functions=wrapped_functions(), stage_rules=stage_rules()):
+            return prefill()
+
+    cases = {}
+    for label, run in (("generation", generation), ("prefill", prompt)):
+        cases[(label, "untraced")] = run
+        for name, package in (("this tracer", tracer), ("baseline", old)):
+            cases[(label, f"{name}, with values")] = lambda run=run, package=package: run(package, True)
+            cases[(label, f"{name}, shapes only")] = lambda run=run, package=package: run(package, False)
+    for fn in cases.values():  # warm up
+        fn()
+    gc.freeze()  # as the CLI does once its imports are in
+    times: dict = {k: [] for k in cases}
+    for _ in range(opts.rounds):
+        for key, fn in cases.items():
+            t0 = time.process_time()
+            fn()
+            times[key].append(time.process_time() - t0)
+    print(f"| tiny, 1 torch thread, CPU time, {opts.rounds} rounds | ms (min) | ÷ untraced, min | ÷ untraced, median |")
+    print("|---|---|---|---|")
+    for (label, name), t in times.items():
+        base = times[(label, "untraced")]
+        print(f"| {label}: {name} | {min(t) * 1000:.1f} | {min(t) / min(base):.3f}x | {statistics.median(t) / statistics.median(base):.3f}x |")
+
+
+if __name__ == "__main__":
+    main()
