@@ -7,10 +7,12 @@
    fresh process: time, and peak RSS against the weight bytes. Both children freeze the objects
    their imports made, as the CLI does, so that neither pays for a full garbage collection over
    torch's own start-up objects (about 0.1 s here, due in whichever code allocates next).
-2. Greedy generation of 16 tokens with `tiny` (real bf16 arithmetic), traced (module events and
-   value summaries) against untraced, in one process. `--bench-model`: with the loading bench's
-   model instead (random weights, bf16; about 11 s per generation on 2 cores), for scale: the
-   tracer's cost is per event, so it fades as the modules grow.
+2. Greedy generation of 16 tokens with `tiny` (real bf16 arithmetic), untraced, traced (module
+   events and value summaries), traced shapes only, and the two empty-hook floors, in one
+   process, with two torch threads (wall clock) and one (wall and CPU time). `--bench-model`:
+   with the loading bench's model instead (random weights, bf16; 6.5 s per generation on two
+   threads here, 11.6 s on one; 3 rounds, about 5 minutes in all), for scale: the tracer's
+   cost is per event, so it fades as the modules grow.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))  # the test helpers that write checkpoints
+sys.path.insert(0, str(ROOT / "tests"))  # hf_convert, the tests' Meta-to-Hugging-Face converter
 
 CHILD = """
 import sys, time
@@ -150,7 +152,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--generation-only", action="store_true", help="only the traced/untraced generation")
-    parser.add_argument("--bench-model", action="store_true", help="generation with the loading bench's model, not tiny (slow)")
+    parser.add_argument("--bench-model", action="store_true", help="generation with the loading bench's model, not tiny (slow; 3 rounds)")
     opts = parser.parse_args()
     lines = [] if opts.generation_only else ["## Checkpoint loading", ""] + loading(2 if opts.quick else 5) + [""]
     lines += ["## Generation", ""] + generation_overhead(3 if opts.quick or opts.bench_model else 9, opts.bench_model)

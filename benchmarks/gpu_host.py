@@ -4,10 +4,12 @@ kernels; value summaries through ATen reductions alone):
 
 - the host's timeline: when each half (vision + caches + masks; text forward) returns to
   Python, and when the GPU has finished it;
-- the operations that make the host wait for the GPU (`torch.cuda.set_sync_debug_mode`);
-- cProfile's top functions over one traced prefill.
+- the operations that make the host wait for the GPU (`torch.cuda.set_sync_debug_mode`), for
+  the untraced run, shapes only and fused value summaries;
+- the host time of one fused-summary launch against one torch copy;
+- cProfile's top functions over two traced prefills (shapes only; fused value summaries).
 
-    python benchmarks/gpu_host.py [--preset 11b-instruct] [--device cuda]
+    python benchmarks/gpu_host.py [--preset 11b-instruct] [--device cuda] [--repeats 7]
 """
 
 from __future__ import annotations
