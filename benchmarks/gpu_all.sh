@@ -10,7 +10,7 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 python3 -c "import torch, triton; print(torch.__version__, triton.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else \"no cuda\")" | tee "$out/env.txt"
 baseline=()  # an older tracer copy to time side by side, where one is unpacked in .gpu_baseline/tracer
 [ -d .gpu_baseline/tracer ] && baseline=(--baseline .gpu_baseline)
-timeout 200 python3 benchmarks/gpu_trace.py --repeats 8 "${baseline[@]}" > "$out/gpu_trace.json"; echo "gpu_trace rc=$?"
+timeout 200 python3 benchmarks/gpu_trace.py --repeats 8 ${baseline[@]+"${baseline[@]}"} > "$out/gpu_trace.json"; echo "gpu_trace rc=$?"
 cat "$out/gpu_trace.json"
 timeout 150 python3 benchmarks/gpu_generate.py --repeats 4 > "$out/gpu_generate.json"; echo "gpu_generate rc=$?"
 cat "$out/gpu_generate.json"
