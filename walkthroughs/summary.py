@@ -84,32 +84,39 @@ def first_tensor(items: list[dict]) -> dict | None:
     return next((i for i in items if "shape" in i), items[0] if items else None)
 
 
+def stage_label(row: dict) -> str:
+    """A row's stage id, with its call count where it ran more than once: `text.layer ×8`."""
+    return row["stage"] + (f" ×{row['calls']}" if row["calls"] > 1 else "")
+
+
 def _row_cells(i: int, row: dict, catalog: dict, timing: bool) -> list[str]:
     e = row["first"]
     stage = catalog.get(row["stage"])
     title = stage.title if stage else ""
     outs = first_tensor(e.get("outputs", []))
-    name = row["stage"] + (f" ×{row['calls']}" if row["calls"] > 1 else "")
-    cells = [str(i), f"{name}\n[dim]{title}[/]", fmt_shape(outs).replace(" = ", "\n= ") if outs else "",
+    cells = [str(i), f"{stage_label(row)}\n[dim]{title}[/]", fmt_shape(outs).replace(" = ", "\n= ") if outs else "",
              fmt_count(row["params"]) if row["params"] else "", fmt_count(row["flops"]) if row["flops"] else ""]
     if timing:
         cells.append(f"{row['time_ms']:.1f}")
     return cells
 
 
+OUTPUT_WIDTH = 25  # characters of the output column, where the console has room
+
+
 def text_widths(width: int, numbers: int, columns: int, names: int, longest: int) -> tuple[int | None, int | None]:
     """Widths of the summary table's stage and output columns on a console `width` wide, beside
     number columns `numbers` wide in all: (None, None) where the longest stage cell (`longest`,
-    with its " ×N") and 25 characters of output fit, and rich lays the table out. The table's own
+    with its " ×N") and `OUTPUT_WIDTH` characters of output fit, and rich lays the table out. The table's own
     spaces: one at each edge (SIMPLE_HEAD), one between columns, one of padding on each inner side
     of a column. On a narrower console the padding collapses (two spaces between columns) and the
-    output gets up to 25 characters beside the longest stage id (`names`), at least 10; the stage
+    output gets up to `OUTPUT_WIDTH` characters beside the longest stage id (`names`), at least 10; the stage
     column the rest. The text wraps (a stage id folds only where even that leaves too little); no
     number is cut."""
-    if width - numbers - (3 * columns - 1) >= longest + 25:
+    if width - numbers - (3 * columns - 1) >= longest + OUTPUT_WIDTH:
         return None, None
     room = width - numbers - 2 * columns
-    output = max(min(25, room - names), 10)
+    output = max(min(OUTPUT_WIDTH, room - names), 10)
     stage = max(min(longest, room - output), 6)
     return stage, room - stage
 
@@ -129,7 +136,7 @@ def render_summary(header: dict, events: list[dict], summary: dict, console: Con
     cells = [_row_cells(i, row, catalog, timing) for i, row in enumerate(rows, 1)]
     headers = ["#", "stage", "output", "params", "FLOPs"] + (["ms"] if timing else [])
     names = max((len(r["stage"]) for r in rows), default=10)
-    longest = max((len(r["stage"]) + (len(f" ×{r['calls']}") if r["calls"] > 1 else 0) for r in rows), default=10)
+    longest = max((len(stage_label(r)) for r in rows), default=10)
     numbers = sum(max(len(c[k]) for c in [headers, *cells]) for k in range(len(headers)) if k not in (1, 2))
     stage_width, output_width = text_widths(console.width, numbers, len(headers), names, longest)
 
@@ -139,7 +146,7 @@ def render_summary(header: dict, events: list[dict], summary: dict, console: Con
         table.add_column("#", justify="right", style="dim", no_wrap=True)
         if stage_width is None:
             table.add_column("stage", min_width=longest, ratio=1)
-            table.add_column("output", min_width=25, ratio=1)
+            table.add_column("output", min_width=OUTPUT_WIDTH, ratio=1)
         else:
             table.add_column("stage", width=stage_width, overflow="fold")  # a stage id folds, whole, rather than lose its end
             table.add_column("output", width=output_width)
