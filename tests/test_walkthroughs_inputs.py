@@ -23,6 +23,7 @@ from walkthroughs.inputs import (
     load_image,
     prompt_budget,
     read_prompt_file,
+    template_tokens,
 )
 
 
@@ -330,6 +331,16 @@ def test_special_strings_stay_plain_text_with_a_note(tokenizer):
 def test_special_allowed_becomes_control_tokens(tokenizer):
     notes = check_prompt("end <|eot_id|>", tokenizer, 100, allow_special=True)
     assert len(notes) == 1 and "control tokens" in notes[0]
+
+
+def test_template_tokens_count_the_input_besides_the_text(tokenizer):
+    fmt = ChatFormat(tokenizer)
+    for chat in (True, False):
+        template = template_tokens(tokenizer, chat=chat)
+        content = [Image.new("RGB", (4, 4)), "word"]  # one text token
+        inp = fmt.encode_dialog_prompt([Message("user", content)]) if chat else fmt.encode_content(content)
+        assert len(inp.tokens) == template + 1
+        assert prompt_budget(tokenizer, template + 2, chat=chat) == 1  # the "use at least" of run's error
 
 
 def test_prompt_budget_fills_the_context_exactly(tokenizer):

@@ -26,6 +26,7 @@ Public API
     load_image(path, *, chunk_size=560, max_num_chunks=4, dtype=torch.bfloat16) -> LoadedImage
     check_transform_size(size, chunk_size, max_num_chunks, dtype)   raises InputError
     check_prompt(text, tokenizer, max_tokens, allow_special=False) -> notes
+    template_tokens(tokenizer, chat, n_images=1) -> int   the model input's tokens besides the prompt text
     prompt_budget(tokenizer, max_seq_len, chat, n_images=1) -> int   max_tokens for check_prompt
     read_prompt_file(path, stdin=None) -> str       a prompt file, a pipe, or standard input for "-"
     read_text_file(path, what, flag, stdin=None) -> str   the same for any text a flag names (quiz answers)
@@ -388,19 +389,23 @@ def load_image(
 # ---------------------------------------------------------------------------------------
 
 
-def prompt_budget(tokenizer, max_seq_len: int, chat: bool, n_images: int = 1) -> int:
-    """The most prompt-text tokens that keep the whole model input under `max_seq_len`.
-
-    The run needs `len(tokens) < max_seq_len` (one position for the next token); the template
-    (BOS, the image tokens and, in the chat layout, the headers and `<|eot_id|>`) takes the rest.
-    Text items are tokenized on their own, so the text's tokens simply add to the template's.
-    """
+def template_tokens(tokenizer, chat: bool, n_images: int = 1) -> int:
+    """Tokens of the model input around the prompt text: BOS, the image tokens and, in the chat
+    layout, the headers and `<|eot_id|>`. Text items are tokenized on their own, so the text's
+    tokens simply add to these."""
     from model import ChatFormat, Message
 
     fmt = ChatFormat(tokenizer)
     content = [Image.new("RGB", (1, 1))] * n_images + [""]
     inp = fmt.encode_dialog_prompt([Message("user", content)]) if chat else fmt.encode_content(content)
-    return max_seq_len - 1 - len(inp.tokens)
+    return len(inp.tokens)
+
+
+def prompt_budget(tokenizer, max_seq_len: int, chat: bool, n_images: int = 1) -> int:
+    """The most prompt-text tokens that keep the whole model input under `max_seq_len`: the run
+    needs `len(tokens) < max_seq_len` (one position for the next token), and the template
+    (`template_tokens`) takes the rest."""
+    return max_seq_len - 1 - template_tokens(tokenizer, chat, n_images)
 
 
 def check_prompt(text: str, tokenizer, max_tokens: int, allow_special: bool = False) -> list[str]:

@@ -199,7 +199,7 @@ def run(
         instruct = layout == "chat" if layout else preset.endswith("instruct") or preset == "tiny"
     budget = inputs.prompt_budget(tokenizer, args.max_seq_len, chat=instruct)
     if max_seq_len is not None and budget < 1:
-        template = max_seq_len - 1 - budget
+        template = inputs.template_tokens(tokenizer, chat=instruct)
         raise RunError(f"--max-seq-len {max_seq_len} leaves no room for a prompt: the template alone takes {template} tokens;"
                        f" use at least {template + 2}")
     notes += inputs.check_prompt(prompt, tokenizer, budget, allow_special=allow_special)
