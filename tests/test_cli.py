@@ -68,6 +68,11 @@ def test_json_to_stdout_is_json_lines():
         (["run", "--model", "tiny", "--dtype", "fp16"], "Invalid value"),
         (["run", "--model", "tiny", "--layout", "poem"], "unknown --layout"),
         (["run", "--model", "tiny", "-o", "/"], "is a folder"),
+        (["run", "--image", ""], "Invalid value for '--image': the path is empty"),  # not "." (typer's Path(""))
+        (["run", "--model", "tiny", "-o", ""], "Invalid value for '-o' / '--output': the path is empty"),
+        (["render", ""], "Invalid value for 'log': the path is empty"),
+        (["diff", "a.jsonl", ""], "Invalid value for 'B': the path is empty"),
+        (["quiz", "--answers", ""], "Invalid value for '--answers': the path is empty"),
         (["run", "--model", "tiny", "--temperature", "nan"], "--temperature must be a finite number >= 0 (got nan)"),
         (["run", "--model", "tiny", "--temperature", "inf"], "--temperature must be a finite number >= 0 (got inf)"),
         (["run", "--model", "tiny", "--temperature", "1e-45"], "too small to sample with (logits / temperature overflow): use 0"),

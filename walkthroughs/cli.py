@@ -186,11 +186,22 @@ def _write(path: Path, text: str) -> None:
         fail(f"cannot write {path}: {err.strerror or err}; choose another -o path", code=1)
 
 
+def _path(text: str) -> Path:
+    """A path option's value, as typer would give it, but refusing an empty one (typer turns ""
+    into the current folder)."""
+    if not text:
+        raise typer.BadParameter("the path is empty; give a file name")
+    return Path(text)
+
+
+_path.__name__ = "path"  # what --help shows as the type: <path>, as for a plain Path
+
+
 @app.command()
 def run(
-    image: Optional[Path] = typer.Option(None, "--image", help="Image file (default: the bundled 1000x500 sample)."),
+    image: Optional[Path] = typer.Option(None, "--image", parser=_path, help="Image file (default: the bundled 1000x500 sample)."),
     prompt: Optional[str] = typer.Option(None, "--prompt", help="Text that follows the image (default: 'Describe this image in one sentence.')."),
-    prompt_file: Optional[Path] = typer.Option(None, "--prompt-file", help="Read the prompt from this UTF-8 text file, or from standard input with - (long or multi-line prompts)."),
+    prompt_file: Optional[Path] = typer.Option(None, "--prompt-file", parser=_path, help="Read the prompt from this UTF-8 text file, or from standard input with - (long or multi-line prompts)."),
     model: Optional[ModelName] = typer.Option(None, "--model", help="Model preset (default 11b-instruct; with --checkpoint, the checkpoint's own)."),
     mode: Optional[Mode] = typer.Option(None, "--mode", help="meta: shapes only, no weights (default for 11b/90b); real: random weights, real arithmetic (default for tiny)."),
     ops: bool = typer.Option(False, "--ops", help="Also record every torch function call (view, matmul, softmax …)."),
@@ -198,7 +209,7 @@ def run(
     fmt: Optional[Format] = typer.Option(None, "--format", help="terminal: stage summary; walkthrough: annotated, stage by stage; step: the walkthrough one stage per screen (n/space next, p back, g jump, q quit, ? help); markdown: a deep-dive page with pictures (needs -o); html: the page as one offline HTML file for a projector (j/k move); json: the JSON Lines event log (default: from the -o file's suffix, .jsonl or .json, .md, .html; else terminal)."),
     stage: Optional[str] = typer.Option(None, "--stage", help="Only stages whose id starts with this, e.g. vision or text.cross_attention (implies the walkthrough in the terminal); with --format step, the stage to start at."),
     depth: int = typer.Option(2, "--depth", help="Levels of the module tree to show under each stage."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write to this file instead of stdout."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", parser=_path, help="Write to this file instead of stdout."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output file."),
     no_timing: bool = typer.Option(False, "--no-timing", help="Leave timings out, so identical inputs give byte-identical logs."),
     dtype: DType = typer.Option(DType.bf16, "--dtype", help="bf16 reproduces Meta's arithmetic; fp32 for exact comparisons."),
@@ -208,7 +219,7 @@ def run(
     temperature: float = typer.Option(0.0, "--temperature", help="0 = greedy (default); above 0, top-p sampling as Meta's generate."),
     top_p: float = typer.Option(0.9, "--top-p", help="Nucleus size for sampling."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random weights (tiny) and of sampling."),
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="A Meta (params.json + consolidated*.pth) or Hugging Face (config.json + *.safetensors) Llama 3.2 Vision folder: real weights, real values, generated text."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", parser=_path, help="A Meta (params.json + consolidated*.pth) or Hugging Face (config.json + *.safetensors) Llama 3.2 Vision folder: real weights, real values, generated text."),
     layout: Optional[str] = typer.Option(None, "--layout", help="chat or completion prompt layout (default: chat for instruct models)."),
     allow_special: bool = typer.Option(False, "--allow-special", help="Read special-token strings in the prompt (<|eot_id|> …) as control tokens, not as plain text."),
     debug: bool = typer.Option(False, "--debug", help="Show Python tracebacks."),
@@ -350,9 +361,9 @@ def _render(header, events, summary, fmt: str, output: Optional[Path], stage=Non
 
 @app.command()
 def render(
-    log: Path = typer.Argument(..., help="A JSON Lines log written by `llama-trace run --format json`."),
+    log: Path = typer.Argument(..., parser=_path, help="A JSON Lines log written by `llama-trace run --format json`."),
     fmt: Optional[RenderFormat] = typer.Option(None, "--format", help="terminal: stage summary; walkthrough: annotated, stage by stage; step: the walkthrough one stage per screen; markdown: a deep-dive page with pictures (needs -o); html: the page as one offline HTML file (default: from the -o file's suffix, .md or .html; else terminal)."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write to this file instead of stdout."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", parser=_path, help="Write to this file instead of stdout."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output file."),
     stage: Optional[str] = typer.Option(None, "--stage", help="Only stages whose id starts with this."),
     depth: int = typer.Option(2, "--depth", help="Levels of the module tree to show under each stage."),
@@ -380,10 +391,10 @@ class DiffFormat(str, Enum):
 
 @app.command()
 def diff(
-    log_a: Path = typer.Argument(..., metavar="A", help="A JSON Lines log (`llama-trace run --format json`)."),
-    log_b: Path = typer.Argument(..., metavar="B", help="The log to compare it with."),
+    log_a: Path = typer.Argument(..., parser=_path, metavar="A", help="A JSON Lines log (`llama-trace run --format json`)."),
+    log_b: Path = typer.Argument(..., parser=_path, metavar="B", help="The log to compare it with."),
     fmt: Optional[DiffFormat] = typer.Option(None, "--format", help="terminal: rich tables (plain when piped); markdown: a table per section (default: markdown for an -o file ending .md, else terminal)."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write to this file instead of stdout."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", parser=_path, help="Write to this file instead of stdout."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output file."),
 ) -> None:
     """Compare two logs: config, symbols, each stage's output shape (A → B, by shape letter), params, FLOPs, events."""
@@ -418,11 +429,11 @@ def diff(
 
 @app.command()
 def quiz(
-    log: Optional[Path] = typer.Option(None, "--log", help="Ask about this saved log (default: trace --model now)."),
+    log: Optional[Path] = typer.Option(None, "--log", parser=_path, help="Ask about this saved log (default: trace --model now)."),
     model: Optional[ModelName] = typer.Option(None, "--model", help="Trace this preset (default 11b-instruct) with the bundled image."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the question choice and order (default: a random one, printed)."),
     n_questions: int = typer.Option(5, "--questions", help="How many questions."),
-    answers: Optional[Path] = typer.Option(None, "--answers", help="Read one answer per line from this file (or from standard input with -) instead of asking (for scripts); the last line printed is `score: X/N`."),
+    answers: Optional[Path] = typer.Option(None, "--answers", parser=_path, help="Read one answer per line from this file (or from standard input with -) instead of asking (for scripts); the last line printed is `score: X/N`."),
 ) -> None:
     """Quiz: given a stage's inputs, the symbol table and its code line, give its output shape."""
     import random
