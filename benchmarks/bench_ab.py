@@ -25,10 +25,9 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import tracer  # noqa: E402
-from benchmarks_common import load_package, prefill_case  # noqa: E402
+from benchmarks_common import load_package, prefill_case, trace_options  # noqa: E402
 from model import ChatFormat, Message, build_model, get_preset, get_tokenizer  # noqa: E402
 from model.generation import generate  # noqa: E402
-from walkthroughs.catalog import stage_rules, wrapped_functions  # noqa: E402
 from walkthroughs.sample_image import SAMPLE_IMAGE  # noqa: E402
 
 
@@ -52,13 +51,13 @@ def main() -> None:
             return [int(s.next_token[0]) for s in steps]
         if package is None:
             return tokens()
-        with package.trace(model, values_summary=values, functions=wrapped_functions(), stage_rules=stage_rules()) as t:
+        with package.trace(model, **trace_options(values)) as t:
             return tokens(t.phase)
 
     def prompt(package=None, values=True):
         if package is None:
             return prefill()
-        with package.trace(prefill_model, values_summary=values, functions=wrapped_functions(), stage_rules=stage_rules()):
+        with package.trace(prefill_model, **trace_options(values)):
             return prefill()
 
     cases = {}

@@ -9,10 +9,11 @@
    torch's own start-up objects (about 0.1 s here, due in whichever code allocates next).
 2. Greedy generation of 16 tokens with `tiny` (real bf16 arithmetic), untraced, traced (module
    events and value summaries), traced shapes only, and the two empty-hook floors, in one
-   process, with two torch threads (wall clock) and one (wall and CPU time). `--bench-model`:
-   with the loading bench's model instead (random weights, bf16; 6.5 s per generation on two
-   threads here, 11.6 s on one; 3 rounds, about 5 minutes in all), for scale: the tracer's
-   cost is per event, so it fades as the modules grow.
+   process, with two torch threads (wall clock) and one (wall and CPU time), each case run once
+   as a warm-up at each thread count. `--bench-model`: with the loading bench's model instead
+   (random weights, bf16; 6.5 s per generation on two threads here, 11.6 s on one; 3 rounds,
+   about 7 minutes in all), for scale: the tracer's cost is per event, so it fades as the
+   modules grow.
 """
 
 from __future__ import annotations
@@ -99,16 +100,19 @@ def loading(repeats: int) -> list[str]:
 
 
 def generation_overhead(repeats: int, bench_model: bool = False) -> list[str]:
+    """Greedy generation of 16 tokens (real bf16 arithmetic, the sample image) with `tiny`, or
+    with the loading bench's model: untraced, under the two empty-hook floors, traced with value
+    summaries and traced shapes only, all checked to give the same tokens first: the rows of
+    `overhead_table`."""
     import torch
     from PIL import Image
 
     from model import ChatFormat, Message, build_model, get_preset, get_tokenizer
     from model.generation import generate
     from tracer import trace
-    from walkthroughs.catalog import stage_rules, wrapped_functions
     from walkthroughs.sample_image import SAMPLE_IMAGE
 
-    from benchmarks_common import empty_forward_wrappers, empty_module_hooks, interleaved
+    from benchmarks_common import floor_cases, overhead_table, trace_options
 
     model = build_model(bench_args() if bench_model else get_preset("tiny"), dtype=torch.bfloat16, seed=0)
     tok = get_tokenizer()
@@ -118,34 +122,19 @@ def generation_overhead(repeats: int, bench_model: bool = False) -> list[str]:
         return [int(s.next_token[0]) for s in generate(model, inp, tok.pad_id, tok.stop_tokens, max_gen_len=16)]
 
     def traced(values: bool = True):
-        with trace(model, values_summary=values, functions=wrapped_functions(), stage_rules=stage_rules()) as t:
+        with trace(model, **trace_options(values)) as t:
             ids = [int(s.next_token[0]) for s in generate(model, inp, tok.pad_id, tok.stop_tokens, max_gen_len=16, marker=t.phase)]
         return ids
 
     def shapes_only():  # `--no-values`
         return traced(values=False)
 
-    def empty_hooks():  # torch's per-module hooks, doing nothing
-        with empty_module_hooks(model):
-            return untraced()
-
-    def empty_wrappers():  # the tracer's mechanism, doing nothing: its floor
-        with empty_forward_wrappers(model):
-            return untraced()
-
+    cases = floor_cases(model, untraced) | {
+        "traced (module events + value summaries)": traced, "traced, shapes only (`--no-values`)": shapes_only}
     gc.freeze()  # set-up done: its objects leave the collector's reach, as in the CLI (walkthroughs/cli.py)
-    cases = {"untraced": untraced, "empty torch module hooks": empty_hooks, "empty forward wrappers (the tracer's floor)": empty_wrappers,
-             "traced (module events + value summaries)": traced, "traced, shapes only (`--no-values`)": shapes_only}
     assert len({tuple(fn()) for fn in cases.values()}) == 1  # the same tokens every way
-    lines = [f"| {'the loading bench model' if bench_model else 'tiny'}, 16 greedy tokens, bf16 on the CPU | torch threads | median ms | ÷ untraced | CPU time ÷ untraced |",
-             "|---|---|---|---|---|"]
-    for threads in (2, 1):
-        torch.set_num_threads(threads)
-        wall, cpu = interleaved(cases, repeats)
-        for name, t in wall.items():
-            steady = f"{cpu[name] / cpu['untraced']:.2f}x" if threads == 1 else "—"  # two threads: the idle one's spinning counts
-            lines.append(f"| {name} | {threads} | {t * 1000:.0f} | {t / wall['untraced']:.2f}x | {steady} |")
-    return lines
+    title = f"{'the loading bench model' if bench_model else 'tiny'}, 16 greedy tokens, bf16 on the CPU"
+    return overhead_table(title, cases, repeats, ms_digits=0)
 
 
 def main() -> None:

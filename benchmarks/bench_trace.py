@@ -89,15 +89,18 @@ def whole_process(repeats: int) -> list[str]:
 
 
 def tiny_overhead(repeats: int) -> list[str]:
+    """`tiny`'s vision half and prefill forward (real bf16 arithmetic, the sample image), untraced,
+    under the two empty-hook floors, traced shapes only, with value summaries, and with value
+    summaries and `--ops`, and installing and removing the empty wrappers alone: the rows of
+    `overhead_table`."""
     import torch
 
     from model import ChatFormat, Message, build_model, get_preset, get_tokenizer
     from tracer import trace
-    from walkthroughs.catalog import stage_rules, wrapped_functions
     from walkthroughs.sample_image import SAMPLE_IMAGE
     from PIL import Image
 
-    from benchmarks_common import empty_forward_wrappers, empty_module_hooks, interleaved
+    from benchmarks_common import empty_forward_wrappers, floor_cases, overhead_table, trace_options
 
     args = get_preset("tiny")
     model = build_model(args, device="cpu", dtype=torch.bfloat16, seed=0)
@@ -114,42 +117,23 @@ def tiny_overhead(repeats: int) -> list[str]:
 
     def traced(ops: bool):
         def go():
-            with trace(model, ops=ops, functions=wrapped_functions(), stage_rules=stage_rules()):
+            with trace(model, ops=ops, **trace_options(True)):
                 return forward()
         return go
 
     def shapes_only():
-        with trace(model, values_summary=False, functions=wrapped_functions(), stage_rules=stage_rules()):
-            return forward()
-
-    def empty_hooks():
-        with empty_module_hooks(model):
-            return forward()
-
-    def empty_wrappers():
-        with empty_forward_wrappers(model):
+        with trace(model, **trace_options(False)):
             return forward()
 
     def wrappers_in_and_out():  # installing and removing them, without a forward
         with empty_forward_wrappers(model):
             pass
 
+    cases = floor_cases(model, forward) | {
+        "traced, shapes only": shapes_only, "traced (modules + values)": traced(False), "traced --ops": traced(True),
+        "installing + removing the empty wrappers alone": wrappers_in_and_out}
     gc.freeze()  # set-up done: its objects leave the collector's reach, as in the CLI (walkthroughs/cli.py)
-    cases = {"untraced": forward, "empty torch module hooks": empty_hooks,
-             "empty forward wrappers (the tracer's floor)": empty_wrappers, "traced, shapes only": shapes_only,
-             "traced (modules + values)": traced(False), "traced --ops": traced(True),
-             "installing + removing the empty wrappers alone": wrappers_in_and_out}
-    lines = ["| tiny, real bf16 arithmetic (vision + prefill) | torch threads | median ms | ÷ untraced | CPU time ÷ untraced |",
-             "|---|---|---|---|---|"]
-    for threads in (2, 1):
-        torch.set_num_threads(threads)
-        for fn in cases.values():  # warm up
-            fn()
-        wall, cpu = interleaved(cases, repeats)
-        for name, t in wall.items():
-            steady = f"{cpu[name] / cpu['untraced']:.2f}x" if threads == 1 else "—"  # two threads: the idle one's spinning counts
-            lines.append(f"| {name} | {threads} | {t * 1000:.1f} | {t / wall['untraced']:.2f}x | {steady} |")
-    return lines
+    return overhead_table("tiny, real bf16 arithmetic (vision + prefill)", cases, repeats, ms_digits=1)
 
 
 def main() -> None:

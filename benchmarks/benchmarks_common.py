@@ -1,6 +1,7 @@
 """Shared by the benchmarks: the GPU scripts' inputs (one 800x600 image, 2x2 tiles, and a 24-token
-chat prompt) and their prefill, the two empty-hook floors, interleaved timing, and loading
-another copy of the tracer for an A/B."""
+chat prompt) and their prefill, the trace's options as the CLI sets them, the two empty-hook
+floors, interleaved timing and the CPU scripts' two-thread/one-thread table, and loading another
+copy of the tracer for an A/B."""
 
 import importlib.util
 import sys
@@ -57,6 +58,15 @@ def prefill_case(preset: str, device):
     return model, prefill
 
 
+def trace_options(values: bool, timing: bool = True) -> dict:
+    """The keywords `llama-trace run` passes to `tracer.trace` (walkthroughs/run.py), less `ops` and
+    `source_roots`: the catalog's wrapped functions and stage rules, value summaries unless `values`
+    is false (`--no-values`), timings unless `timing` is false (`--no-timing`)."""
+    from walkthroughs.catalog import stage_rules, wrapped_functions
+
+    return dict(values_summary=values, functions=wrapped_functions(), stage_rules=stage_rules(), timing=timing)
+
+
 @contextmanager
 def empty_module_hooks(model: torch.nn.Module):
     """Torch's per-module hooks, doing nothing (a pre-hook and an always-called post-hook, both
@@ -111,6 +121,41 @@ def interleaved(cases: dict, repeats: int) -> tuple[dict, dict]:
             cpu[name].append(time.process_time() - c0)
             wall[name].append(time.perf_counter() - w0)
     return ({k: statistics.median(v) for k, v in wall.items()}, {k: statistics.median(v) for k, v in cpu.items()})
+
+
+def floor_cases(model: torch.nn.Module, untraced) -> dict:
+    """The cases every overhead table starts with: `untraced` (a run of `model`), and for scale
+    the same run with torch's per-module hooks doing nothing and with the tracer's own mechanism
+    doing nothing (its floor)."""
+
+    def empty_hooks():
+        with empty_module_hooks(model):
+            return untraced()
+
+    def empty_wrappers():
+        with empty_forward_wrappers(model):
+            return untraced()
+
+    return {"untraced": untraced, "empty torch module hooks": empty_hooks,
+            "empty forward wrappers (the tracer's floor)": empty_wrappers}
+
+
+def overhead_table(title: str, cases: dict, repeats: int, ms_digits: int) -> list[str]:
+    """`cases` (one of them "untraced") timed with two torch threads and then one: at each thread
+    count every case runs once as a warm-up, then `repeats` interleaved rounds. A markdown table
+    headed by `title`: per case and thread count, the median wall time (ms, to `ms_digits`
+    decimals) and its ratio to the untraced run's; with one thread, the ratio of CPU times too
+    (with two, the idle thread's spinning would count, so "—")."""
+    lines = [f"| {title} | torch threads | median ms | ÷ untraced | CPU time ÷ untraced |", "|---|---|---|---|---|"]
+    for threads in (2, 1):
+        torch.set_num_threads(threads)
+        for fn in cases.values():  # warm up at this thread count
+            fn()
+        wall, cpu = interleaved(cases, repeats)
+        for name, t in wall.items():
+            steady = f"{cpu[name] / cpu['untraced']:.2f}x" if threads == 1 else "—"
+            lines.append(f"| {name} | {threads} | {t * 1000:.{ms_digits}f} | {t / wall['untraced']:.2f}x | {steady} |")
+    return lines
 
 
 def load_package(folder: Path, name: str):

@@ -20,12 +20,11 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import torch  # noqa: E402
 
-from benchmarks_common import PAD_ID, PROMPT_IDS, VISION_MASK, noise_image  # noqa: E402
+from benchmarks_common import PAD_ID, PROMPT_IDS, VISION_MASK, noise_image, trace_options  # noqa: E402
 from model import build_model, get_preset  # noqa: E402
 from model.chat_format import LLMInput, VisionInput  # noqa: E402
 from model.generation import generate  # noqa: E402
 from tracer import trace  # noqa: E402
-from walkthroughs.catalog import stage_rules, wrapped_functions  # noqa: E402
 
 STOP = [128001, 128008, 128009]
 
@@ -43,7 +42,7 @@ def main() -> None:
         torch.cuda.synchronize()
         t0 = time.perf_counter()
         if traced:
-            with trace(model, values_summary=values, functions=wrapped_functions(), stage_rules=stage_rules(), timing=False) as t:
+            with trace(model, **trace_options(values, timing=False)) as t:
                 ids = [int(s.next_token[0]) for s in generate(model, inp, PAD_ID, STOP, max_gen_len=9, device=dev, marker=t.phase)]
             events = len(t.events)
         else:

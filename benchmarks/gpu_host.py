@@ -30,10 +30,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import torch  # noqa: E402
 
-from benchmarks_common import VISION_MASK, noise_image, prompt_tokens  # noqa: E402
+from benchmarks_common import VISION_MASK, noise_image, prompt_tokens, trace_options  # noqa: E402
 from model import build_model, get_preset  # noqa: E402
 from tracer import trace, values  # noqa: E402
-from walkthroughs.catalog import stage_rules, wrapped_functions  # noqa: E402
 
 
 def main() -> None:
@@ -64,14 +63,11 @@ def main() -> None:
         sync()
         marks.append(time.perf_counter() - t1)  # ... and done on the GPU
 
-    def options(with_values: bool = False):
-        return dict(values_summary=with_values, functions=wrapped_functions(), stage_rules=stage_rules(), timing=False)
-
     def run(traced: bool, with_values: bool = False, fused: bool = True) -> list[float]:
         marks: list[float] = []
         values.FUSED_DEVICES = ("cuda",) if fused else ()
         if traced:
-            with trace(model, **options(with_values)):
+            with trace(model, **trace_options(with_values, timing=False)):
                 prefill(marks)
         else:
             prefill(marks)

@@ -18,9 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
-from benchmarks_common import prefill_case  # noqa: E402
+from benchmarks_common import prefill_case, trace_options  # noqa: E402
 from tracer import trace  # noqa: E402
-from walkthroughs.catalog import stage_rules, wrapped_functions  # noqa: E402
 
 
 def main() -> None:
@@ -33,7 +32,7 @@ def main() -> None:
     model, prefill = prefill_case("11b-instruct", dev)
 
     def traced(values):
-        with trace(model, values_summary=values, functions=wrapped_functions(), stage_rules=stage_rules(), timing=False):
+        with trace(model, **trace_options(values, timing=False)):
             prefill()
 
     for _ in range(3):

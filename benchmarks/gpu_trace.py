@@ -32,9 +32,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import torch  # noqa: E402
 
 from tracer import values  # noqa: E402
-from walkthroughs.catalog import stage_rules, wrapped_functions  # noqa: E402
 
-from benchmarks_common import PROMPT_IDS, load_package, prefill_case  # noqa: E402
+from benchmarks_common import PROMPT_IDS, load_package, prefill_case, trace_options  # noqa: E402
 
 
 def main() -> None:
@@ -51,9 +50,6 @@ def main() -> None:
     model, prefill = prefill_case(opts.preset, dev)
     build_s = time.perf_counter() - t0
 
-    def options(values: bool):
-        return dict(values_summary=values, functions=wrapped_functions(), stage_rules=stage_rules(), timing=False)
-
     small = values.FUSED_MIN
 
     def configure(tracing, fused: bool, fused_min: int) -> None:
@@ -65,7 +61,7 @@ def main() -> None:
 
         def run():
             configure(tracing, fused, fused_min)
-            with tracing.trace(model, **options(with_values)) as t:
+            with tracing.trace(model, **trace_options(with_values, timing=False)) as t:
                 t0 = time.perf_counter()
                 out = prefill()
                 dt = time.perf_counter() - t0
@@ -78,7 +74,7 @@ def main() -> None:
         def run():
             configure(tracing, fused, fused_min)
             t0 = time.perf_counter()
-            with tracing.trace(model, **options(with_values)) as t:
+            with tracing.trace(model, **trace_options(with_values, timing=False)) as t:
                 out = prefill()
             sync()
             return time.perf_counter() - t0, out, t
