@@ -10,10 +10,12 @@ Shape letters used throughout the project (code comments, logs, walkthroughs):
     B  batch size                 I  images per sample         C  chunks (tiles) per image
     R  chunk size in pixels       P  patches per chunk         N  tokens per chunk = P + 1 (class token)
     N8 N padded to a multiple of 8 W  vision width              D  text model width
-    T  total text length (cache)  S  tokens in this step       V  vision keys = I * C * N
-    H  text attention heads       Hkv key/value heads          Dh text head width
-    Hv vision attention heads     Dhv vision head width        F  text feed-forward width
-    L  intermediate taps          X  cross-attention layers    K  vocabulary size
+    T  text length (tokens, masks) M  cache length, max_seq_len S  tokens in this step
+    V  vision keys = I * C * N    H  text attention heads       Hkv key/value heads
+    Dh text head width            Hv vision attention heads     Dhv vision head width
+    F  text feed-forward width    L  intermediate taps          X  cross-attention layers
+    K  vocabulary size
+    T <= M: as Meta's generate, T = min(prompt + tokens to generate, max_seq_len)
     Hc, Wc  height and width in pixels of the canvas an image is padded to
     BI = B*I and BIC = B*I*C are written as one symbol where Meta folds them into one dim.
 """

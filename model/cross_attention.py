@@ -37,7 +37,7 @@ class CrossAttention(nn.Module):
     def forward(self, x: torch.Tensor, xattn_mask: torch.Tensor, full_text_row_masked_out_mask: torch.Tensor, xattn_cache: torch.Tensor) -> torch.Tensor:
         bsz, seqlen, _ = x.shape
         xq = self.wq(x).view(bsz, seqlen, self.n_heads, self.head_dim)  # [B, S, H, Dh]
-        xq = self.q_norm(xq).transpose(1, 2)  # [B, H, S, Dh]
+        xq = self.q_norm(xq).transpose(1, 2)  # [B, S, H, Dh] -> [B, H, S, Dh]
         xk, xv = xattn_cache  # [B, H, V, Dh] each
         out = F.scaled_dot_product_attention(xq, xk, xv, attn_mask=xattn_mask)  # [B, H, S, Dh]
         out = out * full_text_row_masked_out_mask  # zero the text rows that see no image
@@ -62,7 +62,7 @@ class CrossAttentionTransformerBlock(nn.Module):
         return self.attention.compute_xattn_kv_cache(xattn_tokens)  # [2, B, H, V, Dh]
 
     def forward(self, x: torch.Tensor, xattn_mask: torch.Tensor, full_text_row_masked_out_mask: torch.Tensor, xattn_cache: torch.Tensor) -> torch.Tensor:
-        attn = self.attention(  # [B, S, D]
+        attn = self.attention(  # [B, S, D]; xattn_cache [2, B, H, V, Dh]
             self.attention_norm(x),
             xattn_mask=xattn_mask,
             full_text_row_masked_out_mask=full_text_row_masked_out_mask,

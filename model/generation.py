@@ -84,7 +84,7 @@ def generate(
     for index, cur_pos in enumerate(range(n, total_len)):
         with marker("prefill" if index == 0 else "decode", step=index, positions=[prev_pos, cur_pos]):
             position_ids = torch.arange(prev_pos, cur_pos, dtype=torch.long, device=tokens.device)  # [S]
-            logits = model(position_ids, tokens, cross_attention_masks, full_text_row_masked_out_mask, xattn_caches, text_only)  # [B, S, K]
+            logits = model(position_ids, tokens, cross_attention_masks, full_text_row_masked_out_mask, xattn_caches, text_only)  # [B, S, K]; tokens [B, T], masks [B, 1, T, V] and [B, 1, T, 1], xattn_caches [X, 2, B, H, V, Dh]
             next_token = select_next_token(logits[:, -1], temperature, top_p, generator)  # [B]
         tokens[:, cur_pos] = next_token
         finished = values and bool(torch.isin(next_token, stop).all())

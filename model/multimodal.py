@@ -52,7 +52,7 @@ def _get_xattn_mask(cross_attention_masks: torch.Tensor, num_vision_tokens: int,
     bsz, ntext, _, _ = cross_attention_masks.shape
     masks = cross_attention_masks.repeat_interleave(num_vision_tokens, dim=3)  # [B, T, I, C*N]
     masks = masks.view(bsz, ntext, -1).unsqueeze(1)  # [B, 1, T, V]
-    full_text_row_masked_out_mask = _get_full_row_masked_out_mask(masks, torch.finfo(masks.dtype).min)  # [B, 1, T, 1]
+    full_text_row_masked_out_mask = _get_full_row_masked_out_mask(masks, torch.finfo(masks.dtype).min)  # [B, 1, T, V] -> [B, 1, T, 1]
     masks = masks * full_text_row_masked_out_mask  # rows that see nothing become all (-)0: uniform attention, zeroed later
     return masks.to(device=device, dtype=dtype), full_text_row_masked_out_mask.to(device=device)
 
@@ -108,7 +108,7 @@ class CrossAttentionTransformer(nn.Module):
         flat = vision_tokens.view(bsz, -1, dim)  # [B, V, D]
         xattn_caches = torch.stack([layer.compute_xattn_kv_cache(flat) for layer in self.text_model.cross_attention_layers])  # [X, 2, B, H, V, Dh]
         padded_masks = _pad_masks(batch_masks, num_chunks, total_len, self.max_num_chunks, self.dtype)  # [B, T, I, C]
-        cross_attention_masks, full_text_row_masked_out_mask = _get_xattn_mask(padded_masks, ntok, device, self.dtype)
+        cross_attention_masks, full_text_row_masked_out_mask = _get_xattn_mask(padded_masks, ntok, device, self.dtype)  # [B, T, I, C] -> [B, 1, T, V], [B, 1, T, 1]
         return xattn_caches, cross_attention_masks, full_text_row_masked_out_mask
 
     def forward(
@@ -122,7 +122,7 @@ class CrossAttentionTransformer(nn.Module):
     ) -> torch.Tensor:
         """One step: the tokens at `position_ids` -> logits [B, S, K]."""
         h = self.text_model.get_partially_trainable_embedding(tokens[:, position_ids])  # [B, S, D]
-        return self.text_model(  # [B, S, K]
+        return self.text_model(  # [B, S, K]; xattn_caches [X, 2, B, H, V, Dh]
             position_ids=position_ids,
             h=h,
             xattn_mask=cross_attention_masks[:, :, position_ids],  # [B, 1, S, V]

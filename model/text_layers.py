@@ -56,7 +56,7 @@ class Attention(nn.Module):
         self.wo = nn.Linear(args.n_heads * args.head_dim, args.dim, bias=False)
 
     def setup_cache(self, max_batch_size: int, device, dtype: torch.dtype) -> None:
-        shape = (max_batch_size, self.max_seq_len, self.n_kv_heads, self.head_dim)  # [B, T, Hkv, Dh]
+        shape = (max_batch_size, self.max_seq_len, self.n_kv_heads, self.head_dim)  # [B, M, Hkv, Dh]
         self.register_buffer("key_cache", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
         self.register_buffer("value_cache", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
 
@@ -69,8 +69,8 @@ class Attention(nn.Module):
 
         self.key_cache[:bs, position_ids] = xk
         self.value_cache[:bs, position_ids] = xv
-        keys = self.key_cache[:bs].transpose(1, 2).repeat_interleave(self.n_rep, dim=1)  # [B, H, T, Dh]
-        values = self.value_cache[:bs].transpose(1, 2).repeat_interleave(self.n_rep, dim=1)  # [B, H, T, Dh]
+        keys = self.key_cache[:bs].transpose(1, 2).repeat_interleave(self.n_rep, dim=1)  # [B, H, M, Dh]
+        values = self.value_cache[:bs].transpose(1, 2).repeat_interleave(self.n_rep, dim=1)  # [B, H, M, Dh]
 
         out = F.scaled_dot_product_attention(xq.transpose(1, 2), keys, values, attn_mask=mask)  # [B, H, S, Dh]
         out = out.transpose(1, 2).contiguous().reshape(bs, slen, -1)  # [B, S, H*Dh]
@@ -90,5 +90,5 @@ class TransformerBlock(nn.Module):
         self.attention.setup_cache(max_batch_size, device, dtype)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, freqs_cis: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
-        h = self.attention(self.attention_norm(x), mask=mask, freqs_cis=freqs_cis, position_ids=position_ids) + x  # [B, S, D]
+        h = self.attention(self.attention_norm(x), mask=mask, freqs_cis=freqs_cis, position_ids=position_ids) + x  # [B, S, D]; mask [1, 1, S, M], freqs_cis [S, Dh/2]
         return h + self.feed_forward(self.ffn_norm(h))  # [B, S, D]

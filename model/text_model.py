@@ -43,13 +43,13 @@ class CrossAttentionTransformerText(nn.Module):
 
     def setup_cache(self, max_batch_size: int, device, dtype: torch.dtype) -> None:
         """KV caches of every layer, the causal mask over the full cache and the RoPE table."""
-        T = self.args.max_seq_len
-        causal = torch.tril(torch.ones(T, T, dtype=torch.bool, device=device))[None, None]  # [1, 1, T, T] (Meta builds it on the CPU: the same values)
+        M = self.args.max_seq_len
+        causal = torch.tril(torch.ones(M, M, dtype=torch.bool, device=device))[None, None]  # [1, 1, M, M] (Meta builds it on the CPU: the same values)
         self.register_buffer("mask_cache", causal, persistent=False)
         for layer in self.layers:
             layer.setup_cache(max_batch_size, device, dtype)
         head_dim, args = self.args.head_dim, self.args
-        freqs = precompute_freqs_cis(head_dim, 2 * T, args.rope_theta, args.use_scaled_rope)  # [2T, Dh/2], on the CPU
+        freqs = precompute_freqs_cis(head_dim, 2 * M, args.rope_theta, args.use_scaled_rope)  # [2M, Dh/2], on the CPU
         self.freqs_cis = freqs.to(device)
         self.cache_is_setup = True
 
@@ -63,17 +63,17 @@ class CrossAttentionTransformerText(nn.Module):
         text_only_inference: bool = False,
     ) -> torch.Tensor:
         assert self.cache_is_setup, "call setup_cache() before forward()"
-        mask = self.mask_cache.index_select(2, position_ids)  # [1, 1, S, T] bool, True = may attend
+        mask = self.mask_cache.index_select(2, position_ids)  # [1, 1, S, M] bool, True = may attend
         freqs_cis = self.freqs_cis.index_select(0, position_ids)  # [S, Dh/2]
         for i, layer in enumerate(self.layers):
             if i in self.fusion_schedule and not text_only_inference:
                 j = self.fusion_schedule.index(i)
-                h = self.cross_attention_layers[j](  # [B, S, D]
+                h = self.cross_attention_layers[j](  # [B, S, D]; xattn_caches[j] [2, B, H, V, Dh]
                     h,
                     xattn_mask=xattn_mask,
                     full_text_row_masked_out_mask=full_text_row_masked_out_mask,
                     xattn_cache=xattn_caches[j],
                 )
-            h = layer(h, mask=mask, freqs_cis=freqs_cis, position_ids=position_ids)  # [B, S, D]
+            h = layer(h, mask=mask, freqs_cis=freqs_cis, position_ids=position_ids)  # [B, S, D]; mask [1, 1, S, M], freqs_cis [S, Dh/2]
         h = self.norm(h)  # [B, S, D]
         return self.output(h).float()  # [B, S, K] fp32

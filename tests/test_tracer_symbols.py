@@ -40,3 +40,11 @@ def test_evaluator_accepts_arithmetic_only():
 def test_shape_hints_parse_only_the_comment():
     assert shape_hints("y = x[0]  # [B, S, D] and [B, S]") == (("B", "S", "D"), ("B", "S"))
     assert shape_hints("y = x[0, 1]") == ()
+
+
+def test_a_size_an_expression_shares_is_not_guessed_as_a_letter():
+    # The 90B's 64 heads (H) and RoPE's 64 frequency pairs (Dh/2): listing Dh/2 keeps freqs_cis from
+    # being guessed [S, H]; a hint on the source line still names it.
+    table = SymbolTable({"S": 18, "H": 64, "Dh": 128, "Dh/2": 64})
+    assert table.label([18, 64]) == ["S", None]
+    assert table.label([18, 64], shape_hints("h = layer(h, freqs_cis)  # [B, S, D]; freqs_cis [S, Dh/2]")) == ["S", "Dh/2"]

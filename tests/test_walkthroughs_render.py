@@ -11,7 +11,7 @@ from walkthroughs.catalog import stage_index
 from walkthroughs.examples_build import PRESETS, example_files
 from walkthroughs.markdown import render_markdown, write_files
 from walkthroughs.pictures import png_bytes
-from walkthroughs.summary import fmt_count, render_summary, stage_rows, text_widths
+from walkthroughs.summary import fmt_count, fmt_item, fmt_shape, render_summary, stage_rows, text_widths
 from walkthroughs.terminal import render_walkthrough
 
 
@@ -55,6 +55,15 @@ def test_code_links_point_at_our_source(page_11b):
     for link, line in re.findall(r"\]\(([^)#]+\.py)#L(\d+)\)", page.read_text()):
         source = (page.parent / link).resolve()
         assert source.is_file() and int(line) <= len(source.read_text().splitlines())
+
+
+def test_tables_show_short_int_lists_and_count_what_they_leave_out(page_11b):
+    text = page_11b[0].read_text()
+    assert "| in | `canvas` | `(1120, 560)` |" in text  # the chosen canvas, where it once said "2 ints"
+    assert "| out | … 2 more | | |" in text  # 8 canvas candidates, 6 of them listed
+    assert fmt_item({"path": "", "values": [1120, 560]}) == "(1120, 560)"
+    assert fmt_item({"path": "", "values": list(range(16)), "length": 18}) == "18 ints"
+    assert fmt_shape({"path": "", "values": [1120, 560]}) == "2 ints"  # a stage's summary row: maybe not the output that matters
 
 
 def test_markdown_and_pictures_are_byte_identical_across_runs(tmp_path):

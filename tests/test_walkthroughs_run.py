@@ -63,6 +63,31 @@ def test_spec_section_2_shapes_for_800x600_and_20_tokens(image_800x600):
     assert first(events, kind="phase", path="prefill")["info"] == {"step": 0, "positions": [0, n]}
 
 
+@pytest.mark.parametrize("preset", ["11b-instruct", "90b-instruct"])
+def test_coinciding_sizes_keep_their_own_letters(preset):
+    # On the 90B, RoPE's Dh/2 = 64 frequency pairs equal the H = 64 heads: freqs_cis was once guessed [S, H].
+    events = run(None, "Hi", preset=preset, timing=False).trace.events
+    items = [(e, item) for e in events for item in e["inputs"] + e.get("outputs", [])]
+    freqs = [item["sym"] for e, item in items if item["path"] == "['freqs_cis']"]
+    assert freqs and all(sym == ["S", "Dh/2"] for sym in freqs)
+    caches = [item["sym"] for e, item in items if item["path"] == "['xattn_cache']"]
+    assert caches and all(sym == ["2", "B", "H", "V", "Dh"] for sym in caches)
+    q_norms = [item["sym"] for e, item in items if e["path"].endswith("attention.q_norm") and item["path"] == ""]
+    assert q_norms and all(sym == ["B", "S", "H", "Dh"] for sym in q_norms)
+
+
+def test_cache_length_m_and_text_length_t_are_told_apart():
+    # with tokens to generate, the text (T: tokens, masks) is shorter than the cache (M = max_seq_len)
+    result = run(None, "Hi", preset="tiny", timing=False, max_new_tokens=2)
+    T, M = result.header["symbols"]["T"], result.header["symbols"]["M"]
+    assert T < M == result.header["model"]["config"]["max_seq_len"]
+    items = [(e, item) for e in result.trace.events for item in e["inputs"] + e.get("outputs", [])]
+    masks = [item for e, item in items if e["name"] == "Attention" and item["path"] == "['mask']"]
+    assert masks and all(m["shape"][-1] == M and m["sym"] == ["1", "1", "S", "M"] for m in masks)
+    xmasks = [item for e, item in items if e["path"] == "" and item["path"] == "['cross_attention_masks']"]
+    assert xmasks and all(m["shape"][2] == T and m["sym"] == ["B", "1", "T", "V"] for m in xmasks)
+
+
 def test_11b_base_uses_448_chunks(run_11b):
     events = run_11b.trace.events
     assert run_11b.header["inputs"]["layout"] == "completion"

@@ -214,7 +214,7 @@ def run(
     no_timing: bool = typer.Option(False, "--no-timing", help="Leave timings out, so identical inputs give byte-identical logs."),
     dtype: DType = typer.Option(DType.bf16, "--dtype", help="bf16 reproduces Meta's arithmetic; fp32 for exact comparisons."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda, for real mode (meta mode needs no device)."),
-    max_seq_len: Optional[int] = typer.Option(None, "--max-seq-len", help="Context length: the positions of the KV cache and the masks (T), as Meta's Llama.build max_seq_len (default: the model config's max_seq_len)."),
+    max_seq_len: Optional[int] = typer.Option(None, "--max-seq-len", help="Context length: the positions of the KV cache (M) and, unless --max-new-tokens ends the text sooner, of the masks (T), as Meta's Llama.build max_seq_len (default: the model config's max_seq_len)."),
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Generate this many tokens, tracing every decode step (default: the prefill and its next token)."),
     temperature: float = typer.Option(0.0, "--temperature", help="0 = greedy (default); above 0, top-p sampling as Meta's generate."),
     top_p: float = typer.Option(0.9, "--top-p", help="Nucleus size for sampling."),

@@ -26,6 +26,7 @@ def first_values(event: dict | None, side: str = "outputs") -> list:
 def run_context(header: dict, events: list[dict], summary: dict) -> dict:
     cfg = header["model"]["config"]
     sym = dict(header.get("symbols", {}))
+    sym.setdefault("M", cfg["max_seq_len"])  # a log written before M had a letter
     image = header["inputs"].get("image") or {}
     canvas = first_values(find_event(events, path="get_best_fit")) or [0, 0]
     chunks_event = find_event(events, stage="image.chunks")
@@ -37,6 +38,7 @@ def run_context(header: dict, events: list[dict], summary: dict) -> dict:
     mask = header["inputs"].get("vision_mask") or [[None, None]]
     total = sum(e.get("flops", 0) for e in events)
     vision = sum(e.get("flops", 0) for e in events if (e.get("stage") or "").startswith(("vision.", "image.", "xattn.")))
+    encoder = sum(e.get("flops", 0) for e in events if (e.get("stage") or "").startswith("vision."))  # encoder and projection
     taps = cfg["vision_return_intermediate"]
     heads = cfg["n_heads"] // cfg["n_kv_heads"]
     ctx = {
@@ -76,7 +78,9 @@ def run_context(header: dict, events: list[dict], summary: dict) -> dict:
         "rope_theta": int(cfg["rope_theta"]),
         "norm_eps": cfg["norm_eps"],
         "total_flops": fmt_count(total),
-        "vision_flops_share": f"{100 * vision / total:.0f}%" if total else "n/a",
+        "vision_flops_share": f"{100 * vision / total:.0f}%" if total else "n/a",  # image side: the encoder, projection, xattn K/V
+        "encoder_flops_share": f"{100 * encoder / total:.0f}%" if total else "n/a",
+        "xattn_kv_flops_share": f"{100 * (vision - encoder) / total:.0f}%" if total else "n/a",
     }
     return ctx
 

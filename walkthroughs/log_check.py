@@ -20,8 +20,10 @@ CONFIG_DIVISORS = ("n_kv_heads", "vision_chunk_size", "vision_patch_size", "visi
 CONFIG_NUMBERS = ("rope_theta", "norm_eps")
 STATS = {"min", "max", "mean", "std", "nan", "inf"}
 # The letters the annotations and the page fill in: every capitalised one that run.shape_symbols
-# writes (products such as C*N8, and the canvas's Wc and Hc, which only some runs have, aside).
-SYMBOLS = tuple(k for k in shape_symbols(get_preset("tiny"), 1, 1, 1) if k[0].isupper() and "*" not in k)
+# writes (expressions such as C*N8 and Dh/2, and the canvas's Wc and Hc, which only some runs
+# have, aside: a log from before Dh/2 was listed still renders). M, the cache length, came later
+# too: `context.run_context` reads it from the config where a log lacks it.
+SYMBOLS = tuple(k for k in shape_symbols(get_preset("tiny"), 1, 1, 1) if k[0].isupper() and k.isidentifier() and k != "M")
 
 
 def load_run_log(path) -> tuple[dict, list[dict], dict]:

@@ -15,7 +15,7 @@ from .annotations import annotate
 from .catalog import stage_index
 from .context import all_stage_contexts, run_context
 from .source_excerpt import PROJECT_ROOT, excerpt
-from .summary import display_path, fmt_count, fmt_shape, phase_label
+from .summary import display_path, fmt_count, fmt_item, phase_label, table_items
 from .tree import build_tree, walk
 
 GROUPS = [
@@ -79,12 +79,15 @@ def shape_table(event: dict) -> list[str]:
     head = "| | name | shape | dtype |" + (" values |" if real else "")
     lines = [head, "|---|---|---|---|" + ("---|" if real else "")]
     for side, items in (("in", event.get("inputs", [])), ("out", event.get("outputs", []))):
-        for item in items[:6]:
-            cells = [side, f"`{display_path(item['path'])}`", f"`{fmt_shape(item)}`", item.get("dtype", "")]
+        shown, hidden = table_items(items)
+        for item in shown:
+            cells = [side, f"`{display_path(item['path'])}`", f"`{fmt_item(item)}`", item.get("dtype", "")]
             if real:
                 s = item.get("stats")
                 cells.append(f"[{s['min']}, {s['max']}] μ={s['mean']} σ={s['std']}" + (f" **NaN×{s['nan']}**" if s["nan"] else "") + (f" **Inf×{s['inf']}**" if s["inf"] else "") if s else "")
             lines.append("| " + " | ".join(md_escape_cell(c) for c in cells) + " |")
+        if hidden:
+            lines.append(f"| {side} | … {hidden} more | | |" + (" |" if real else ""))
     return lines
 
 

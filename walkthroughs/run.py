@@ -63,7 +63,7 @@ def shape_symbols(args: ModelArgs, n_images: int, prompt_len: int, total_len: in
         **({"Wc": canvas[0], "Hc": canvas[1]} if canvas[0] else {}),
         "B": 1, "I": n_images, "C": C, "R": args.vision_chunk_size, "P": args.vision_num_patches,
         "N": N, "N8": N + args.vision_num_pad, "W": args.vision_width, "D": args.dim,
-        "T": total_len, "S": prompt_len, "V": n_images * C * N, "H": args.n_heads, "Hkv": args.n_kv_heads,
+        "T": total_len, "M": args.max_seq_len, "S": prompt_len, "V": n_images * C * N, "H": args.n_heads, "Hkv": args.n_kv_heads,
         "Dh": args.head_dim, "Hv": args.vision_heads, "Dhv": args.vision_width // args.vision_heads,
         "F": args.ffn_hidden_dim, "Fv": int(args.vision_mlp_ratio * args.vision_width),
         "L": len(args.vision_return_intermediate), "X": len(args.fusion_schedule), "K": args.vocab_size,
@@ -71,6 +71,7 @@ def shape_symbols(args: ModelArgs, n_images: int, prompt_len: int, total_len: in
         "C*N8": C * (N + args.vision_num_pad), "Hkv*Dh": args.n_kv_heads * args.head_dim, "W*L": args.vision_width * len(args.vision_return_intermediate),
         # sizes the notation has no letter for, listed so that no other letter is guessed for them
         "tiles": args.vision_max_num_tiles, "layers": args.n_layers, "vision_layers": args.vision_layers,
+        "Dh/2": args.head_dim // 2,  # RoPE's frequency pairs (freqs_cis): on the 90B, as many as the heads H
     }
 
 

@@ -11,6 +11,10 @@ from rich.table import Table
 from .catalog import stage_index
 
 
+MAX_SHOWN_INTS = 4  # a list of ints this short is shown whole, e.g. a canvas size (1120, 560)
+MAX_TABLE_ITEMS = 6  # inputs (and outputs) listed per event in a walkthrough's tables
+
+
 def fmt_shape(item: dict) -> str:
     shape = item.get("shape")
     if shape is None:
@@ -26,6 +30,22 @@ def fmt_shape(item: dict) -> str:
         return concrete
     letters = "[" + ", ".join(s if s is not None else str(d) for s, d in zip(sym, shape)) + "]"
     return f"{letters} = {concrete}" if letters != concrete else concrete
+
+
+def fmt_item(item: dict) -> str:
+    """One input or output in a walkthrough's table, where it has its own row and name: a short
+    list of ints in full, e.g. a canvas (1120, 560) in parentheses (a shape has brackets), else
+    `fmt_shape`. (A stage's one-line summary keeps "2 ints": its first output need not be the
+    one that matters.)"""
+    values = item.get("values")
+    if "shape" not in item and values is not None and len(values) == item.get("length", len(values)) <= MAX_SHOWN_INTS:
+        return "(" + ", ".join(str(v) for v in values) + ")"
+    return fmt_shape(item)
+
+
+def table_items(items: list[dict]) -> tuple[list[dict], int]:
+    """The first `MAX_TABLE_ITEMS` of an event's inputs or outputs, and how many are left out."""
+    return items[:MAX_TABLE_ITEMS], max(len(items) - MAX_TABLE_ITEMS, 0)
 
 
 def display_path(path: str) -> str:

@@ -16,7 +16,7 @@ from .annotations import annotate
 from .catalog import stage_index
 from .context import all_stage_contexts
 from .source_excerpt import excerpt
-from .summary import display_path, fmt_count, fmt_shape, phase_label
+from .summary import display_path, fmt_count, fmt_item, phase_label, table_items
 from .tree import build_tree
 
 
@@ -38,11 +38,14 @@ def shape_table(event: dict) -> Table:
     if real:
         table.add_column("values")
     for side, items in (("in", event.get("inputs", [])), ("out", event.get("outputs", []))):
-        for item in items[:6]:
-            cells = [side, display_path(item["path"]), fmt_shape(item), item.get("dtype", "")]
+        shown, hidden = table_items(items)
+        for item in shown:
+            cells = [side, display_path(item["path"]), fmt_item(item), item.get("dtype", "")]
             if real:
                 cells.append(stats_line(item))
             table.add_row(*cells)
+        if hidden:
+            table.add_row(side, f"… {hidden} more", *[""] * (3 if real else 2))
     return table
 
 
