@@ -171,6 +171,8 @@ def read_json_object(path: Path) -> dict:
     """A config file's JSON object; anything else (unreadable, not JSON, not an object) is a ConfigError."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
+    except PermissionError:
+        raise ConfigError(f"{path}: permission denied; give this user read access to it") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ConfigError(f"{path} is not valid JSON ({' '.join(str(err).split())})") from None
     if not isinstance(data, dict):

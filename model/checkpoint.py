@@ -98,7 +98,10 @@ def detect_layout(path: str | Path) -> Layout:
         raise CheckpointError(f"checkpoint folder {folder} does not exist; pass the folder that holds the weights")
     if not folder.is_dir():
         raise CheckpointError(f"{folder} is a file, not a checkpoint folder; pass the folder that holds it ({_EXPECTED})")
-    names = {p.name for p in folder.iterdir()}
+    try:
+        names = {p.name for p in folder.iterdir()}
+    except PermissionError:
+        raise _permission_denied(folder) from None
     pths = sorted(n for n in names if n.startswith("consolidated") and n.endswith(".pth"))
     safetensors = sorted(n for n in names if n.endswith(".safetensors"))
 
@@ -159,7 +162,12 @@ def _read_json(path: Path) -> dict:
     try:
         return read_json_object(path)
     except ConfigError as err:
-        raise CheckpointError(f"{err}; re-download it") from None
+        raise CheckpointError(str(err) if "permission denied" in str(err) else f"{err}; re-download it") from None
+
+
+def _permission_denied(path: Path) -> CheckpointError:
+    """A file or folder of the checkpoint this user may not read: not a damaged download."""
+    return CheckpointError(f"{path}: permission denied; give this user read access to the checkpoint's folder and files")
 
 
 def args_from_params_json(path: Path, **runtime) -> ModelArgs:
@@ -408,6 +416,8 @@ def _load_pth(path: Path) -> dict[str, torch.Tensor]:
         what = f" (it calls {culprit[1]})" if culprit else ""
         raise CheckpointError(f"{path}: refused to unpickle: the file would run code when loaded{what}; nothing was executed. "
                               "Only tensors are accepted: get the weights from a trusted source") from None
+    except PermissionError:
+        raise _permission_denied(path) from None
     except (RuntimeError, OSError, EOFError, ValueError) as err:
         raise CheckpointError(f"{path}: cannot read it as a torch checkpoint ({_one_line(err)[:200]}); "
                               "the file is truncated or corrupt, or not saved by torch.save: re-download it") from None
@@ -614,6 +624,8 @@ class _SafetensorsSource(_Source):
             try:
                 handle = _SafetensorsFile(path)
                 keys = handle.keys()
+            except PermissionError:
+                raise _permission_denied(path) from None
             except Exception as err:  # a truncated header or data, bad JSON, OSError
                 raise CheckpointError(f"{path}: not a readable safetensors file ({_one_line(err)}); "
                                       "it is truncated or corrupt: re-download it") from None
@@ -912,10 +924,13 @@ def load_checkpoint(
     max_seq_len: int | None = None,
     max_batch_size: int | None = None,
     args_override: dict | None = None,
+    setup_cache: bool = True,
 ) -> tuple[CrossAttentionTransformer, ModelArgs, Path | None]:
     """Load a Meta or Hugging Face Llama 3.2 Vision checkpoint folder.
 
-    Returns (model in eval mode with caches set up, its ModelArgs, the tokenizer.model path or None).
+    Returns (model in eval mode, with caches set up unless `setup_cache` is off, its ModelArgs, the
+    tokenizer.model path or None). A caller that sets the caches up itself turns it off: two sets
+    alive at once would double the peak (the causal mask alone is max_seq_len² bytes).
     `progress(done_bytes, total_bytes, tensor_name)` is called after each tensor. `max_seq_len` /
     `max_batch_size` are run-time sizes (the KV cache), not part of the checkpoint. `args_override`
     replaces ModelArgs fields after the config is read; it exists for tests and experiments, because
@@ -964,5 +979,6 @@ def load_checkpoint(
     left = [n for n, p in model.named_parameters() if p.is_meta]
     if left:  # every parameter has a recipe, so this is a bug here
         raise CheckpointError(f"internal: parameters left without weights: {_listed(left)}")
-    model.setup_cache(args.max_batch_size, device, dtype)
+    if setup_cache:
+        model.setup_cache(args.max_batch_size, device, dtype)
     return model.eval(), args, layout.tokenizer

@@ -143,8 +143,35 @@ def test_real_mode_refuses_a_model_that_cannot_fit_in_memory(monkeypatch):
     from walkthroughs import run as run_module
 
     monkeypatch.setattr(run_module, "available_memory", lambda: 8 * 2**30)
-    with pytest.raises(run_module.RunError, match=r"real mode needs about 25 GiB here \(19.8 GiB of random weights\) and 8.0 GiB is free"):
+    with pytest.raises(run_module.RunError, match=r"this run needs about 25 GiB \(19.8 GiB of weights, .*\) and 8.0 GiB is free: use meta mode"):
         run(None, "What is this?", preset="11b", mode="real", timing=False)
+    # the causal mask [1, 1, M, M] alone is M² bytes: 16 GiB at M = 131072, whatever the weights
+    with pytest.raises(run_module.RunError, match=r"16.3 GiB of caches and masks for M = 131072 positions\) and 8.0 GiB is free: lower --max-seq-len$"):
+        run(None, "What is this?", preset="tiny", max_seq_len=131072, timing=False)
+
+
+def test_a_checkpoint_run_is_checked_for_memory_too(monkeypatch):
+    import torch
+
+    from model import get_preset
+    from walkthroughs import run as run_module
+
+    monkeypatch.setattr(run_module, "available_memory", lambda: 8 * 2**30)
+    with pytest.raises(run_module.RunError, match=r"19.8 GiB of weights, .*: use a machine with more memory, or --device cuda$"):
+        run_module.check_memory(get_preset("11b"), torch.bfloat16, checkpoint=True)
+    run_module.check_memory(get_preset("tiny"), torch.bfloat16, checkpoint=True)  # fits
+
+
+def test_instruct_checkpoints_are_told_by_their_path(tmp_path):
+    from walkthroughs.run import instruct_checkpoint
+
+    snapshot = tmp_path / "hub" / "models--meta-llama--Llama-3.2-11B-Vision-Instruct" / "snapshots" / "0123abcd"
+    snapshot.mkdir(parents=True)
+    base = tmp_path / "instructions" / "Llama3.2-11B-Vision"
+    base.mkdir(parents=True)
+    (tmp_path / "Llama3.2-11B-Vision-Instruct").symlink_to(base)  # a link's own name counts
+    assert instruct_checkpoint(snapshot) and instruct_checkpoint(tmp_path / "Llama3.2-11B-Vision-Instruct")
+    assert not instruct_checkpoint(base)  # "instructions" is not "Instruct"
 
 
 def test_a_generation_longer_than_the_context_gets_a_note():

@@ -541,6 +541,8 @@ def cli() -> None:
     except typer.Abort:
         code = 1
     except OSError as err:  # writing to standard output failed
+        if err.filename is not None:  # a file's, not standard output's: an error --debug let through, traceback and all
+            raise
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # what is still buffered goes nowhere at exit
         if err.errno != errno.EPIPE:  # a closed pipe (`| head`) is the reader's choice, not an error to report
             typer.echo(f"llama-trace: error: cannot write the output: {err.strerror or err}", err=True)

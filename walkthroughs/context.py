@@ -109,4 +109,16 @@ def stage_context(base: dict, row: dict, total_flops: int) -> dict:
 def all_stage_contexts(header: dict, events: list[dict], summary: dict) -> list[tuple[dict, dict]]:
     base = run_context(header, events, summary)
     total = sum(e.get("flops", 0) for e in events)
-    return [(row, stage_context(base, row, total)) for row in stage_rows(events)]
+    by_seq = {e["seq"]: e for e in events}
+    return [(row, stage_context({**base, **_phase_symbols(row["first"], by_seq)}, row, total)) for row in stage_rows(events)]
+
+
+def _phase_symbols(event: dict, by_seq: dict[int, dict]) -> dict:
+    """The letters that the phase an event ran in sets for itself: S, the positions a step feeds
+    (a decode step's 1 where the header has the prompt's length)."""
+    while event is not None and event["kind"] != "phase":
+        event = by_seq.get(event.get("parent"))
+    positions = ((event or {}).get("info") or {}).get("positions")
+    if isinstance(positions, list) and len(positions) == 2 and all(type(p) is int for p in positions):
+        return {"S": positions[1] - positions[0]}
+    return {}

@@ -14,8 +14,9 @@ from . import pictures
 from .annotations import annotate
 from .catalog import stage_index
 from .context import all_stage_contexts, run_context
+from .rerun import rerun_command
 from .source_excerpt import PROJECT_ROOT, excerpt
-from .summary import display_path, fmt_count, fmt_item, phase_label, table_items
+from .summary import display_path, fmt_count, fmt_item, nonfinite_line, phase_label, table_items
 from .tree import build_tree, walk
 
 GROUPS = [
@@ -125,11 +126,15 @@ def render_markdown(header: dict, events: list[dict], summary: dict, page: Path,
     inputs = header["inputs"]
     img = inputs.get("image") or {}
 
+    command, note = rerun_command(header, page.name)
     out = [f"# Llama 3.2 Vision {model['preset']}, traced stage by stage", ""]
+    alarm = nonfinite_line(events)
+    if alarm:
+        out += [f"> **Warning:** {md_escape_cell(alarm)}.", ""]
     out += [
         f"Every shape, count and number on this page comes from one `llama-trace` run of the "
         f"{model['preset']} configuration in **{header['mode']}** mode ({header['dtype']}); "
-        f"regenerate it with `llama-trace run --model {model['preset']} --format markdown -o {page.name}`.",
+        f"regenerate it with `{command}`" + (f" ({note})." if note else "."),
         "",
         "| input | value |",
         "|---|---|",
@@ -141,7 +146,7 @@ def render_markdown(header: dict, events: list[dict], summary: dict, page: Path,
         f"| versions | llama-trace {header['versions']['llama-trace']}, torch {header['versions']['torch']}, config {model['config_hash']} |",
         "",
         "Shape letters: B batch, I images, C chunks, R chunk pixels, P patches, N = P + 1 tokens per chunk, "
-        "N8 = N padded to a multiple of 8, W vision width, D text width, T cache length, S tokens in this step, "
+        "N8 = N padded to a multiple of 8, W vision width, D text width, T text length, M cache length, S tokens in this step, "
         "V = I·C·N vision tokens, H/Hkv/Dh text heads/KV heads/head width, Hv/Dhv vision heads/head width, "
         "F/Fv feed-forward widths, L intermediate taps, X cross-attention layers, K vocabulary "
         "(see [`model/args.py`](" + Path(os.path.relpath(PROJECT_ROOT / "model/args.py", page_dir)).as_posix() + ")).",
@@ -202,7 +207,7 @@ def render_markdown(header: dict, events: list[dict], summary: dict, page: Path,
             g = summary["generated"]
             out += [f"Generated {len(g['ids'])} token(s), stopped at {g['stopped']}: {md_escape_cell(repr(g['text']))}", ""]
         if summary.get("top5"):
-            out += ["| id | text | logit |", "|---|---|---|"] + [f"| {t['id']} | {md_escape_cell(repr(t['text']))} | {t['logit']} |" for t in summary["top5"]] + [""]
+            out += ["The five likeliest next tokens after the prefill:", "", "| id | text | logit |", "|---|---|---|"] + [f"| {t['id']} | {md_escape_cell(repr(t['text']))} | {t['logit']} |" for t in summary["top5"]] + [""]
     files[page] = "\n".join(out).rstrip() + "\n"
     return files
 

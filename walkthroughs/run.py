@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import platform
+import re
 from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
@@ -75,6 +77,27 @@ def shape_symbols(args: ModelArgs, n_images: int, prompt_len: int, total_len: in
     }
 
 
+def _logit(v: float) -> float | str:
+    """A logit for the summary: 4 decimals, or "nan", "inf", "-inf" as the value summaries write
+    them (JSON has no NaN: a NaN weight once crashed the run here)."""
+    if math.isfinite(v):
+        return round(v, 4)
+    return "nan" if v != v else ("inf" if v > 0 else "-inf")
+
+
+def instruct_checkpoint(checkpoint: Path) -> bool:
+    """Whether a checkpoint folder looks like an Instruct model's: "Instruct" (not "instructions")
+    in its name as given or as resolved, or, for a Hugging Face cache snapshot
+    (`models--meta-llama--Llama-3.2-11B-Vision-Instruct/snapshots/<hash>`), in the model's folder.
+    Neither format's files say it."""
+    names = []
+    for path in (Path(checkpoint).absolute(), Path(checkpoint).resolve()):
+        names.append(path.name)
+        if path.parent.name == "snapshots":
+            names.append(path.parent.parent.name)
+    return any(re.search(r"instruct(?![a-z])", name, re.IGNORECASE) for name in names)
+
+
 def default_mode(preset: str) -> str:
     return "real" if preset == "tiny" else "meta"
 
@@ -88,23 +111,30 @@ def available_memory() -> int | None:
         return None
 
 
-def check_memory(args: ModelArgs, dtype: torch.dtype) -> None:
-    """Random weights live in RAM: refuse a model that cannot fit, rather than be killed by the
-    system half-way (an 11B in bf16 needs about 20 GiB, plus room for the activations)."""
+def check_memory(args: ModelArgs, dtype: torch.dtype, checkpoint: bool = False) -> None:
+    """A run on the CPU holds its weights (random ones, or a checkpoint's, read through mmap), the
+    KV caches and masks for `max_seq_len` (M) positions, and activations: refuse one that cannot
+    fit, rather than be killed by the system half-way (an 11B in bf16 needs about 20 GiB; M =
+    131072 needs 16 GiB for the causal mask [1, 1, M, M] alone)."""
     free = available_memory()
     if free is None:
         return
     shell = build_model(args, device="meta", dtype=dtype, setup_cache=False)  # no memory: only the sizes
-    need = sum(p.numel() for p in shell.parameters()) * dtype.itemsize
-    T, V = args.max_seq_len, args.vision_max_num_chunks * args.vision_num_tokens
-    cache = 2 * args.n_layers * args.max_batch_size * T * args.n_kv_heads * args.head_dim * dtype.itemsize  # keys and values
-    masks = T * T + 3 * T * V * dtype.itemsize  # the causal mask (bool), the cross-attention mask [B, 1, T, V] as it is built
-    total = need * 1.2 + cache + masks + 2**30  # the weights, room for building them, caches, masks and activations
-    if total > free:
-        raise RunError(
-            f"real mode needs about {total / 2**30:.0f} GiB here ({need / 2**30:.1f} GiB of random weights) and"
-            f" {free / 2**30:.1f} GiB is free: use meta mode (the default for 11b and 90b: exact shapes, no weights) or --model tiny"
-        )
+    weights = sum(p.numel() for p in shell.parameters()) * dtype.itemsize
+    M, V = args.max_seq_len, args.vision_max_num_chunks * args.vision_num_tokens
+    cache = 2 * args.n_layers * args.max_batch_size * M * args.n_kv_heads * args.head_dim * dtype.itemsize  # keys and values
+    masks = M * M + 3 * M * V * dtype.itemsize  # the causal mask (bool), the cross-attention mask [B, 1, T, V] as it is built
+    total = weights * 1.2 + cache + masks + 2**30  # the weights, room for loading them, caches, masks and activations
+    if total <= free:
+        return
+    parts = f"{weights / 2**30:.1f} GiB of weights, {(cache + masks) / 2**30:.1f} GiB of caches and masks for M = {M} positions"
+    if cache + masks > weights:
+        advice = "lower --max-seq-len"
+    elif checkpoint:
+        advice = "use a machine with more memory, or --device cuda"
+    else:
+        advice = "use meta mode (the default for 11b and 90b: exact shapes, no weights) or --model tiny"
+    raise RunError(f"this run needs about {total / 2**30:.0f} GiB ({parts}) and {free / 2**30:.1f} GiB is free: {advice}")
 
 
 def checkpoint_tokenizer(path: Path | None) -> tuple[Tokenizer, str | None]:
@@ -190,7 +220,10 @@ def run(
     if checkpoint is not None:  # real weights: the config, chunk size included, comes from the checkpoint
         mode, run_device = "real", device
         preset = f"checkpoint {Path(checkpoint).resolve().name}"
-        instruct = layout == "chat" if layout else "instruct" in preset.lower()
+        instruct = layout == "chat" if layout else instruct_checkpoint(checkpoint)
+        if not layout:
+            notes.append(f"{'chat' if instruct else 'completion'} prompt layout: the checkpoint's path "
+                         f"{'names' if instruct else 'does not name'} an Instruct model; --layout {'completion' if instruct else 'chat'} for the other")
         tokenizer, note = checkpoint_tokenizer(detect_layout(checkpoint).tokenizer)
         notes += [note] if note else []
     else:
@@ -206,7 +239,9 @@ def run(
     notes += inputs.check_prompt(prompt, tokenizer, budget, allow_special=allow_special)
     fmt = ChatFormat(tokenizer, allow_special=allow_special)
     if checkpoint is not None:
-        model, args, _ = load_checkpoint(checkpoint, device=run_device, dtype=torch_dtype, progress=progress, **runtime)
+        if run_device == "cpu":
+            check_memory(args, torch_dtype, checkpoint=True)
+        model, args, _ = load_checkpoint(checkpoint, device=run_device, dtype=torch_dtype, progress=progress, setup_cache=False, **runtime)  # the trace sets them up
     else:
         if run_device == "meta":
             use_native_meta_kernels()  # torch's C++ shape code: seconds faster, same shapes
@@ -246,7 +281,8 @@ def run(
     header = {
         "tool": "llama-trace",
         "versions": {"llama-trace": version(), "torch": torch.__version__, "python": platform.python_version()},
-        "model": {"preset": preset, "config": args.to_dict(), "config_hash": config_hash(args)},
+        "model": {"preset": preset, "config": args.to_dict(), "config_hash": config_hash(args),
+                  **({"checkpoint": str(checkpoint)} if checkpoint is not None else {})},  # the path as given
         "inputs": {"image": image_info, "notes": notes, "prompt": prompt, "layout": "chat" if instruct else "completion",
                    "token_ids": inp.tokens if inp else [], "vision_mask": inp.vision.mask if inp and inp.vision else []},
         "mode": mode,
@@ -256,7 +292,8 @@ def run(
         "values": values,
         "timing": timing,
         "symbols": state["symbols"],  # the prefill's: S is the prompt length (decode steps record S = 1 themselves)
-        "generation": {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "seed": seed if temperature > 0 else None},
+        "generation": {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p,
+                       "seed": seed if temperature > 0 or (mode == "real" and checkpoint is None) else None},  # sampling's, or tiny's weights' 
     }
     summary = {"prompt_tokens": n, "total_len": total_len, "steps": len(steps)}
     if mode != "meta" and steps:
@@ -264,5 +301,5 @@ def run(
         summary["next_token"] = {"id": ids[0], "text": tokenizer.decode([ids[0]])}
         summary["generated"] = {"ids": ids, "text": tokenizer.decode(ids), "stopped": "stop token" if ids[-1] in tokenizer.stop_tokens else "length"}
         top = torch.topk(prefill_logits, 5)
-        summary["top5"] = [{"id": int(i), "text": tokenizer.decode([int(i)]), "logit": round(float(v), 4)} for v, i in zip(top.values, top.indices)]
+        summary["top5"] = [{"id": int(i), "text": tokenizer.decode([int(i)]), "logit": _logit(float(v))} for v, i in zip(top.values, top.indices)]
     return RunResult(t, header, summary, image.convert("RGB"))

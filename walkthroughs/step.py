@@ -21,7 +21,7 @@ from rich.text import Text
 
 from .catalog import stage_index
 from .context import all_stage_contexts
-from .summary import phase_label
+from .summary import phase_label, result_lines
 from .terminal import render_stage_body
 
 NEXT = {"n", " ", "\r", "\n", "j", "\x1b[C", "\x1b[B"}
@@ -114,9 +114,9 @@ def render_stage(header: dict, events: list[dict], summary: dict, console: Conso
     console.print(Rule(f"[bold]Llama 3.2 Vision {model['preset']}[/] · {header['mode']} mode · stage {index + 1}/{len(rows)}", align="left"))
     console.print(Text(f"stage {index + 1}/{len(rows)}: {title}", style="bold") + Text(f"  ({sid}{phase})", style="dim"))
     render_stage_body(events, row, ctx, console, depth)
-    if index == len(rows) - 1 and "generated" in summary:
-        g = summary["generated"]
-        console.print(f"generated {len(g['ids'])} token(s), stopped at {g['stopped']}: {g['text']!r}")
+    if index == len(rows) - 1:
+        for line in result_lines(header, summary):
+            console.print(line, markup=False)
 
 
 def find_stage(rows: list[tuple[dict, dict]], target: str) -> int | None:

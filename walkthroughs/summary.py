@@ -6,6 +6,7 @@ import re
 
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .catalog import stage_index
@@ -67,6 +68,7 @@ def stage_rows(events: list[dict]) -> list[dict]:
     """One row per stage, in order of first appearance: its first outermost event, call count,
     parameters, FLOPs and time."""
     rows: dict[tuple, dict] = {}
+    counted: set[tuple] = set()  # (phase, stage, path): a module's parameters count once, however often it runs
     by_seq = {e["seq"]: e for e in events}
     for e in events:
         stage = e.get("stage")
@@ -80,10 +82,45 @@ def stage_rows(events: list[dict]) -> list[dict]:
             row = rows[key] = {"stage": stage, "phase": e.get("phase"), "first": e, "calls": 0, "params": 0, "flops": 0, "time_ms": 0.0}
         if outermost:
             row["calls"] += 1
-            row["params"] += (e.get("params") or {}).get("total") or 0
+            if (*key, e["path"]) not in counted:
+                counted.add((*key, e["path"]))
+                row["params"] += (e.get("params") or {}).get("total") or 0
             row["time_ms"] += e.get("time_ms", 0.0)
         row["flops"] += e.get("flops", 0)
     return list(rows.values())
+
+
+def first_nonfinite(events: list[dict]) -> tuple[dict, dict] | None:
+    """(event, item) where NaN or Inf first appear: of the events with a NaN or Inf in an output's
+    value summary, the first to finish. That is the first, in order, of those with no such event
+    inside them (an event finishes after the events inside it, and before the ones after it that
+    are not). Every value computed from it afterwards is suspect."""
+    bad = {}
+    for e in events:
+        item = next((i for i in e.get("outputs", []) if (i.get("stats") or {}).get("nan") or (i.get("stats") or {}).get("inf")), None)
+        if item is not None:
+            bad[e["seq"]] = (e, item)
+    by_seq = {e["seq"]: e for e in events}
+    inner = set(bad)  # those with no bad event inside them
+    for seq in bad:
+        parent = by_seq[seq].get("parent")
+        while parent is not None:
+            inner.discard(parent)
+            parent = by_seq.get(parent, {}).get("parent")
+    return bad[min(inner)] if inner else None
+
+
+def nonfinite_line(events: list[dict]) -> str | None:
+    """One line naming where NaN or Inf first appear, or None where they never do."""
+    found = first_nonfinite(events)
+    if found is None:
+        return None
+    e, item = found
+    s = item["stats"]
+    counts = " and ".join(f"{name}×{s[key]}" for name, key in (("NaN", "nan"), ("Inf", "inf")) if s.get(key))
+    where = e["path"] or e["name"]
+    return (f"NaN/Inf first appear in stage {e.get('stage')}, event {e['seq']} ({where}, output {display_path(item['path'])}): "
+            f"{counts}; everything computed from it is suspect")
 
 
 def phase_label(phase: str | None, events: list[dict]) -> str:
@@ -102,6 +139,24 @@ def phase_label(phase: str | None, events: list[dict]) -> str:
 
 def first_tensor(items: list[dict]) -> dict | None:
     return next((i for i in items if "shape" in i), items[0] if items else None)
+
+
+def result_lines(header: dict, summary: dict) -> list[str]:
+    """What the run produced, in plain text: the generated text (or the next token), how it was
+    chosen when sampled, and the prefill's five likeliest next tokens."""
+    lines = []
+    if "generated" in summary:
+        g = summary["generated"]
+        lines.append(f"generated {len(g['ids'])} token(s), stopped at {g['stopped']}: {g['text']!r}")
+    elif "next_token" in summary:
+        nt = summary["next_token"]
+        lines.append(f"next token: {nt['id']} {nt['text']!r}")
+    gen = header.get("generation") or {}
+    if lines and gen.get("temperature"):
+        lines.append(f"sampled: temperature {gen['temperature']}, top-p {gen.get('top_p')}, seed {gen.get('seed')}")
+    if summary.get("top5"):
+        lines.append("top 5 after the prefill: " + ", ".join(f"{t['text']!r} ({t['id']}) {t['logit']}" for t in summary["top5"]))
+    return lines
 
 
 def stage_label(row: dict) -> str:
@@ -150,6 +205,7 @@ def render_summary(header: dict, events: list[dict], summary: dict, console: Con
     console.print(
         f"[bold]llama-trace[/] {model.get('preset')} · {header.get('mode')} mode{values_off} · {header.get('dtype')} on {header.get('device')} · "
         f"image {image.get('path')} ({w}x{h} {image.get('mode')}) · {summary.get('prompt_tokens')} prompt tokens"
+        + (f" ({header['inputs']['layout']} layout)" if header.get("inputs", {}).get("layout") else "")
     )
     timing = header.get("timing", False)
     rows = stage_rows(events)
@@ -184,15 +240,14 @@ def render_summary(header: dict, events: list[dict], summary: dict, console: Con
         table.add_row(*row_cells)
     if table is not None:
         console.print(table)
+    alarm = nonfinite_line(events)
+    if alarm:
+        console.print(f"[bold red]{escape(alarm)}[/]")
     if summary.get("error"):
         err = summary["error"]
         src = err.get("src", {})
         console.print(f"[bold red]failed[/] in stage {err.get('stage')} at {src.get('file')}:{src.get('line')}: {err.get('type')}: {err.get('message')}")
-    if "generated" in summary:
-        g = summary["generated"]
-        console.print(f"generated {len(g['ids'])} token(s), stopped at {g['stopped']}: {g['text']!r}")
-    elif "next_token" in summary:
-        nt = summary["next_token"]
-        console.print(f"next token: {nt['id']} {nt['text']!r}")
+    for line in result_lines(header, summary):
+        console.print(line, markup=False)
     total = sum(e.get("flops", 0) for e in events)
     console.print(f"{len(events)} events · {fmt_count(total)} FLOPs in matmuls and attention · shape letters: see model/args.py")

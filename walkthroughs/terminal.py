@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
 from rich.rule import Rule
 from rich.syntax import Syntax
@@ -16,7 +17,7 @@ from .annotations import annotate
 from .catalog import stage_index
 from .context import all_stage_contexts
 from .source_excerpt import excerpt
-from .summary import display_path, fmt_count, fmt_item, phase_label, table_items
+from .summary import display_path, fmt_count, fmt_item, nonfinite_line, phase_label, result_lines, table_items
 from .tree import build_tree
 
 
@@ -114,6 +115,9 @@ def render_walkthrough(header: dict, events: list[dict], summary: dict, console:
         f"image {image.get('path')} {image.get('size', ['?', '?'])[0]}x{image.get('size', ['?', '?'])[1]} {image.get('mode')} · "
         f"prompt {header['inputs'].get('prompt')!r} ({summary.get('prompt_tokens')} tokens, {header['inputs'].get('layout')} layout)"
     )
+    alarm = nonfinite_line(events)
+    if alarm:
+        console.print(f"[bold red]{escape(alarm)}[/]")
     shown = 0
     for i, (row, ctx) in enumerate(all_stage_contexts(header, events, summary), 1):
         sid = row["stage"]
@@ -128,7 +132,8 @@ def render_walkthrough(header: dict, events: list[dict], summary: dict, console:
         render_stage_body(events, row, ctx, console, depth)
     if stage and not shown:
         console.print(f"[yellow]no stage matches {stage!r}[/]; stages: {', '.join(catalog)}")
-    if "generated" in summary:
+    lines = result_lines(header, summary)
+    if lines:
         console.print()
-        g = summary["generated"]
-        console.print(f"generated {len(g['ids'])} token(s), stopped at {g['stopped']}: {g['text']!r}")
+    for line in lines:
+        console.print(line, markup=False)

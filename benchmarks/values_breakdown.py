@@ -1,0 +1,125 @@
+"""Where a traced tiny run's value summaries spend their time, in place. Tiny's prefill (800x600
+image, 24 tokens) and its 16-token greedy generation, one torch thread: untraced, traced shapes
+only and traced with value summaries (CPU time, min of the rounds); then traced with value
+summaries again, with a timer around each part of `tracer.values` and `Trace._finish`.
+
+A part's time includes the parts it calls (`ValueStats.add` includes the copies into batches and
+the batches summarised when full; `resolve` the batches left at the end and the rounding). The
+timers cost about a microsecond a call, so the figures are a little high; they are a guide to
+where the time goes, not a benchmark (the ratios are `bench_ab.py`'s and `bench_trace.py`'s).
+
+    python benchmarks/values_breakdown.py [--rounds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import gc
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from benchmarks_common import prefill_case, trace_options  # noqa: E402
+from model import ChatFormat, Message, build_model, get_preset, get_tokenizer  # noqa: E402
+from model.generation import generate  # noqa: E402
+from tracer import capture, trace, values  # noqa: E402
+from walkthroughs.sample_image import SAMPLE_IMAGE  # noqa: E402
+
+PARTS = [  # (owner, attribute, label)
+    (values.ValueStats, "add", "ValueStats.add (a tensor queued)"),
+    (values._Batch, "add", "_Batch.add (its copy into a batch row)"),
+    (values._Batch, "summarise", "_Batch.summarise (a batch's moments)"),
+    (values.ValueStats, "_whole", "ValueStats._whole (a tensor over SMALL elements)"),
+    (values.ValueStats, "resolve", "ValueStats.resolve (after the run)"),
+    (values, "summary_from_raw", "summary_from_raw (a summary rounded)"),
+    (capture.Trace, "_finish", "Trace._finish (events described after the run)"),
+]
+
+
+def timed(spent: collections.Counter, calls: collections.Counter):
+    """Wrap every part in PARTS with a timer that adds to `spent` and `calls`; returns an undo."""
+    originals = []
+    for owner, name, label in PARTS:
+        original = getattr(owner, name)
+        originals.append((owner, name, original))
+
+        def wrapper(*args, __original=original, __label=label, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return __original(*args, **kwargs)
+            finally:
+                spent[__label] += time.perf_counter() - t0
+                calls[__label] += 1
+
+        setattr(owner, name, wrapper)
+
+    def undo():
+        for owner, name, original in originals:
+            setattr(owner, name, original)
+    return undo
+
+
+def cases() -> dict:
+    model = build_model(get_preset("tiny"), dtype=torch.bfloat16, seed=0)
+    tok = get_tokenizer()
+    inp = ChatFormat(tok).encode_dialog_prompt([Message("user", [Image.open(SAMPLE_IMAGE).convert("RGB"), "Describe it."])])
+    prefill_model, prefill = prefill_case("tiny", "cpu")
+
+    def generation(traced: bool, values: bool = True):
+        if not traced:
+            return [int(s.next_token[0]) for s in generate(model, inp, tok.pad_id, tok.stop_tokens, max_gen_len=16)]
+        with trace(model, **trace_options(values)) as t:
+            return [int(s.next_token[0]) for s in generate(model, inp, tok.pad_id, tok.stop_tokens, max_gen_len=16, marker=t.phase)]
+
+    def prompt(traced: bool, values: bool = True):
+        if not traced:
+            return prefill()
+        with trace(prefill_model, **trace_options(values)):
+            return prefill()
+
+    return {"prefill": prompt, "generation (16 tokens)": generation}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=5)
+    opts = parser.parse_args()
+    torch.set_num_threads(1)
+    for label, run in cases().items():
+        run(False), run(True)  # warm up
+        gc.freeze()
+        untraced = min(_cpu_time(lambda: run(False)) for _ in range(opts.rounds))
+        shapes = min(_cpu_time(lambda: run(True, False)) for _ in range(opts.rounds))
+        traced = min(_cpu_time(lambda: run(True)) for _ in range(opts.rounds))
+        spent, calls = collections.Counter(), collections.Counter()
+        undo = timed(spent, calls)
+        try:
+            for _ in range(opts.rounds):
+                run(True)
+        finally:
+            undo()
+        print(f"\n| tiny {label}, 1 torch thread | calls per run | ms per run |")
+        print("|---|---|---|")
+        print(f"| untraced (CPU time, min of {opts.rounds}) | | {untraced * 1000:.1f} |")
+        print(f"| traced shapes only (CPU time, min) | | {shapes * 1000:.1f} |")
+        print(f"| traced with value summaries, no timers (CPU time, min) | | {traced * 1000:.1f} |")
+        for _, _, part in PARTS:
+            print(f"| {part} | {calls[part] // opts.rounds} | {spent[part] / opts.rounds * 1000:.1f} |")
+
+
+def _cpu_time(fn) -> float:
+    t0 = time.process_time()
+    fn()
+    return time.process_time() - t0
+
+
+if __name__ == "__main__":
+    main()

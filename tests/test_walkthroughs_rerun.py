@@ -1,0 +1,63 @@
+"""The command a page prints to regenerate itself: it names every option the run used."""
+
+import shlex
+
+from PIL import Image
+from typer.testing import CliRunner
+
+from walkthroughs.cli import app
+from walkthroughs.rerun import rerun_command
+
+runner = CliRunner()
+
+
+def header(**changes) -> dict:
+    base = {"model": {"preset": "11b-instruct", "config": {"max_seq_len": 512}}, "mode": "meta", "dtype": "bf16", "device": "meta",
+            "inputs": {"image": {"file": "bundled"}, "prompt": "Describe this image in one sentence.", "layout": "chat"},
+            "ops": False, "values": True, "timing": True,
+            "generation": {"max_new_tokens": None, "temperature": 0.0, "top_p": 0.9, "seed": None}}
+    for key, value in changes.items():
+        base[key] = {**base[key], **value} if isinstance(value, dict) else value
+    return base
+
+
+def test_the_defaults_need_no_options():
+    assert rerun_command(header(), "p.md") == ("llama-trace run --model 11b-instruct --format markdown -o p.md", None)
+
+
+def test_every_option_that_differs_is_named():
+    h = header(model={"preset": "tiny", "config": {"max_seq_len": 1024}}, mode="real", dtype="fp32", device="cpu", ops=True,
+               values=False, timing=False, inputs={"image": {"file": "cat 1.png"}, "prompt": "What's here?", "layout": "completion"},
+               generation={"max_new_tokens": 4, "temperature": 0.7, "top_p": 0.8, "seed": 5})
+    command, note = rerun_command(h, "p.md")
+    assert shlex.split(command) == ["llama-trace", "run", "--model", "tiny", "--image", "cat 1.png", "--prompt", "What's here?",
+                                    "--layout", "completion", "--dtype", "fp32", "--max-seq-len", "1024", "--max-new-tokens", "4",
+                                    "--temperature", "0.7", "--top-p", "0.8", "--seed", "5", "--ops", "--no-values", "--no-timing",
+                                    "--format", "markdown", "-o", "p.md"]
+    assert note is None
+
+
+def test_checkpoints_long_prompts_and_old_logs_say_what_they_need():
+    command, note = rerun_command(header(model={"preset": "checkpoint ck", "checkpoint": "~/ck", "config": {"max_seq_len": 512}}, mode="real"), "p.md")
+    assert command.startswith("llama-trace run --checkpoint '~/ck' --layout chat ") and note is None
+    command, note = rerun_command(header(model={"preset": "checkpoint ck", "config": {"max_seq_len": 512}}, mode="real"), "p.md")
+    assert "--checkpoint DIR" in command and note.startswith("DIR: the checkpoint folder")
+    command, note = rerun_command(header(inputs={"prompt": "line one\nline two"}), "p.md")
+    assert "--prompt-file prompt.txt" in command and note.startswith("prompt.txt:")
+
+
+def test_the_printed_command_writes_the_same_page(tmp_path, monkeypatch):
+    first = ["run", "--model", "tiny", "--image", "g.png", "--prompt", "Hi, what's this?", "--max-new-tokens", "2",
+             "--temperature", "0.7", "--seed", "3", "--no-timing", "-o", "a.md"]
+    pages, args = [], first
+    for name in ("first", "again"):  # two folders side by side: the same links to the source
+        (tmp_path / name).mkdir()
+        monkeypatch.chdir(tmp_path / name)
+        Image.new("RGB", (300, 200), (10, 200, 30)).save("g.png")
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+        pages.append((tmp_path / name / "a.md").read_text(encoding="utf-8"))
+        command = pages[0].split("regenerate it with `", 1)[1].split("`", 1)[0]
+        args = shlex.split(command)[1:]
+    assert "--seed 3" in command and "--no-timing" in command
+    assert pages[1] == pages[0]

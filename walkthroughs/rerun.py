@@ -1,0 +1,71 @@
+"""The `llama-trace run` command that repeats a logged run, for the pages to print.
+
+Built from the log's header: the model or checkpoint, and every option whose value differs from
+what `run` would choose by itself (image, prompt, mode, layout, dtype, device, context length,
+generation and sampling, ops, values, timing).
+"""
+
+from __future__ import annotations
+
+import shlex
+
+from model import ModelArgs, get_preset
+
+from .run import DEFAULT_PROMPT, default_mode
+
+LONGEST_INLINE_PROMPT = 200  # characters; a longer (or multi-line) prompt is read from a file
+
+
+def rerun_command(header: dict, output: str) -> tuple[str, str | None]:
+    """(command, note): the command writes the page again to `output`; the note, where there is
+    one, says what the command needs that the log cannot give (a long prompt's file)."""
+    model, inputs = header.get("model", {}), header.get("inputs", {})
+    gen = header.get("generation") or {}
+    checkpoint = model.get("checkpoint")
+    preset = model.get("preset", "")
+    args = ["llama-trace", "run"]
+    note = None
+    if checkpoint is not None or preset.startswith("checkpoint "):
+        args += ["--checkpoint", checkpoint or "DIR"]
+        if checkpoint is None:
+            note = "DIR: the checkpoint folder (a log written before the path was recorded does not name it)"
+        default = {"max_seq_len": ModelArgs().max_seq_len, "mode": "real", "layout": None}
+    else:
+        args += ["--model", preset]
+        default = {"max_seq_len": get_preset(preset).max_seq_len, "mode": default_mode(preset),
+                   "layout": "chat" if preset.endswith("instruct") or preset == "tiny" else "completion"}
+    image = (inputs.get("image") or {}).get("file")
+    if image and image != "bundled":
+        args += ["--image", image]
+    prompt = inputs.get("prompt", DEFAULT_PROMPT)
+    if prompt != DEFAULT_PROMPT:
+        if len(prompt) > LONGEST_INLINE_PROMPT or "\n" in prompt:
+            args += ["--prompt-file", "prompt.txt"]
+            note = "prompt.txt: the prompt of this page, as a UTF-8 text file"
+        else:
+            args += ["--prompt", prompt]
+    if header.get("mode") != default["mode"]:
+        args += ["--mode", header.get("mode")]
+    if inputs.get("layout") and inputs.get("layout") != default["layout"]:
+        args += ["--layout", inputs["layout"]]
+    if header.get("dtype", "bf16") != "bf16":
+        args += ["--dtype", header["dtype"]]
+    if header.get("device") not in (None, "cpu", "meta"):
+        args += ["--device", header["device"]]
+    max_seq_len = (model.get("config") or {}).get("max_seq_len")
+    if max_seq_len is not None and max_seq_len != default["max_seq_len"]:
+        args += ["--max-seq-len", str(max_seq_len)]
+    if gen.get("max_new_tokens"):
+        args += ["--max-new-tokens", str(gen["max_new_tokens"])]
+    if gen.get("temperature"):
+        args += ["--temperature", str(gen["temperature"]), "--top-p", str(gen.get("top_p"))]
+    if gen.get("seed"):
+        args += ["--seed", str(gen["seed"])]
+    if header.get("ops"):
+        args.append("--ops")
+    if header.get("mode") == "real" and header.get("values") is False:
+        args.append("--no-values")
+    if header.get("timing") is False:
+        args.append("--no-timing")
+    args += ["--format", "markdown", "-o", output]
+    return shlex.join(args), note
