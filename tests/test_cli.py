@@ -290,6 +290,42 @@ def test_broken_checkpoints_give_one_line_errors(tiny_checkpoints, tmp_path):
     assert not marker.exists()
 
 
+def test_a_nan_weight_is_named_where_it_first_shows_not_a_crash(tiny_checkpoints, tmp_path):
+    import shutil
+
+    from checkpoints import write_meta_checkpoint
+    from model import get_preset
+
+    meta, _, state = tiny_checkpoints
+    folder = tmp_path / "nan-tiny"
+    bad = dict(state)
+    bad["text_model.layers.2.feed_forward.w1.weight"] = state["text_model.layers.2.feed_forward.w1.weight"].clone()
+    bad["text_model.layers.2.feed_forward.w1.weight"][0, 0] = float("nan")  # the JSON log once refused the NaN logits
+    write_meta_checkpoint(folder, get_preset("tiny"), bad, with_vision_fields=True, tokenizer=False)
+    shutil.copy(meta / "tokenizer.model", folder / "tokenizer.model")
+    log = tmp_path / "nan.jsonl"
+    result = invoke("run", "--checkpoint", str(folder), "--max-new-tokens", "2", "-o", str(log), "--no-timing")
+    assert result.exit_code == 0, result.output
+    assert load_log(log)[2]["top5"][0]["logit"] == "nan"
+    result = invoke("render", str(log))
+    assert "NaN/Inf first appear in stage text.self_attention" in result.output
+    assert "text_model.layers.2.feed_forward.w1" in result.output
+
+
+def test_an_unreadable_checkpoint_says_permission_denied(tiny_checkpoints, monkeypatch):
+    from pathlib import Path
+
+    meta, _, _ = tiny_checkpoints
+
+    def denied(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_text", denied)  # as for a params.json this user may not read
+    result = runner.invoke(app, ["run", "--checkpoint", str(meta)])
+    assert result.exit_code == 2
+    assert "params.json: permission denied; give this user read access" in result.output and "re-download" not in result.output
+
+
 def test_a_missing_tokenizer_file_is_a_one_line_error(monkeypatch):
     import model.tokenizer as tk
 
