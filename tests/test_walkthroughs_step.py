@@ -89,6 +89,9 @@ def test_find_stage(tiny_log):
     assert find_stage(rows, "1") == 0 and find_stage(rows, "0") is None and find_stage(rows, "999") is None
     assert rows[find_stage(rows, "vision")][0]["stage"].startswith("vision")
     assert rows[find_stage(rows, "prompt")][0]["stage"] == "prompt"  # exact id before prefix
+    assert rows[find_stage(rows, "unpad")][0]["stage"] == "vision.unpad8"  # WORKSHOP.md's hint: part of an id
+    assert rows[find_stage(rows, "VISION.LN")][0]["stage"] == "vision.ln_pre"  # letter case aside
+    assert find_stage(rows, "nosuchstage") is None
 
 
 SCRIPT = """

@@ -120,17 +120,18 @@ def render_stage(header: dict, events: list[dict], summary: dict, console: Conso
 
 
 def find_stage(rows: list[tuple[dict, dict]], target: str) -> int | None:
-    """A 1-based number, an exact stage id, or the first id that starts with `target`."""
-    target = target.strip()
+    """A 1-based number, an exact stage id, or the first id that starts with `target`, else the first
+    that contains it (`unpad` finds vision.unpad8); letter case aside."""
+    target = target.strip().lower()
     if not target:
         return None
     if target.isdigit():
         n = int(target)
         return n - 1 if 1 <= n <= len(rows) else None
-    ids = [row["stage"] for row, _ in rows]
+    ids = [row["stage"].lower() for row, _ in rows]
     if target in ids:
         return ids.index(target)
-    return next((i for i, sid in enumerate(ids) if sid.startswith(target)), None)
+    return next((i for i, sid in enumerate(ids) if sid.startswith(target)), next((i for i, sid in enumerate(ids) if target in sid), None))
 
 
 def step_through(header: dict, events: list[dict], summary: dict, console: Console, keys: Iterator[str] | None = None,

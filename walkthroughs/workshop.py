@@ -39,7 +39,16 @@ def facts_from_log(header: dict, events: list[dict], summary: dict) -> dict:
         "groups": _groups([r["stage"] for r in rows]),
         "calls": {r["stage"]: r["calls"] for r in rows},
         "config": header["model"]["config"],
+        "letters": {k: v for k, v in header.get("symbols", {}).items() if k[:1].isupper() and k.isidentifier()},
     }
+
+
+def _letters_answer(b: dict, t: dict) -> str:
+    """Answer 5, from the two runs' shape letters: which change, which do not, and why K does not."""
+    changed = [f"{k} {b['letters'][k]} → {t['letters'][k]}" for k in b["letters"] if k in t["letters"] and b["letters"][k] != t["letters"][k]]
+    same = [k for k in b["letters"] if t["letters"].get(k) == b["letters"][k]]
+    return (f"These letters change: {', '.join(changed)}. These stay: {', '.join(same)}; so do the stages and "
+            f"their order. K = {b['K']} in both because both use the Llama 3 tokenizer.")
 
 
 def _groups(stage_ids: list[str]) -> list[str]:
@@ -152,7 +161,8 @@ def render_workshop(big: dict, tiny: dict) -> str:
         f"A projection brings them to the text width D = {b['D']} (`vision.projection` → `{s.get('vision.projection')}`).",
         "",
         f"**Exercise 3.** Why pad {b['N']} tokens to {b['N8']}? Find the stage that takes the padding out again "
-        "(hint: press `g` and type `unpad`). What would go wrong if the padded tokens were not masked?",
+        "(hint: press `g` and type `unpad`). Then read `vision.encoder_mask`: which pairs of tokens does it block, "
+        "and can the real tokens see the pads?",
         "",
         "## 4. Text meets image: cross-attention (0:27–0:40)",
         "",
@@ -222,12 +232,13 @@ def render_workshop(big: dict, tiny: dict) -> str:
         "(or, if the image fits none, the mildest downscale), ties going to the smallest area: "
         f"here {b['canvas_w']}x{b['canvas_h']}, a {b['rows']} x {b['cols']} grid (see `--stage image.canvas`).",
         f"3. {b['N']} = {b['P']} patches + 1 class token; N8 = {b['N8']} is the next multiple of 8, "
-        f"{b['npad']} padding tokens per chunk, masked in the encoder (`vision.encoder_mask`) and dropped by `vision.unpad8`.",
+        f"{b['npad']} padding tokens per chunk, dropped again by `vision.unpad8`. The encoder mask blocks only pairs where "
+        "both tokens are padding (`vision.encoder_mask`), so real tokens do attend to the pads and to the empty chunk "
+        "slots, whose contents reach the real outputs: Meta's mask, kept as it is (Hugging Face builds the same one).",
         f"4. Positions {b['image_pos']} and later see the image; the {b['image_pos']} before it see nothing. "
         f"A row with nothing to see attends evenly to all V = {b['V']} keys (finite, no NaN), and a row mask then multiplies "
         "its cross-attention output by zero (`--stage masks.expand`).",
-        f"5. Every letter changes (D {b['D']} → {t['D']}, W {b['W']} → {t['W']}, N {b['N']} → {t['N']} …) but the stages and "
-        f"their order stay the same. K = {b['K']} because both use the Llama 3 tokenizer.",
+        "5. " + _letters_answer(b, t),
         "",
     ]
     return "\n".join(out)
