@@ -128,3 +128,14 @@ def test_chromium_keyboard_navigation_opens_stages(page, tmp_path):
     n = page.count('<details class="stage"')
     assert 'data-open="2-' in body and "," not in re.search(r'data-open="([^"]*)"', body).group(1)
     assert f'data-pos="stage 2/{n}"' in body and f'data-all="{n}"' in body
+
+
+def test_the_users_text_is_shown_as_typed_not_as_markdown():
+    prompt = "a `pipe` *star* _under_ [link](x) <b>"
+    result = run(None, prompt, preset="tiny", timing=False, max_new_tokens=1)
+    header, events, summary = load_lines(build_lines(result.trace, result.header, result.summary))
+    page = render_html(header, events, summary, name="p.html")
+    row = re.search(r"<td>prompt</td><td>(.*?)</td>", page)[1]
+    assert row.startswith("&#x27;a `pipe` *star* _under_ [link](x) &lt;b&gt;&#x27;")  # no <code>, <em> or link
+    assert "regenerate it with <code>llama-trace run --model tiny --prompt " in page and "--format html -o p.html</code>" in page
+    assert "(random weights: the text means nothing)" in page

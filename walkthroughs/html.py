@@ -114,9 +114,10 @@ SCRIPT = """
 """
 
 _INLINE = re.compile(
-    r"!\[(?P<ialt>[^\]]*)\]\((?P<isrc>[^)\s]+)\)"
+    r"\\(?P<escaped>[\\`*_\[\]!<>])"  # markdown.md_text's escapes
+    r"|!\[(?P<ialt>[^\]]*)\]\((?P<isrc>[^)\s]+)\)"
     r"|\[(?P<label>(?:`[^`]*`|[^\]`])*)\]\((?P<href>[^)\s]+)\)"
-    r"|`(?P<code>[^`]*)`"
+    r"|(?P<fence>`+)(?P<code>.+?)(?<!`)(?P=fence)(?!`)"  # markdown.md_code's longer fences too
     r"|\*\*(?P<bold>.+?)\*\*"
     r"|(?<![\w*])\*(?P<em>[^*\s](?:[^*]*[^*\s])?)\*(?![\w*])"
 )
@@ -132,14 +133,18 @@ def inline(text: str, images: dict[str, str] | None = None) -> str:
     for m in _INLINE.finditer(text):
         out.append(esc(text[last:m.start()]))
         last = m.end()
-        if m.group("isrc") is not None:
+        if m.group("escaped") is not None:
+            out.append(esc(m.group("escaped")))
+        elif m.group("isrc") is not None:
             src = (images or {}).get(m.group("isrc"))
             out.append(f'<img alt="{esc(m.group("ialt"))}" src="{src}">' if src else esc(m.group("ialt")))
         elif m.group("href") is not None:
             label, href = inline(m.group("label"), images), m.group("href")
             out.append(f'<a href="{esc(href)}">{label}</a>' if href.startswith("#") else f'<span class="ref">{label}</span>')
         elif m.group("code") is not None:
-            out.append(f"<code>{esc(m.group('code'))}</code>")
+            code = m.group("code")
+            code = code[1:-1] if len(m.group("fence")) > 1 and code.startswith(" ") and code.endswith(" ") and code.strip() else code
+            out.append(f"<code>{esc(code)}</code>")
         elif m.group("bold") is not None:
             out.append(f"<strong>{inline(m.group('bold'), images)}</strong>")
         else:
@@ -297,9 +302,11 @@ def data_uri(image: Image.Image) -> str:
     return "data:image/png;base64," + base64.b64encode(png_bytes(image)).decode("ascii")
 
 
-def render_html(header: dict, events: list[dict], summary: dict, image: Image.Image | None = None, depth: int = 2) -> str:
-    """The whole page as one HTML string: no network, pictures inline, stages collapsible."""
-    files = render_markdown(header, events, summary, PAGE, image=image, depth=depth)
+def render_html(header: dict, events: list[dict], summary: dict, image: Image.Image | None = None, depth: int = 2,
+                name: str = "page.html") -> str:
+    """The whole page as one HTML string: no network, pictures inline, stages collapsible. `name`
+    is the file it goes to, for the command that regenerates it."""
+    files = render_markdown(header, events, summary, PAGE, image=image, depth=depth, regenerate=("html", name))
     text = files[PAGE]
     images = {Path(path).name: data_uri(pic) for path, pic in files.items() if isinstance(pic, Image.Image)}
     title, body = markdown_to_html(text, images)

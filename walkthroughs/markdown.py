@@ -6,6 +6,7 @@ Renders on GitHub as is: relative links to the code and the PNGs, a mermaid flow
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from PIL import Image
@@ -16,7 +17,7 @@ from .catalog import stage_index
 from .context import all_stage_contexts, run_context
 from .rerun import rerun_command
 from .source_excerpt import PROJECT_ROOT, excerpt
-from .summary import display_path, fmt_count, fmt_item, nonfinite_line, phase_label, table_items
+from .summary import display_path, fmt_count, fmt_item, mode_label, nonfinite_line, phase_label, table_items
 from .tree import build_tree, walk
 
 GROUPS = [
@@ -54,6 +55,22 @@ def md_escape_cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]!<>])")
+
+
+def md_text(text: str) -> str:
+    """The user's text (a prompt, generated text) as Markdown that shows it as it is: the inline
+    specials backslash-escaped (a table cell's | is `md_escape_cell`'s)."""
+    return _MD_SPECIAL.sub(r"\\\1", text)
+
+
+def md_code(text: str) -> str:
+    """text as a code span, whatever backticks it holds: a fence one longer than its longest run."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{'`' * (longest + 1)}{pad}{text}{pad}{'`' * (longest + 1)}"
+
+
 def mermaid(rows: list[tuple[dict, dict]], titles: dict[str, str]) -> list[str]:
     lines = ["```mermaid", "flowchart TD"]
     current = None
@@ -82,7 +99,7 @@ def shape_table(event: dict) -> list[str]:
     for side, items in (("in", event.get("inputs", [])), ("out", event.get("outputs", []))):
         shown, hidden = table_items(items)
         for item in shown:
-            cells = [side, f"`{display_path(item['path'])}`", f"`{fmt_item(item)}`", item.get("dtype", "")]
+            cells = [side, md_code(display_path(item["path"])), md_code(fmt_item(item)), item.get("dtype", "")]
             if real:
                 s = item.get("stats")
                 cells.append(f"[{s['min']}, {s['max']}] μ={s['mean']} σ={s['std']}" + (f" **NaN×{s['nan']}**" if s["nan"] else "") + (f" **Inf×{s['inf']}**" if s["inf"] else "") if s else "")
@@ -113,8 +130,10 @@ def tree_lines(events: list[dict], event: dict, depth: int) -> list[str]:
     return out
 
 
-def render_markdown(header: dict, events: list[dict], summary: dict, page: Path, image: Image.Image | None = None, depth: int = 2) -> dict[Path, object]:
-    """The page text and its pictures: {path: str | PIL image}. Nothing is written here."""
+def render_markdown(header: dict, events: list[dict], summary: dict, page: Path, image: Image.Image | None = None, depth: int = 2,
+                    regenerate: tuple[str, str] | None = None) -> dict[Path, object]:
+    """The page text and its pictures: {path: str | PIL image}. Nothing is written here. The page
+    says how to regenerate it: as `regenerate` = (format, file name), by default this page."""
     page = Path(page)
     page_dir = page.parent
     stem = page.stem
@@ -126,21 +145,22 @@ def render_markdown(header: dict, events: list[dict], summary: dict, page: Path,
     inputs = header["inputs"]
     img = inputs.get("image") or {}
 
-    command, note = rerun_command(header, page.name)
+    fmt, name = regenerate or ("markdown", page.name)
+    command, note = rerun_command(header, name, fmt)
     out = [f"# Llama 3.2 Vision {model['preset']}, traced stage by stage", ""]
     alarm = nonfinite_line(events)
     if alarm:
         out += [f"> **Warning:** {md_escape_cell(alarm)}.", ""]
     out += [
         f"Every shape, count and number on this page comes from one `llama-trace` run of the "
-        f"{model['preset']} configuration in **{header['mode']}** mode ({header['dtype']}); "
+        f"{model['preset']} configuration in **{mode_label(header)}** ({header['dtype']}); "
         f"regenerate it with `{command}`" + (f" ({note})." if note else "."),
         "",
         "| input | value |",
         "|---|---|",
         f"| image | {img.get('path')}, {ctx['image_w']}x{ctx['image_h']} {img.get('mode')} |",
         f"| canvas and chunks | {ctx['canvas_w']}x{ctx['canvas_h']}: {ctx['rows']} x {ctx['cols']} chunks of {ctx['R']} px, {ctx['empty_chunks']} empty slot(s) of {ctx['max_chunks']} |",
-        f"| prompt | {md_escape_cell(repr(inputs.get('prompt')))} → {ctx['prompt_tokens']} tokens ({ctx['layout']} layout, image token at position {ctx['image_pos']}) |",
+        f"| prompt | {md_escape_cell(md_text(repr(inputs.get('prompt'))))} → {ctx['prompt_tokens']} tokens ({ctx['layout']} layout, image token at position {ctx['image_pos']}) |",
         f"| model | {model['preset']}: D={ctx['D']}, {ctx['n_layers']} text layers + {ctx['n_xattn']} cross-attention layers, vision W={ctx['W']} with {ctx['vision_layers']} + {ctx['global_layers']} layers |",
         f"| cost | {ctx['total_flops']} FLOPs in matmuls and attention; the vision side takes {ctx['vision_flops_share']} |",
         f"| versions | llama-trace {header['versions']['llama-trace']}, torch {header['versions']['torch']}, config {model['config_hash']} |",
@@ -202,12 +222,13 @@ def render_markdown(header: dict, events: list[dict], summary: dict, page: Path,
             out += [f"Meta's reference: {reference_link(info.meta, META_REPO)} · Hugging Face: {reference_link(info.hf, HF_REPO)}", ""]
     if "next_token" in summary:
         nt = summary["next_token"]
-        out += ["## Result", "", f"Next token after the prefill: `{nt['id']}` {md_escape_cell(repr(nt['text']))}", ""]
+        out += ["## Result", "", f"Next token after the prefill: `{nt['id']}` {md_escape_cell(md_text(repr(nt['text'])))}", ""]
         if "generated" in summary:
             g = summary["generated"]
-            out += [f"Generated {len(g['ids'])} token(s), stopped at {g['stopped']}: {md_escape_cell(repr(g['text']))}", ""]
+            random = " (random weights: the text means nothing)" if mode_label(header).endswith("random weights") else ""
+            out += [f"Generated {len(g['ids'])} token(s), stopped at {g['stopped']}: {md_escape_cell(md_text(repr(g['text'])))}{random}", ""]
         if summary.get("top5"):
-            out += ["The five likeliest next tokens after the prefill:", "", "| id | text | logit |", "|---|---|---|"] + [f"| {t['id']} | {md_escape_cell(repr(t['text']))} | {t['logit']} |" for t in summary["top5"]] + [""]
+            out += ["The five likeliest next tokens after the prefill:", "", "| id | text | logit |", "|---|---|---|"] + [f"| {t['id']} | {md_escape_cell(md_text(repr(t['text'])))} | {t['logit']} |" for t in summary["top5"]] + [""]
     files[page] = "\n".join(out).rstrip() + "\n"
     return files
 

@@ -16,9 +16,9 @@ from .run import DEFAULT_PROMPT, default_mode
 LONGEST_INLINE_PROMPT = 200  # characters; a longer (or multi-line) prompt is read from a file
 
 
-def rerun_command(header: dict, output: str) -> tuple[str, str | None]:
-    """(command, note): the command writes the page again to `output`; the note, where there is
-    one, says what the command needs that the log cannot give (a long prompt's file)."""
+def rerun_command(header: dict, output: str, fmt: str = "markdown") -> tuple[str, str | None]:
+    """(command, note): the command writes the page again, in `fmt`, to `output`; the note, where
+    there is one, says what the command needs that the log cannot give (a long prompt's file)."""
     model, inputs = header.get("model", {}), header.get("inputs", {})
     gen = header.get("generation") or {}
     checkpoint = model.get("checkpoint")
@@ -67,5 +67,5 @@ def rerun_command(header: dict, output: str) -> tuple[str, str | None]:
         args.append("--no-values")
     if header.get("timing") is False:
         args.append("--no-timing")
-    args += ["--format", "markdown", "-o", output]
+    args += ["--format", fmt, "-o", output]
     return shlex.join(args), note

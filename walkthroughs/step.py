@@ -21,7 +21,7 @@ from rich.text import Text
 
 from .catalog import stage_index
 from .context import all_stage_contexts
-from .summary import phase_label, result_lines
+from .summary import mode_label, phase_label, result_lines
 from .terminal import render_stage_body
 
 NEXT = {"n", " ", "\r", "\n", "j", "\x1b[C", "\x1b[B"}
@@ -111,7 +111,7 @@ def render_stage(header: dict, events: list[dict], summary: dict, console: Conso
     phase = f" · {phase_label(row['phase'], events)}" if row["phase"] else ""
     model = header["model"]
     console.clear()
-    console.print(Rule(f"[bold]Llama 3.2 Vision {model['preset']}[/] · {header['mode']} mode · stage {index + 1}/{len(rows)}", align="left"))
+    console.print(Rule(f"[bold]Llama 3.2 Vision {model['preset']}[/] · {mode_label(header)} · stage {index + 1}/{len(rows)}", align="left"))
     console.print(Text(f"stage {index + 1}/{len(rows)}: {title}", style="bold") + Text(f"  ({sid}{phase})", style="dim"))
     render_stage_body(events, row, ctx, console, depth)
     if index == len(rows) - 1:

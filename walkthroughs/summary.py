@@ -147,7 +147,8 @@ def result_lines(header: dict, summary: dict) -> list[str]:
     lines = []
     if "generated" in summary:
         g = summary["generated"]
-        lines.append(f"generated {len(g['ids'])} token(s), stopped at {g['stopped']}: {g['text']!r}")
+        lines.append(f"generated {len(g['ids'])} token(s), stopped at {g['stopped']}: {g['text']!r}"
+                     + (" (random weights: the text means nothing)" if mode_label(header).endswith("random weights") else ""))
     elif "next_token" in summary:
         nt = summary["next_token"]
         lines.append(f"next token: {nt['id']} {nt['text']!r}")
@@ -157,6 +158,15 @@ def result_lines(header: dict, summary: dict) -> list[str]:
     if summary.get("top5"):
         lines.append("top 5 after the prefill: " + ", ".join(f"{t['text']!r} ({t['id']}) {t['logit']}" for t in summary["top5"]))
     return lines
+
+
+def mode_label(header: dict) -> str:
+    """"meta mode", "real mode" (a checkpoint's weights) or "real mode, random weights" (tiny, or
+    11b/90b with --mode real): generated text from random weights means nothing, and says so."""
+    mode = header.get("mode")
+    model = header.get("model", {})
+    random = mode == "real" and "checkpoint" not in model and not str(model.get("preset", "")).startswith("checkpoint ")
+    return f"{mode} mode" + (", random weights" if random else "")
 
 
 def stage_label(row: dict) -> str:
@@ -203,7 +213,7 @@ def render_summary(header: dict, events: list[dict], summary: dict, console: Con
     w, h = image.get("size", ["?", "?"])
     values_off = " (no value summaries)" if header.get("mode") == "real" and header.get("values") is False else ""
     console.print(
-        f"[bold]llama-trace[/] {model.get('preset')} · {header.get('mode')} mode{values_off} · {header.get('dtype')} on {header.get('device')} · "
+        f"[bold]llama-trace[/] {model.get('preset')} · {mode_label(header)}{values_off} · {header.get('dtype')} on {header.get('device')} · "
         f"image {image.get('path')} ({w}x{h} {image.get('mode')}) · {summary.get('prompt_tokens')} prompt tokens"
         + (f" ({header['inputs']['layout']} layout)" if header.get("inputs", {}).get("layout") else "")
     )

@@ -17,7 +17,7 @@ from .annotations import annotate
 from .catalog import stage_index
 from .context import all_stage_contexts
 from .source_excerpt import excerpt
-from .summary import display_path, fmt_count, fmt_item, nonfinite_line, phase_label, result_lines, table_items
+from .summary import display_path, fmt_count, fmt_item, nonfinite_line, mode_label, phase_label, result_lines, table_items
 from .tree import build_tree
 
 
@@ -110,7 +110,7 @@ def render_walkthrough(header: dict, events: list[dict], summary: dict, console:
     catalog = stage_index()
     model = header["model"]
     image = header["inputs"].get("image") or {}
-    console.print(Rule(f"[bold]Llama 3.2 Vision {model['preset']}[/] — traced in {header['mode']} mode, {header['dtype']}"))
+    console.print(Rule(f"[bold]Llama 3.2 Vision {model['preset']}[/] — traced in {mode_label(header)}, {header['dtype']}"))
     console.print(
         f"image {image.get('path')} {image.get('size', ['?', '?'])[0]}x{image.get('size', ['?', '?'])[1]} {image.get('mode')} · "
         f"prompt {header['inputs'].get('prompt')!r} ({summary.get('prompt_tokens')} tokens, {header['inputs'].get('layout')} layout)"
