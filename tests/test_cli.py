@@ -401,7 +401,7 @@ def test_a_terminal_that_cannot_encode_unicode_gets_question_marks_not_a_traceba
     proc = subprocess.run([sys.executable, "-m", "walkthroughs.cli", "run", "--model", "tiny", "--no-timing"],
                           capture_output=True, env=env, timeout=300)
     assert proc.returncode == 0 and proc.stderr == b"", proc.stderr[-300:]
-    assert proc.stdout.startswith(b"llama-trace tiny ? real mode ?")
+    assert proc.stdout.startswith(b"llama-trace tiny ? real mode, random weights ?")
 
 
 def test_the_output_suffix_picks_the_format_when_none_is_given(tmp_path):
