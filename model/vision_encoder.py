@@ -244,5 +244,5 @@ class CrossAttentionTransformerVision(nn.Module):
 
     def forward(self, images: torch.Tensor, aspect_ratios: torch.Tensor) -> torch.Tensor:
         dtype = self.vision_projection.weight.dtype
-        vision_tokens = self.vision_encoder(images.to(dtype), aspect_ratios)  # [B, I, C, N, 7680]
+        vision_tokens = self.vision_encoder(images.to(dtype), aspect_ratios)  # [B, I, C, N, W*(L+1)]
         return self.vision_projection(vision_tokens)  # [B, I, C, N, D]

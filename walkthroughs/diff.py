@@ -65,8 +65,9 @@ class Log:
             ctx = {}
         self.facts = {k: ctx[k] for k in FACTS if isinstance(ctx.get(k), int)}
 
-    def stage_events(self, stage: str) -> int:
-        return (self.summary.get("stages", {}).get(stage) or {}).get("events", 0)
+    def stage_events(self, phase: str | None, stage: str) -> int:
+        """Events of `stage` recorded in `phase` (the summary's per-stage counts add up the phases)."""
+        return sum(1 for e in self.events if e.get("stage") == stage and e.get("phase") == phase)
 
 
 @dataclass
@@ -177,17 +178,20 @@ def compare_shapes(a: Log, b: Log, item_a: dict | None, item_b: dict | None) -> 
         changes.append(f"rank {len(shape_a)} {ARROW} {len(shape_b)}")
         return changes, unchanged
     for i, (da, db, la, lb) in enumerate(zip(shape_a, shape_b, sym_a, sym_b)):
+        la, lb = (None if label is None or label.isdigit() else label for label in (la, lb))  # a comment's literal 2 is no letter
         letter = la if la == lb else None
         if da == db:
-            if letter and not letter.isdigit() and letter not in unchanged:
+            if letter and letter not in unchanged:
                 unchanged.append(letter)
             continue
         if letter:
-            changes.append(_explain_letter(letter, a, b, da, db))
+            change = _explain_letter(letter, a, b, da, db)
         elif la or lb:  # the letter itself differs between the logs
-            changes.append(f"{la or '·'} {ARROW} {lb or '·'}: {da} {ARROW} {db}")
+            change = f"{la or '·'} {ARROW} {lb or '·'}: {da} {ARROW} {db}"
         else:
-            changes.append(_explain_plain(i, a, b, da, db))
+            change = _explain_plain(i, a, b, da, db)
+        if change not in changes:  # [C*N8, C*N8], or a chunk's [R, R], says it once
+            changes.append(change)
     return changes, unchanged
 
 
@@ -215,7 +219,7 @@ def _stage_diff(a: Log, b: Log, ra: dict | None, rb: dict | None) -> StageDiff:
         b=(fmt_shape(out_b) if out_b else "—") if rb else "",
         params=(ra["params"] if ra else 0, rb["params"] if rb else 0),
         flops=(ra["flops"] if ra else 0, rb["flops"] if rb else 0),
-        events=(a.stage_events(row["stage"]) if ra else 0, b.stage_events(row["stage"]) if rb else 0),
+        events=(a.stage_events(row["phase"], row["stage"]) if ra else 0, b.stage_events(row["phase"], row["stage"]) if rb else 0),
         calls=(ra["calls"] if ra else 0, rb["calls"] if rb else 0),
     )
     if ra is None:
