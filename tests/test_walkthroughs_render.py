@@ -9,8 +9,9 @@ from rich.console import Console
 from conftest import logged
 from walkthroughs.catalog import stage_index
 from walkthroughs.examples_build import PRESETS, example_files
-from walkthroughs.markdown import render_markdown, write_files
+from walkthroughs.markdown import render_markdown, shape_table, write_files
 from walkthroughs.pictures import png_bytes
+from walkthroughs.source_excerpt import PROJECT_ROOT
 from walkthroughs.summary import fmt_count, fmt_item, fmt_shape, render_summary, stage_rows, text_widths
 from walkthroughs.terminal import render_walkthrough
 
@@ -51,16 +52,24 @@ def test_every_picture_link_exists_and_is_a_png(page_11b):
 
 
 def test_code_links_point_at_our_source(page_11b):
-    page, _, _, _ = page_11b
-    for link, line in re.findall(r"\]\(([^)#]+\.py)#L(\d+)\)", page.read_text()):
+    # a page inside the project (the examples) links each code excerpt to its line
+    page = PROJECT_ROOT / "walkthroughs" / "examples" / "11b-instruct.md"  # kept current by test_committed_example_pages_do_not_drift
+    links = re.findall(r"\]\(([^)#]+\.py)#L(\d+)\)", page.read_text())
+    assert len(links) > 30
+    for link, line in links:
         source = (page.parent / link).resolve()
         assert source.is_file() and int(line) <= len(source.read_text().splitlines())
+    # one written elsewhere names the file and line without a link into this installation
+    text = page_11b[0].read_text()
+    assert "`model/args.py`" in text and not re.search(r"\]\((\.\./)+[^)]*\.py", text)
 
 
 def test_tables_show_short_int_lists_and_count_what_they_leave_out(page_11b):
     text = page_11b[0].read_text()
     assert "| in | `canvas` | `(1120, 560)` |" in text  # the chosen canvas, where it once said "2 ints"
-    assert "| out | … 2 more | | |" in text  # 8 canvas candidates, 6 of them listed
+    assert "| out | `[7]` | `(1120, 560)` |" in text  # all 8 canvas candidates, the chosen one last
+    event = {"inputs": [], "outputs": [{"path": f"[{i}]", "values": [i, i]} for i in range(10)]}
+    assert shape_table(event)[-1] == "| out | … 2 more | | |"  # a longer list says what it leaves out
     assert fmt_item({"path": "", "values": [1120, 560]}) == "(1120, 560)"
     assert fmt_item({"path": "", "values": list(range(16)), "length": 18}) == "18 ints"
     assert fmt_shape({"path": "", "values": [1120, 560]}) == "2 ints"  # a stage's summary row: maybe not the output that matters
@@ -87,6 +96,8 @@ def test_terminal_walkthrough_fits_100_columns_without_colour(tiny_log):
     for stage in ("vision.pad8", "vision.local_layers", "text.cross_attention", "sampling"):
         assert f"({stage}" in text
     assert "resblocks.0-7 ×8" in text  # repeated layers folded, first shown
+    resize = next(line for line in text.splitlines() if line.startswith("The image is resized"))
+    assert re.search(r"\d+×\d+ becomes \d+×\d+", resize) and "`" not in resize  # the prose's code spans, without backticks
 
 
 def test_stage_filter_and_depth(tiny_log):

@@ -51,6 +51,7 @@ def run_context(header: dict, events: list[dict], summary: dict) -> dict:
         "image_mode": image.get("mode", ""),
         "resized_w": (resized or [0, 0])[0],
         "resized_h": (resized or [0, 0])[1],
+        "resize_kept": ": the image already fits, so it is left untouched" if resized == image.get("size") else "",
         "canvas_w": canvas[0],
         "canvas_h": canvas[1],
         "rows": rows,

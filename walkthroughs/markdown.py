@@ -109,15 +109,30 @@ def shape_table(event: dict) -> list[str]:
     return lines
 
 
+def heading(row: dict, catalog: dict) -> str:
+    """A stage's section title; the decode steps' sections say so, apart from the prefill's."""
+    title = catalog[row["stage"]].title if row["stage"] in catalog else row["stage"]
+    return title + (" (decode steps)" if row["phase"] == "decode" else "")
+
+
+def source_ref(file: str, page_dir: Path, line: int | None = None) -> str:
+    """`file:line` of our source, as a link from a page inside the project (the examples), else as
+    plain text: a link from elsewhere would point into this installation and break once the page
+    is shared, and the page's bytes would depend on the folder it went to."""
+    text = f"`{file}:{line}`" if line is not None else f"`{file}`"
+    if not page_dir.resolve().is_relative_to(PROJECT_ROOT):
+        return text
+    link = Path(os.path.relpath(PROJECT_ROOT / file, page_dir)).as_posix() + (f"#L{line}" if line is not None else "")
+    return f"[{text}]({link})"
+
+
 def code_block(src: dict | None, page_dir: Path) -> list[str]:
     found = excerpt(src)
     if not found:
         return []
     lines, start, hl = found
-    target = PROJECT_ROOT / src["file"]
-    link = Path(os.path.relpath(target, page_dir)).as_posix() + f"#L{src['line']}"
     body = [f"{'>' if start + k == hl else ' '} {line}" for k, line in enumerate(lines)]
-    return [f"[`{src['file']}:{src['line']}`]({link})", "", "```python", *body, "```"]
+    return [source_ref(src["file"], page_dir, src["line"]), "", "```python", *body, "```"]
 
 
 def tree_lines(events: list[dict], event: dict, depth: int) -> list[str]:
@@ -169,7 +184,7 @@ def render_markdown(header: dict, events: list[dict], summary: dict, page: Path,
         "N8 = N padded to a multiple of 8, W vision width, D text width, T text length, M cache length, S tokens in this step, "
         "V = I·C·N vision tokens, H/Hkv/Dh text heads/KV heads/head width, Hv/Dhv vision heads/head width, "
         "F/Fv feed-forward widths, L intermediate taps, X cross-attention layers, K vocabulary "
-        "(see [`model/args.py`](" + Path(os.path.relpath(PROJECT_ROOT / "model/args.py", page_dir)).as_posix() + ")).",
+        f"(see {source_ref('model/args.py', page_dir)}).",
         "",
         "## The flow",
         "",
@@ -179,7 +194,7 @@ def render_markdown(header: dict, events: list[dict], summary: dict, page: Path,
         "",
     ]
     for i, (row, _) in enumerate(rows, 1):
-        title = catalog[row["stage"]].title if row["stage"] in catalog else row["stage"]
+        title = heading(row, catalog)
         out.append(f"{i}. [{title}](#{anchor(i, title)})")
     out.append("")
 
@@ -190,7 +205,7 @@ def render_markdown(header: dict, events: list[dict], summary: dict, page: Path,
     for i, (row, sctx) in enumerate(rows, 1):
         sid = row["stage"]
         info = catalog.get(sid)
-        title = info.title if info else sid
+        title = heading(row, catalog)
         note = annotate(sid, sctx)
         e = row["first"]
         out += [f"## {i}. {title}", ""]

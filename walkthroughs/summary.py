@@ -13,7 +13,7 @@ from .catalog import stage_index
 
 
 MAX_SHOWN_INTS = 4  # a list of ints this short is shown whole, e.g. a canvas size (1120, 560)
-MAX_TABLE_ITEMS = 6  # inputs (and outputs) listed per event in a walkthrough's tables
+MAX_TABLE_ITEMS = 8  # inputs (and outputs) listed per event in a walkthrough's tables: all 8 canvases of 4 chunks
 
 
 def fmt_shape(item: dict) -> str:

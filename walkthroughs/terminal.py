@@ -29,6 +29,15 @@ def stats_line(item: dict) -> str:
     return f"range [{s['min']}, {s['max']}] μ={s['mean']} σ={s['std']} {flags}".rstrip()
 
 
+def prose(text: str) -> Text:
+    """An annotation for the terminal: its `code` spans in colour, without the backticks (plain
+    where colour is off). Text, not markup: '[start, end]' in the prose stays as it is."""
+    out = Text()
+    for i, part in enumerate(text.split("`")):
+        out.append(part, style="bold cyan" if i % 2 else None)
+    return out
+
+
 def shape_table(event: dict) -> Table:
     table = Table(box=box.SIMPLE, pad_edge=False, show_edge=False)
     table.add_column("", style="dim")
@@ -88,13 +97,13 @@ def render_stage_body(events: list[dict], row: dict, ctx: dict, console: Console
         facts.append(f"{fmt_count(row['flops'])} FLOPs ({ctx['flops_share']})")
     console.print(Text(" · ".join(facts), style="dim"))
     if note.what:
-        console.print(Text(note.what))  # plain text: '[start, end]' in the prose is not rich markup
+        console.print(prose(note.what))
     if note.why:
-        console.print(Text("Why: ", style="italic") + Text(note.why))
+        console.print(Text("Why: ", style="italic") + prose(note.why))
     for g in note.gotchas:
-        console.print(Text("  ! ", style="bold yellow") + Text(g))
+        console.print(Text("  ! ", style="bold yellow") + prose(g))
     if note.hf:
-        console.print(Text("  HF: ", style="bold cyan") + Text(note.hf))
+        console.print(Text("  HF: ", style="bold cyan") + prose(note.hf))
     console.print(shape_table(e))
     src = e.get("src")
     if src:

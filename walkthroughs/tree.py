@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from .summary import first_tensor, fmt_shape
+from .summary import first_tensor, fmt_item, fmt_shape
 
 _INDEX = re.compile(r"\.(\d+)$")
 
@@ -28,11 +28,23 @@ class Node:
             name = f"{self.pattern}.{first}-{last} ×{len(self.folded)}"
         if self.parent_path and name.startswith(self.parent_path + "."):
             name = name[len(self.parent_path) + 1 :]
-        outs = first_tensor(e.get("outputs", []))
-        shape = fmt_shape(outs).split(" = ")[0] if outs else ""
+        shape = _output_text(e.get("outputs", []))
         kind = e["name"] if e["kind"] == "module" else e["kind"]
         same = ", identical signature" if self.folded else ""
         return f"{name} ({kind}{same}) → {shape}" if shape else f"{name} ({kind}{same})"
+
+
+def _output_text(outputs: list[dict]) -> str:
+    """A node's output in a few characters: its shape in letters, a lone short list of ints in full
+    (a canvas: (1120, 560)), or how many of a kind there are (8 candidate canvases: 8 × 2 ints)."""
+    if len(outputs) == 1:
+        return fmt_item(outputs[0]).split(" = ")[0]
+    first = first_tensor(outputs)
+    if first is None:
+        return ""
+    if "shape" not in first and all(fmt_shape(o) == fmt_shape(first) for o in outputs):
+        return f"{len(outputs)} × {fmt_shape(first)}"
+    return fmt_shape(first).split(" = ")[0]
 
 
 def build_tree(events: list[dict], root_seq: int, include_ops: bool = False) -> Node:
