@@ -410,7 +410,12 @@ class _Source:
 
 def _load_pth(path: Path) -> dict[str, torch.Tensor]:
     try:
-        sd = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        try:
+            sd = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as err:  # torch's pre-1.6 format cannot be mapped: read it whole (more memory, the same tensors)
+            if "mmap can only be used with files saved with" not in str(err):
+                raise
+            sd = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         culprit = re.search(r"GLOBAL (\S+) was not an allowed global", str(err))
         what = f" (it calls {culprit[1]})" if culprit else ""

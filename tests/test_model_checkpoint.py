@@ -101,6 +101,16 @@ def test_meta_layout_bit_identical(tiny, tmp_path, filename):
     assert [c[0] for c in calls] == sorted(c[0] for c in calls) and len(calls) == len(sd) + 1
 
 
+def test_meta_layout_in_torchs_old_format_loads_without_mmap(tiny, tmp_path):
+    # torch.save(..., _use_new_zipfile_serialization=False): mmap refuses it ("re-download it", it said)
+    model, sd, want = tiny
+    ck.write_meta_checkpoint(tmp_path, TINY, sd, tokenizer=False)
+    torch.save(sd, tmp_path / "consolidated.00.pth", _use_new_zipfile_serialization=False)
+    loaded, _, _ = load_meta(tmp_path)
+    assert_same_model(loaded, sd)
+    assert torch.equal(logits(loaded), want)
+
+
 def test_meta_layout_converts_dtype(tiny, tmp_path):
     model, sd, _ = tiny
     ck.write_meta_checkpoint(tmp_path, TINY, sd, tokenizer=False)

@@ -133,7 +133,7 @@ def run_quiz(header: dict, events: list[dict], summary: dict, n: int, seed: int,
     sizes = [str(symbols[k]) for k in letters]
     echo(f"Give each output shape as numbers ({','.join(sizes)} or [{', '.join(sizes)}]) or with symbols ([{', '.join(letters)}]).")
     echo("symbols:")
-    for line in symbol_table_lines(symbols):
+    for line in symbol_table_lines(env):  # with the products the answers may use (BI, BIC)
         echo(f"  {line}")
     right, asked, stopped = 0, len(qs), ""
     for q in qs:
