@@ -308,6 +308,7 @@ def _emit(header, trace, summary, fmt: Format, output: Optional[Path], stage=Non
             sys.stdout.write(text)
         else:
             _write(output, text)
+            typer.echo(f"wrote {output} ({len(lines) - 2} events)")  # as for a page: the user sees where it went
         return
     head, events, closing = load_lines(lines)  # render exactly what a saved log would give
     _render(head, events, closing, fmt.value, output, stage, depth, image)
