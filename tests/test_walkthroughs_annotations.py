@@ -5,7 +5,7 @@ import re
 import pytest
 
 from tracer.log import build_lines, load_lines
-from walkthroughs.annotations import annotate, load_annotations
+from walkthroughs.annotations import annotate, fill, load_annotations
 from walkthroughs.catalog import load_catalog
 from walkthroughs.context import all_stage_contexts
 from walkthroughs.run import run
@@ -62,3 +62,8 @@ def test_prose_follows_the_model(contexts):
     assert "20" in xattn["90b-instruct"] and "20" not in xattn["11b-instruct"]
     pad = {p: text(p, "vision.pad8") for p in PRESETS}
     assert "1601" in pad["11b-instruct"] and "65" in pad["tiny"]
+
+
+def test_a_count_of_one_takes_the_singular():
+    text = fill("`{a}` chunks, `{b}` empty slots, all `{c}` empty slots", {"a": 1, "b": 1, "c": 3}, "test")
+    assert text == "`1` chunk, `1` empty slot, all `3` empty slots"

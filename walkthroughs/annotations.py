@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -30,11 +31,16 @@ def load_annotations(path: Path = ANNOTATIONS) -> dict[str, dict]:
     return tomllib.loads(path.read_text(encoding="utf-8")).get("stage", {})
 
 
+# "`1` chunks" -> "`1` chunk": the nouns the prose counts, after a filled-in number of one
+_ONE = re.compile(r"(`1`(?: empty| real| more)? )(chunk|slot|position|row|time|call|block|token|square|layer|step)s\b")
+
+
 def fill(template: str, ctx: dict, where: str) -> str:
     try:
-        return template.format_map(ctx)
+        text = template.format_map(ctx)
     except KeyError as err:
         raise TemplateError(f"{where}: the trace has no value for {{{err.args[0]}}}") from None
+    return _ONE.sub(r"\1\2", text)
 
 
 def annotate(stage_id: str, ctx: dict) -> Annotation:
