@@ -1,7 +1,8 @@
-"""Where a traced tiny run's value summaries spend their time, in place. Tiny's prefill (800x600
-image, 24 tokens) and its 16-token greedy generation, one torch thread: untraced, traced shapes
-only and traced with value summaries (CPU time, min of the rounds); then traced with value
-summaries again, with a timer around each part of `tracer.values` and `Trace._finish`.
+"""Where a traced tiny run's value summaries spend their time, in place. Tiny's prefill (the GPU
+scripts' case: an 800x600 image, 24 tokens) and a 16-token greedy generation (the bundled sample
+image, "Describe it."), one torch thread: untraced, traced shapes only and traced with value
+summaries (CPU time, min of the rounds); then traced with value summaries again, with a timer
+around each part of `tracer.values` and `Trace._finish`.
 
 A part's time includes the parts it calls (`ValueStats.add` includes the copies into batches and
 the batches summarised when full; `resolve` the batches left at the end and the rounding). The

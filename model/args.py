@@ -7,17 +7,19 @@ vision encoder's sizes inside `CrossAttentionTransformerVision`; here they are f
 
 Shape letters used throughout the project (code comments, logs, walkthroughs):
 
-    B  batch size                 I  images per sample         C  chunks (tiles) per image
-    R  chunk size in pixels       P  patches per chunk         N  tokens per chunk = P + 1 (class token)
-    N8 N padded to a multiple of 8 W  vision width              D  text model width
-    T  text length (tokens, masks) M  cache length, max_seq_len S  tokens in this step
-    V  vision keys = I * C * N    H  text attention heads       Hkv key/value heads
-    Dh text head width            Hv vision attention heads     Dhv vision head width
-    F  text feed-forward width    L  intermediate taps          X  cross-attention layers
-    K  vocabulary size
-    T <= M: as Meta's generate, T = min(prompt + tokens to generate, max_seq_len)
+    B   batch size                I   images per sample          C   chunks (tiles) per image
+    R   chunk size in pixels      P   patches per chunk          N   tokens per chunk = P + 1 (class token)
+    N8  N padded to a multiple of 8                              W   vision width
+    D   text model width          S   tokens in this step        V   vision keys = I * C * N
+    T   text length (the tokens and the masks)                   K   vocabulary size
+    M   cache length (max_seq_len: the KV caches, the causal mask)
+    H   text attention heads      Hkv key/value heads            Dh  text head width
+    Hv  vision attention heads    Dhv vision head width          L   intermediate taps
+    F   text feed-forward width   Fv  vision feed-forward width  X   cross-attention layers
     Hc, Wc  height and width in pixels of the canvas an image is padded to
-    BI = B*I and BIC = B*I*C are written as one symbol where Meta folds them into one dim.
+    T <= M: as Meta's generate, T = min(prompt + tokens to generate, max_seq_len)
+    Dh/2 (RoPE's frequency pairs) and products such as C*N8 are written as expressions;
+    BI = B*I and BIC = B*I*C as one symbol, where Meta folds them into one dim.
 """
 
 from __future__ import annotations
@@ -168,11 +170,12 @@ PARAMS_JSON_EXTENSION = (
 
 
 def read_json_object(path: Path) -> dict:
-    """A config file's JSON object; anything else (unreadable, not JSON, not an object) is a ConfigError."""
+    """A config file's JSON object; anything else (unreadable, not JSON, not an object) is a
+    ConfigError, except a PermissionError: the file is fine, the caller says what to do."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except PermissionError:
-        raise ConfigError(f"{path}: permission denied; give this user read access to it") from None
+        raise  # not the file's fault: the caller says so
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ConfigError(f"{path} is not valid JSON ({' '.join(str(err).split())})") from None
     if not isinstance(data, dict):

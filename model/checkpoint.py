@@ -94,14 +94,18 @@ class Layout:
 def detect_layout(path: str | Path) -> Layout:
     """Which checkpoint layout `path` holds. A folder with both complete layouts is read as Meta's."""
     folder = Path(path).expanduser()
+    try:
+        return _detect_layout(folder)
+    except PermissionError as err:  # from listing the folder, or from looking at a file in it
+        raise _permission_denied(Path(err.filename) if err.filename else folder) from None
+
+
+def _detect_layout(folder: Path) -> Layout:
     if not folder.exists():
         raise CheckpointError(f"checkpoint folder {folder} does not exist; pass the folder that holds the weights")
     if not folder.is_dir():
         raise CheckpointError(f"{folder} is a file, not a checkpoint folder; pass the folder that holds it ({_EXPECTED})")
-    try:
-        names = {p.name for p in folder.iterdir()}
-    except PermissionError:
-        raise _permission_denied(folder) from None
+    names = {p.name for p in folder.iterdir()}
     pths = sorted(n for n in names if n.startswith("consolidated") and n.endswith(".pth"))
     safetensors = sorted(n for n in names if n.endswith(".safetensors"))
 
@@ -161,8 +165,10 @@ def _meta_shard_files(folder: Path, names: list[str]) -> tuple[Path, ...]:
 def _read_json(path: Path) -> dict:
     try:
         return read_json_object(path)
+    except PermissionError:
+        raise _permission_denied(path) from None
     except ConfigError as err:
-        raise CheckpointError(str(err) if "permission denied" in str(err) else f"{err}; re-download it") from None
+        raise CheckpointError(f"{err}; re-download it") from None
 
 
 def _permission_denied(path: Path) -> CheckpointError:
@@ -424,7 +430,7 @@ def _load_pth(path: Path) -> dict[str, torch.Tensor]:
     except PermissionError:
         raise _permission_denied(path) from None
     except (RuntimeError, OSError, EOFError, ValueError) as err:
-        raise CheckpointError(f"{path}: cannot read it as a torch checkpoint ({_one_line(err)[:200]}); "
+        raise CheckpointError(f"{path}: cannot read it as a torch checkpoint ({_one_line(err)[:200] or type(err).__name__}); "
                               "the file is truncated or corrupt, or not saved by torch.save: re-download it") from None
     if not isinstance(sd, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in sd.items()):
         raise CheckpointError(f"{path}: expected a flat dict of tensor names to tensors (Meta's consolidated layout), "

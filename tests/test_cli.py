@@ -312,18 +312,31 @@ def test_a_nan_weight_is_named_where_it_first_shows_not_a_crash(tiny_checkpoints
     assert "text_model.layers.2.feed_forward.w1" in result.output
 
 
-def test_an_unreadable_checkpoint_says_permission_denied(tiny_checkpoints, monkeypatch):
-    from pathlib import Path
+@pytest.mark.parametrize("owner, name, what", [("pathlib:Path", "read_text", "params.json"), ("torch", "load", "consolidated.00.pth"),
+                                               ("pathlib:Path", "iterdir", "meta-tiny-instruct")])
+def test_an_unreadable_checkpoint_says_permission_denied(tiny_checkpoints, monkeypatch, owner, name, what):
+    import importlib
 
     meta, _, _ = tiny_checkpoints
+    module, _, attr = owner.partition(":")
+    target = getattr(importlib.import_module(module), attr) if attr else importlib.import_module(module)
 
-    def denied(self, *args, **kwargs):
-        raise PermissionError(13, "Permission denied", str(self))
+    def denied(first, *args, **kwargs):  # as for a file (or the folder) this user may not read
+        raise PermissionError(13, "Permission denied", str(first) if attr else str(meta / what))
 
-    monkeypatch.setattr(Path, "read_text", denied)  # as for a params.json this user may not read
+    monkeypatch.setattr(target, name, denied)
     result = runner.invoke(app, ["run", "--checkpoint", str(meta)])
-    assert result.exit_code == 2
-    assert "params.json: permission denied; give this user read access" in result.output and "re-download" not in result.output
+    assert result.exit_code == 2, result.output
+    assert f"{what}: permission denied; give this user read access" in result.output and "re-download" not in result.output
+
+
+def test_a_checkpoint_run_whose_context_cannot_fit_is_refused(tiny_checkpoints, monkeypatch):
+    from walkthroughs import run as run_module
+
+    meta, _, _ = tiny_checkpoints
+    monkeypatch.setattr(run_module, "available_memory", lambda: 8 * 2**30)  # M = 131072: a 16 GiB causal mask
+    result = runner.invoke(app, ["run", "--checkpoint", str(meta), "--max-seq-len", "131072"])
+    assert result.exit_code == 2 and result.output.strip().endswith("is free: lower --max-seq-len"), result.output
 
 
 def test_a_missing_tokenizer_file_is_a_one_line_error(monkeypatch):

@@ -1,6 +1,7 @@
 """The self-contained HTML page: nothing external, every stage, pictures inline, same bytes twice,
 and (where a chromium binary is found) a headless browser that loads it without console errors."""
 
+import html
 import re
 import shutil
 import subprocess
@@ -11,6 +12,7 @@ from PIL import Image
 from tracer.log import build_lines, load_lines
 from walkthroughs.catalog import stage_index
 from walkthroughs.html import inline, markdown_to_html, render_html
+from walkthroughs.rerun import rerun_command
 from walkthroughs.run import run
 from walkthroughs.summary import stage_rows
 
@@ -131,11 +133,12 @@ def test_chromium_keyboard_navigation_opens_stages(page, tmp_path):
 
 
 def test_the_users_text_is_shown_as_typed_not_as_markdown():
-    prompt = "a `pipe` *star* _under_ [link](x) <b>"
+    prompt = "a `pipe` *star* _under_ [link](x) <b> & ~~s~~ | \\"
     result = run(None, prompt, preset="tiny", timing=False, max_new_tokens=1)
     header, events, summary = load_lines(build_lines(result.trace, result.header, result.summary))
     page = render_html(header, events, summary, name="p.html")
     row = re.search(r"<td>prompt</td><td>(.*?)</td>", page)[1]
-    assert row.startswith("&#x27;a `pipe` *star* _under_ [link](x) &lt;b&gt;&#x27;")  # no <code>, <em> or link
-    assert "regenerate it with <code>llama-trace run --model tiny --prompt " in page and "--format html -o p.html</code>" in page
+    assert row.startswith(html.escape(repr(prompt)) + " → ")  # as typed: no <code>, <em>, link, entity or strike
+    command, _ = rerun_command(header, "p.html", "html")
+    assert f"regenerate it with <code>{html.escape(command)}</code>" in page  # whole, backticks and all
     assert "(random weights: the text means nothing)" in page

@@ -1,5 +1,6 @@
 """The command a page prints to regenerate itself: it names every option the run used."""
 
+import re
 import shlex
 
 from PIL import Image
@@ -47,8 +48,8 @@ def test_checkpoints_long_prompts_and_old_logs_say_what_they_need():
 
 
 def test_the_printed_command_writes_the_same_page(tmp_path, monkeypatch):
-    first = ["run", "--model", "tiny", "--image", "g.png", "--prompt", "Hi, what's this?", "--max-new-tokens", "2",
-             "--temperature", "0.7", "--seed", "3", "--no-timing", "-o", "a.md"]
+    first = ["run", "--model", "tiny", "--image", "g.png", "--prompt", "Hi `you`, what's this?<|eot_id|>", "--allow-special",
+             "--max-new-tokens", "2", "--temperature", "0.7", "--seed", "3", "--depth", "3", "--no-timing", "-o", "a.md"]
     pages, args = [], first
     for name in ("first", "again"):  # two folders side by side: the same links to the source
         (tmp_path / name).mkdir()
@@ -57,7 +58,7 @@ def test_the_printed_command_writes_the_same_page(tmp_path, monkeypatch):
         result = runner.invoke(app, args)
         assert result.exit_code == 0, result.output
         pages.append((tmp_path / name / "a.md").read_text(encoding="utf-8"))
-        command = pages[0].split("regenerate it with `", 1)[1].split("`", 1)[0]
+        command = re.search(r"regenerate it with (`+) ?(.+?) ?\1[ .(]", pages[0])[2]  # a longer fence: the prompt has backticks
         args = shlex.split(command)[1:]
-    assert "--seed 3" in command and "--no-timing" in command
+    assert "--seed 3" in command and "--allow-special" in command and "--depth 3" in command
     assert pages[1] == pages[0]

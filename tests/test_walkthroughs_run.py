@@ -166,12 +166,13 @@ def test_instruct_checkpoints_are_told_by_their_path(tmp_path):
     from walkthroughs.run import instruct_checkpoint
 
     snapshot = tmp_path / "hub" / "models--meta-llama--Llama-3.2-11B-Vision-Instruct" / "snapshots" / "0123abcd"
-    snapshot.mkdir(parents=True)
-    base = tmp_path / "instructions" / "Llama3.2-11B-Vision"
-    base.mkdir(parents=True)
+    (snapshot / "original").mkdir(parents=True)  # Meta's files inside the Hugging Face repository
+    base = tmp_path / "Llama3.2-11B-Vision-Instructions"
+    base.mkdir()
     (tmp_path / "Llama3.2-11B-Vision-Instruct").symlink_to(base)  # a link's own name counts
-    assert instruct_checkpoint(snapshot) and instruct_checkpoint(tmp_path / "Llama3.2-11B-Vision-Instruct")
-    assert not instruct_checkpoint(base)  # "instructions" is not "Instruct"
+    assert instruct_checkpoint(snapshot) and instruct_checkpoint(snapshot / "original")
+    assert instruct_checkpoint(tmp_path / "Llama3.2-11B-Vision-Instruct")
+    assert not instruct_checkpoint(base)  # "Instructions" is not "Instruct"
 
 
 def test_a_generation_longer_than_the_context_gets_a_note():

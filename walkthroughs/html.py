@@ -114,7 +114,7 @@ SCRIPT = """
 """
 
 _INLINE = re.compile(
-    r"\\(?P<escaped>[\\`*_\[\]!<>])"  # markdown.md_text's escapes
+    r"\\(?P<escaped>[\\`*_\[\]!<>&~|])"  # markdown.md_text's escapes
     r"|!\[(?P<ialt>[^\]]*)\]\((?P<isrc>[^)\s]+)\)"
     r"|\[(?P<label>(?:`[^`]*`|[^\]`])*)\]\((?P<href>[^)\s]+)\)"
     r"|(?P<fence>`+)(?P<code>.+?)(?<!`)(?P=fence)(?!`)"  # markdown.md_code's longer fences too

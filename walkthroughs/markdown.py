@@ -17,7 +17,7 @@ from .catalog import stage_index
 from .context import all_stage_contexts, run_context
 from .rerun import rerun_command
 from .source_excerpt import PROJECT_ROOT, excerpt
-from .summary import display_path, fmt_count, fmt_item, mode_label, nonfinite_line, phase_label, table_items
+from .summary import RANDOM_TEXT, display_path, fmt_count, fmt_item, mode_label, nonfinite_line, phase_label, random_weights, table_items
 from .tree import build_tree, walk
 
 GROUPS = [
@@ -55,12 +55,12 @@ def md_escape_cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-_MD_SPECIAL = re.compile(r"([\\`*_\[\]!<>])")
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]!<>&~|])")
 
 
 def md_text(text: str) -> str:
-    """The user's text (a prompt, generated text) as Markdown that shows it as it is: the inline
-    specials backslash-escaped (a table cell's | is `md_escape_cell`'s)."""
+    """The user's text (a prompt, generated text, a file name) as Markdown that shows it as it is:
+    the inline specials backslash-escaped, | included (so it may also stand in a table cell)."""
     return _MD_SPECIAL.sub(r"\\\1", text)
 
 
@@ -161,22 +161,22 @@ def render_markdown(header: dict, events: list[dict], summary: dict, page: Path,
     img = inputs.get("image") or {}
 
     fmt, name = regenerate or ("markdown", page.name)
-    command, note = rerun_command(header, name, fmt)
-    out = [f"# Llama 3.2 Vision {model['preset']}, traced stage by stage", ""]
+    command, note = rerun_command(header, name, fmt, depth)
+    out = [f"# Llama 3.2 Vision {md_text(model['preset'])}, traced stage by stage", ""]
     alarm = nonfinite_line(events)
     if alarm:
-        out += [f"> **Warning:** {md_escape_cell(alarm)}.", ""]
+        out += [f"> **Warning:** {md_text(alarm)}.", ""]
     out += [
         f"Every shape, count and number on this page comes from one `llama-trace` run of the "
-        f"{model['preset']} configuration in **{mode_label(header)}** ({header['dtype']}); "
-        f"regenerate it with `{command}`" + (f" ({note})." if note else "."),
+        f"{md_text(model['preset'])} configuration in **{mode_label(header)}** ({header['dtype']}); "
+        f"regenerate it with {md_code(command)}" + (f" ({md_text(note)})." if note else "."),
         "",
         "| input | value |",
         "|---|---|",
-        f"| image | {img.get('path')}, {ctx['image_w']}x{ctx['image_h']} {img.get('mode')} |",
+        f"| image | {md_text(str(img.get('path')))}, {ctx['image_w']}x{ctx['image_h']} {img.get('mode')} |",
         f"| canvas and chunks | {ctx['canvas_w']}x{ctx['canvas_h']}: {ctx['rows']} x {ctx['cols']} chunks of {ctx['R']} px, {ctx['empty_chunks']} empty slot(s) of {ctx['max_chunks']} |",
-        f"| prompt | {md_escape_cell(md_text(repr(inputs.get('prompt'))))} → {ctx['prompt_tokens']} tokens ({ctx['layout']} layout, image token at position {ctx['image_pos']}) |",
-        f"| model | {model['preset']}: D={ctx['D']}, {ctx['n_layers']} text layers + {ctx['n_xattn']} cross-attention layers, vision W={ctx['W']} with {ctx['vision_layers']} + {ctx['global_layers']} layers |",
+        f"| prompt | {md_text(repr(inputs.get('prompt')))} → {ctx['prompt_tokens']} tokens ({ctx['layout']} layout, image token at position {ctx['image_pos']}) |",
+        f"| model | {md_text(model['preset'])}: D={ctx['D']}, {ctx['n_layers']} text layers + {ctx['n_xattn']} cross-attention layers, vision W={ctx['W']} with {ctx['vision_layers']} + {ctx['global_layers']} layers |",
         f"| cost | {ctx['total_flops']} FLOPs in matmuls and attention; the vision side takes {ctx['vision_flops_share']} |",
         f"| versions | llama-trace {header['versions']['llama-trace']}, torch {header['versions']['torch']}, config {model['config_hash']} |",
         "",
@@ -237,13 +237,13 @@ def render_markdown(header: dict, events: list[dict], summary: dict, page: Path,
             out += [f"Meta's reference: {reference_link(info.meta, META_REPO)} · Hugging Face: {reference_link(info.hf, HF_REPO)}", ""]
     if "next_token" in summary:
         nt = summary["next_token"]
-        out += ["## Result", "", f"Next token after the prefill: `{nt['id']}` {md_escape_cell(md_text(repr(nt['text'])))}", ""]
+        out += ["## Result", "", f"Next token after the prefill: `{nt['id']}` {md_text(repr(nt['text']))}", ""]
         if "generated" in summary:
             g = summary["generated"]
-            random = " (random weights: the text means nothing)" if mode_label(header).endswith("random weights") else ""
-            out += [f"Generated {len(g['ids'])} token(s), stopped at {g['stopped']}: {md_escape_cell(md_text(repr(g['text'])))}{random}", ""]
+            meaning = RANDOM_TEXT if random_weights(header) else ""
+            out += [f"Generated {len(g['ids'])} token(s), stopped at {g['stopped']}: {md_text(repr(g['text']))}{meaning}", ""]
         if summary.get("top5"):
-            out += ["The five likeliest next tokens after the prefill:", "", "| id | text | logit |", "|---|---|---|"] + [f"| {t['id']} | {md_escape_cell(md_text(repr(t['text'])))} | {t['logit']} |" for t in summary["top5"]] + [""]
+            out += ["The five likeliest next tokens after the prefill:", "", "| id | text | logit |", "|---|---|---|"] + [f"| {t['id']} | {md_text(repr(t['text']))} | {t['logit']} |" for t in summary["top5"]] + [""]
     files[page] = "\n".join(out).rstrip() + "\n"
     return files
 

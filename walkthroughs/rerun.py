@@ -11,29 +11,30 @@ import shlex
 
 from model import ModelArgs, get_preset
 
-from .run import DEFAULT_PROMPT, default_mode
+from .run import DEFAULT_PROMPT, default_layout, default_mode
 
 LONGEST_INLINE_PROMPT = 200  # characters; a longer (or multi-line) prompt is read from a file
 
 
-def rerun_command(header: dict, output: str, fmt: str = "markdown") -> tuple[str, str | None]:
-    """(command, note): the command writes the page again, in `fmt`, to `output`; the note, where
-    there is one, says what the command needs that the log cannot give (a long prompt's file)."""
+def rerun_command(header: dict, output: str, fmt: str = "markdown", depth: int = 2) -> tuple[str, str | None]:
+    """(command, note): the command writes the page again, in `fmt`, to `output`, with the module
+    trees `depth` deep; the note, where there is one, says what the command needs that the log
+    cannot give (a checkpoint folder an old log does not name, a long prompt's file)."""
     model, inputs = header.get("model", {}), header.get("inputs", {})
     gen = header.get("generation") or {}
     checkpoint = model.get("checkpoint")
     preset = model.get("preset", "")
     args = ["llama-trace", "run"]
-    note = None
+    notes = []
     if checkpoint is not None or preset.startswith("checkpoint "):
         args += ["--checkpoint", checkpoint or "DIR"]
         if checkpoint is None:
-            note = "DIR: the checkpoint folder (a log written before the path was recorded does not name it)"
+            notes.append("DIR: the checkpoint folder (a log written before the path was recorded does not name it)")
         default = {"max_seq_len": ModelArgs().max_seq_len, "mode": "real", "layout": None}
     else:
         args += ["--model", preset]
         default = {"max_seq_len": get_preset(preset).max_seq_len, "mode": default_mode(preset),
-                   "layout": "chat" if preset.endswith("instruct") or preset == "tiny" else "completion"}
+                   "layout": default_layout(preset)}
     image = (inputs.get("image") or {}).get("file")
     if image and image != "bundled":
         args += ["--image", image]
@@ -41,9 +42,11 @@ def rerun_command(header: dict, output: str, fmt: str = "markdown") -> tuple[str
     if prompt != DEFAULT_PROMPT:
         if len(prompt) > LONGEST_INLINE_PROMPT or "\n" in prompt:
             args += ["--prompt-file", "prompt.txt"]
-            note = "prompt.txt: the prompt of this page, as a UTF-8 text file"
+            notes.append("prompt.txt: the prompt of this page, as a UTF-8 text file")
         else:
             args += ["--prompt", prompt]
+    if inputs.get("allow_special"):
+        args.append("--allow-special")
     if header.get("mode") != default["mode"]:
         args += ["--mode", header.get("mode")]
     if inputs.get("layout") and inputs.get("layout") != default["layout"]:
@@ -67,5 +70,7 @@ def rerun_command(header: dict, output: str, fmt: str = "markdown") -> tuple[str
         args.append("--no-values")
     if header.get("timing") is False:
         args.append("--no-timing")
+    if depth != 2:
+        args += ["--depth", str(depth)]
     args += ["--format", fmt, "-o", output]
-    return shlex.join(args), note
+    return shlex.join(args), "; ".join(notes) or None

@@ -88,14 +88,22 @@ def _logit(v: float) -> float | str:
 def instruct_checkpoint(checkpoint: Path) -> bool:
     """Whether a checkpoint folder looks like an Instruct model's: "Instruct" (not "instructions")
     in its name as given or as resolved, or, for a Hugging Face cache snapshot
-    (`models--meta-llama--Llama-3.2-11B-Vision-Instruct/snapshots/<hash>`), in the model's folder.
-    Neither format's files say it."""
+    (`models--meta-llama--Llama-3.2-11B-Vision-Instruct/snapshots/<hash>`), in the model's folder;
+    for Meta's files in a repository's `original/`, in the repository's. Neither format's files
+    say it."""
     names = []
     for path in (Path(checkpoint).absolute(), Path(checkpoint).resolve()):
+        if path.name == "original":  # Meta's files inside a Hugging Face repository
+            path = path.parent
         names.append(path.name)
         if path.parent.name == "snapshots":
             names.append(path.parent.parent.name)
     return any(re.search(r"instruct(?![a-z])", name, re.IGNORECASE) for name in names)
+
+
+def default_layout(preset: str) -> str:
+    """The prompt layout of a preset without --layout: chat for the instruct models and tiny."""
+    return "chat" if preset.endswith("instruct") or preset == "tiny" else "completion"
 
 
 def default_mode(preset: str) -> str:
@@ -230,7 +238,7 @@ def run(
         mode = mode or default_mode(preset)
         run_device = "meta" if mode == "meta" else device
         tokenizer = get_tokenizer()
-        instruct = layout == "chat" if layout else preset.endswith("instruct") or preset == "tiny"
+        instruct = layout == "chat" if layout else default_layout(preset) == "chat"
     budget = inputs.prompt_budget(tokenizer, args.max_seq_len, chat=instruct)
     if max_seq_len is not None and budget < 1:
         template = inputs.template_tokens(tokenizer, chat=instruct)
@@ -284,7 +292,8 @@ def run(
         "model": {"preset": preset, "config": args.to_dict(), "config_hash": config_hash(args),
                   **({"checkpoint": str(checkpoint)} if checkpoint is not None else {})},  # the path as given
         "inputs": {"image": image_info, "notes": notes, "prompt": prompt, "layout": "chat" if instruct else "completion",
-                   "token_ids": inp.tokens if inp else [], "vision_mask": inp.vision.mask if inp and inp.vision else []},
+                   "token_ids": inp.tokens if inp else [], "vision_mask": inp.vision.mask if inp and inp.vision else [],
+                   **({"allow_special": True} if allow_special else {})},
         "mode": mode,
         "device": run_device,
         "dtype": dtype,
@@ -293,7 +302,7 @@ def run(
         "timing": timing,
         "symbols": state["symbols"],  # the prefill's: S is the prompt length (decode steps record S = 1 themselves)
         "generation": {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p,
-                       "seed": seed if temperature > 0 or (mode == "real" and checkpoint is None) else None},  # sampling's, or tiny's weights' 
+                       "seed": seed if temperature > 0 or (mode == "real" and checkpoint is None) else None},  # sampling's, or the random weights'
     }
     summary = {"prompt_tokens": n, "total_len": total_len, "steps": len(steps)}
     if mode != "meta" and steps:

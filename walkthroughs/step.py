@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from typing import TextIO
 
 from rich.console import Console
+from rich.markup import escape
 from rich.rule import Rule
 from rich.text import Text
 
@@ -111,7 +112,7 @@ def render_stage(header: dict, events: list[dict], summary: dict, console: Conso
     phase = f" · {phase_label(row['phase'], events)}" if row["phase"] else ""
     model = header["model"]
     console.clear()
-    console.print(Rule(f"[bold]Llama 3.2 Vision {model['preset']}[/] · {mode_label(header)} · stage {index + 1}/{len(rows)}", align="left"))
+    console.print(Rule(f"[bold]Llama 3.2 Vision {escape(model['preset'])}[/] · {mode_label(header)} · stage {index + 1}/{len(rows)}", align="left"))
     console.print(Text(f"stage {index + 1}/{len(rows)}: {title}", style="bold") + Text(f"  ({sid}{phase})", style="dim"))
     render_stage_body(events, row, ctx, console, depth)
     if index == len(rows) - 1:

@@ -148,7 +148,7 @@ def result_lines(header: dict, summary: dict) -> list[str]:
     if "generated" in summary:
         g = summary["generated"]
         lines.append(f"generated {len(g['ids'])} token(s), stopped at {g['stopped']}: {g['text']!r}"
-                     + (" (random weights: the text means nothing)" if mode_label(header).endswith("random weights") else ""))
+                     + (RANDOM_TEXT if random_weights(header) else ""))
     elif "next_token" in summary:
         nt = summary["next_token"]
         lines.append(f"next token: {nt['id']} {nt['text']!r}")
@@ -160,13 +160,18 @@ def result_lines(header: dict, summary: dict) -> list[str]:
     return lines
 
 
-def mode_label(header: dict) -> str:
-    """"meta mode", "real mode" (a checkpoint's weights) or "real mode, random weights" (tiny, or
-    11b/90b with --mode real): generated text from random weights means nothing, and says so."""
-    mode = header.get("mode")
+RANDOM_TEXT = " (random weights: the text means nothing)"  # after generated text
+
+
+def random_weights(header: dict) -> bool:
+    """A real-mode run without a checkpoint: tiny, or 11b/90b with --mode real, on seeded random weights."""
     model = header.get("model", {})
-    random = mode == "real" and "checkpoint" not in model and not str(model.get("preset", "")).startswith("checkpoint ")
-    return f"{mode} mode" + (", random weights" if random else "")
+    return header.get("mode") == "real" and "checkpoint" not in model and not str(model.get("preset", "")).startswith("checkpoint ")
+
+
+def mode_label(header: dict) -> str:
+    """"meta mode", "real mode" (a checkpoint's weights) or "real mode, random weights"."""
+    return f"{header.get('mode')} mode" + (", random weights" if random_weights(header) else "")
 
 
 def stage_label(row: dict) -> str:
@@ -213,8 +218,8 @@ def render_summary(header: dict, events: list[dict], summary: dict, console: Con
     w, h = image.get("size", ["?", "?"])
     values_off = " (no value summaries)" if header.get("mode") == "real" and header.get("values") is False else ""
     console.print(
-        f"[bold]llama-trace[/] {model.get('preset')} · {mode_label(header)}{values_off} · {header.get('dtype')} on {header.get('device')} · "
-        f"image {image.get('path')} ({w}x{h} {image.get('mode')}) · {summary.get('prompt_tokens')} prompt tokens"
+        f"[bold]llama-trace[/] {escape(str(model.get('preset')))} · {mode_label(header)}{values_off} · {header.get('dtype')} on {header.get('device')} · "
+        f"image {escape(str(image.get('path')))} ({w}x{h} {image.get('mode')}) · {summary.get('prompt_tokens')} prompt tokens"
         + (f" ({header['inputs']['layout']} layout)" if header.get("inputs", {}).get("layout") else "")
     )
     timing = header.get("timing", False)
@@ -256,7 +261,7 @@ def render_summary(header: dict, events: list[dict], summary: dict, console: Con
     if summary.get("error"):
         err = summary["error"]
         src = err.get("src", {})
-        console.print(f"[bold red]failed[/] in stage {err.get('stage')} at {src.get('file')}:{src.get('line')}: {err.get('type')}: {err.get('message')}")
+        console.print(f"[bold red]failed[/] in stage {err.get('stage')} at {src.get('file')}:{src.get('line')}: {err.get('type')}: {escape(str(err.get('message')))}")
     for line in result_lines(header, summary):
         console.print(line, markup=False)
     total = sum(e.get("flops", 0) for e in events)
