@@ -163,6 +163,13 @@ def test_interactive_end_of_input_stops_the_quiz(log, log_path):
     assert "Question 3/3" not in result.stdout
 
 
+def test_typing_q_stops_the_quiz(log, log_path):
+    qs = questions(*log, 3, 1)
+    result = runner.invoke(app, ["quiz", "--log", str(log_path), "--seed", "1", "--questions", "3"], input=f"{qs[0].answer}\nq\n")
+    assert result.exit_code == 0, result.output
+    assert last_line(result.stdout) == "score: 1/1 (stopped at question 2 of 3: q)"
+
+
 def test_answers_from_standard_input(log, log_path):
     qs = questions(*log, 2, 1)
     result = runner.invoke(app, ["quiz", "--log", str(log_path), "--seed", "1", "--questions", "2", "--answers", "-"],

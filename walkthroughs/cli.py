@@ -478,7 +478,7 @@ def quiz(
         def typed_answers():
             while True:
                 try:
-                    yield typer.prompt("  your answer", default="", show_default=False)
+                    yield typer.prompt("  your answer (q to stop)", default="", show_default=False)
                 except (typer.Abort, EOFError):
                     return
 

@@ -85,6 +85,9 @@ def questions(header: dict, events: list[dict], summary: dict, n: int, seed: int
     return out_questions
 
 
+QUIT = ("q", "quit")  # typed instead of an answer: stop here, scoring the questions answered
+
+
 def symbol_env(header: dict, events: list[dict] | None = None) -> dict[str, int]:
     """The log's symbols (S as the prefill feeds it) with the run-together products (BI, BIC) the code comments use."""
     return SymbolTable(log_symbols(header, events or [])).env
@@ -146,8 +149,9 @@ def run_quiz(header: dict, events: list[dict], summary: dict, n: int, seed: int,
         if not q.inputs:
             echo("  input  (none)")
         raw = next(answers, None)
-        if raw is None and typed:  # the end of typed input
-            asked, stopped = q.number - 1, f" (stopped at question {q.number} of {len(qs)}: end of input)"
+        if typed and (raw is None or raw.strip().lower() in QUIT):  # the end of typed input, or q
+            why = "end of input" if raw is None else raw.strip()
+            asked, stopped = q.number - 1, f" (stopped at question {q.number} of {len(qs)}: {why})"
             break
         if not typed:
             echo(f"  your answer: {'(none)' if raw is None else raw.strip()}")
