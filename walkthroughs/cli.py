@@ -484,9 +484,29 @@ def quiz(
 
         source, typed = typed_answers(), True
     try:
-        run_quiz(header, events, summary, n_questions, seed, source, typer.echo, typed=typed)
+        run_quiz(header, events, summary, n_questions, seed, source, _wrapping_echo(), typed=typed)
     except QuizError as err:
         fail(str(err))
+
+
+def _wrapping_echo():
+    """typer.echo; on a terminal, lines longer than it wrapped at spaces and indented as they began
+    (a projector's 60 columns; a word, code or a shape, is never split). A pipe or a file gets the
+    lines whole, for graders' scripts."""
+    import shutil
+    import textwrap
+
+    if not sys.stdout.isatty():
+        return typer.echo
+    width = max(shutil.get_terminal_size().columns, 40)
+
+    def echo(line: str) -> None:
+        indent = " " * (len(line) - len(line.lstrip(" ")) + 2)
+        if len(line) <= width:
+            typer.echo(line)
+        else:
+            typer.echo(textwrap.fill(line, width, subsequent_indent=indent, break_long_words=False, break_on_hyphens=False))
+    return echo
 
 
 _ONE_SHOT = False  # set by the console entry point: this process runs one command, then exits
