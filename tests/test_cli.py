@@ -80,7 +80,7 @@ def test_json_to_stdout_is_json_lines():
         (["run", "--model", "tiny", "--seed", str(-(2**63) - 1)], "--seed must fit in 64 bits"),
         (["run", "--model", "tiny", "--top-p", "2"], "--top-p must be in (0, 1] (got 2.0)"),
         (["run", "--stage", "nosuch"], "no stage id starts with 'nosuch'"),
-        (["run", "--format", "json", "--stage", "vision"], "--stage applies to the terminal, walkthrough and step formats"),
+        (["run", "--format", "json", "--stage", "vision"], "--stage chooses what a view shows; the json log always holds every stage"),
         (["run", "--depth", "-1"], "--depth must be 0 or more"),
         (["run", "--device", "cuda"], "11b-instruct runs in meta mode"),
         (["run", "--checkpoint", "/no/such/folder", "--model", "90b"], "--checkpoint brings its own model"),

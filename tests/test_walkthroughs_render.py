@@ -75,6 +75,16 @@ def test_tables_show_short_int_lists_and_count_what_they_leave_out(page_11b):
     assert fmt_shape({"path": "", "values": [1120, 560]}) == "2 ints"  # a stage's summary row: maybe not the output that matters
 
 
+def test_a_page_of_some_stages(tiny_log, tmp_path):
+    header, events, summary, image = tiny_log
+    files = render_markdown(header, events, summary, tmp_path / "p.md", image=image, stage="vision.encoder_mask")
+    text = files[tmp_path / "p.md"]
+    sections = re.findall(r"^## (\d+)\. (.*)$", text, re.MULTILINE)
+    assert [title for _, title in sections] == ["Encoder attention mask"] and int(sections[0][0]) > 1  # numbered as in the whole run
+    assert sorted(p.name for p in files if p.suffix == ".png") == ["p.encoder_mask.png"]  # only its own picture
+    assert "--stage vision.encoder_mask --format markdown -o p.md" in text
+
+
 def test_markdown_and_pictures_are_byte_identical_across_runs(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     for out in (a, b):

@@ -134,8 +134,8 @@ def _check_target(fmt: str, output: Optional[Path], force: bool, stage: Optional
     if stage is not None:
         from .catalog import stage_index
 
-        if fmt not in ("terminal", "walkthrough", "step"):
-            fail(f"--stage applies to the terminal, walkthrough and step formats, not {fmt}")
+        if fmt == "json":
+            fail("--stage chooses what a view shows; the json log always holds every stage (render it with --stage later)")
         if not any(sid.startswith(stage) for sid in stage_index()):
             tops = sorted({sid.split(".")[0] for sid in stage_index()})
             fail(f"no stage id starts with {stage!r}; they start with {', '.join(tops)} (e.g. --stage vision)")
@@ -207,7 +207,7 @@ def run(
     ops: bool = typer.Option(False, "--ops", help="Also record every torch function call (view, matmul, softmax …)."),
     no_values: bool = typer.Option(False, "--no-values", help="With real weights, skip the value summaries (min, max, mean, std, NaN/Inf): shapes only, the cheapest trace."),
     fmt: Optional[Format] = typer.Option(None, "--format", help="terminal: stage summary; walkthrough: annotated, stage by stage; step: the walkthrough one stage per screen (n/space next, p back, g jump, q quit, ? help); markdown: a deep-dive page with pictures (needs -o); html: the page as one offline HTML file for a projector (j/k move); json: the JSON Lines event log (default: from the -o file's suffix, .jsonl or .json, .md, .html; else terminal)."),
-    stage: Optional[str] = typer.Option(None, "--stage", help="Only stages whose id starts with this, e.g. vision or text.cross_attention (implies the walkthrough in the terminal); with --format step, the stage to start at."),
+    stage: Optional[str] = typer.Option(None, "--stage", help="Only stages whose id starts with this, e.g. vision or text.cross_attention (in the terminal: the walkthrough; markdown and html: a page of those stages); with --format step, the stage to start at."),
     depth: int = typer.Option(2, "--depth", help="Levels of the module tree to show under each stage."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", parser=_path, help="Write to this file instead of stdout."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output file."),
@@ -324,7 +324,7 @@ def _render(header, events, summary, fmt: str, output: Optional[Path], stage=Non
         from .markdown import render_markdown, write_files
 
         try:
-            write_files(render_markdown(header, events, summary, output, image=image, depth=depth))
+            write_files(render_markdown(header, events, summary, output, image=image, depth=depth, stage=stage))
         except OSError as err:
             fail(f"cannot write {err.filename or output}: {err.strerror or err}; choose another -o path", code=1)
         typer.echo(f"wrote {output} and its pictures")
@@ -332,7 +332,7 @@ def _render(header, events, summary, fmt: str, output: Optional[Path], stage=Non
     if fmt == "html":
         from .html import render_html
 
-        text = render_html(header, events, summary, image=image, depth=depth, name=output.name if output else "page.html")
+        text = render_html(header, events, summary, image=image, depth=depth, name=output.name if output else "page.html", stage=stage)
         if output is None:
             sys.stdout.write(text)
         else:
@@ -366,7 +366,7 @@ def render(
     fmt: Optional[RenderFormat] = typer.Option(None, "--format", help="terminal: stage summary; walkthrough: annotated, stage by stage; step: the walkthrough one stage per screen; markdown: a deep-dive page with pictures (needs -o); html: the page as one offline HTML file (default: from the -o file's suffix, .md or .html; else terminal)."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", parser=_path, help="Write to this file instead of stdout."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output file."),
-    stage: Optional[str] = typer.Option(None, "--stage", help="Only stages whose id starts with this."),
+    stage: Optional[str] = typer.Option(None, "--stage", help="Only stages whose id starts with this (the walkthrough in the terminal; a page of those stages in markdown and html)."),
     depth: int = typer.Option(2, "--depth", help="Levels of the module tree to show under each stage."),
 ) -> None:
     """Show a saved log: a stage summary, the annotated walkthrough, or a Markdown page."""

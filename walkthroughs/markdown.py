@@ -146,9 +146,10 @@ def tree_lines(events: list[dict], event: dict, depth: int) -> list[str]:
 
 
 def render_markdown(header: dict, events: list[dict], summary: dict, page: Path, image: Image.Image | None = None, depth: int = 2,
-                    regenerate: tuple[str, str] | None = None) -> dict[Path, object]:
+                    regenerate: tuple[str, str] | None = None, stage: str | None = None) -> dict[Path, object]:
     """The page text and its pictures: {path: str | PIL image}. Nothing is written here. The page
-    says how to regenerate it: as `regenerate` = (format, file name), by default this page."""
+    says how to regenerate it: as `regenerate` = (format, file name), by default this page. With
+    `stage`, only the stages whose id starts with it get a section (numbered as in the whole run)."""
     page = Path(page)
     page_dir = page.parent
     stem = page.stem
@@ -161,7 +162,7 @@ def render_markdown(header: dict, events: list[dict], summary: dict, page: Path,
     img = inputs.get("image") or {}
 
     fmt, name = regenerate or ("markdown", page.name)
-    command, note = rerun_command(header, name, fmt, depth)
+    command, note = rerun_command(header, name, fmt, depth, stage)
     out = [f"# Llama 3.2 Vision {md_text(model['preset'])}, traced stage by stage", ""]
     alarm = nonfinite_line(events)
     if alarm:
@@ -193,16 +194,18 @@ def render_markdown(header: dict, events: list[dict], summary: dict, page: Path,
         "## Contents",
         "",
     ]
-    for i, (row, _) in enumerate(rows, 1):
+    sections = [(i, row, sctx) for i, (row, sctx) in enumerate(rows, 1) if stage is None or row["stage"].startswith(stage)]
+    for i, row, _ in sections:
         title = heading(row, catalog)
         out.append(f"{i}. [{title}](#{anchor(i, title)})")
     out.append("")
 
-    pics = _pictures(header, events, summary, ctx, stem, image)
-    files.update({page_dir / name: pic for name, (pic, _) in pics.items()})
     placed = {"image.pad": ["canvas"], "image.chunks": ["chunks"], "vision.encoder_mask": ["encoder_mask"], "masks.expand": ["xattn_mask"]}
+    shown = {f"{stem}.{key}.png" for _, row, _ in sections for key in placed.get(row["stage"], [])}
+    pics = {name: pic for name, pic in _pictures(header, events, summary, ctx, stem, image).items() if name in shown}
+    files.update({page_dir / name: pic for name, (pic, _) in pics.items()})
 
-    for i, (row, sctx) in enumerate(rows, 1):
+    for i, row, sctx in sections:
         sid = row["stage"]
         info = catalog.get(sid)
         title = heading(row, catalog)

@@ -16,9 +16,9 @@ from .run import DEFAULT_PROMPT, default_layout, default_mode
 LONGEST_INLINE_PROMPT = 200  # characters; a longer (or multi-line) prompt is read from a file
 
 
-def rerun_command(header: dict, output: str, fmt: str = "markdown", depth: int = 2) -> tuple[str, str | None]:
+def rerun_command(header: dict, output: str, fmt: str = "markdown", depth: int = 2, stage: str | None = None) -> tuple[str, str | None]:
     """(command, note): the command writes the page again, in `fmt`, to `output`, with the module
-    trees `depth` deep; the note, where there is one, says what the command needs that the log
+    trees `depth` deep and only the stages `stage` starts (all by default); the note, where there is one, says what the command needs that the log
     cannot give (a checkpoint folder an old log does not name, a long prompt's file)."""
     model, inputs = header.get("model", {}), header.get("inputs", {})
     gen = header.get("generation") or {}
@@ -70,6 +70,8 @@ def rerun_command(header: dict, output: str, fmt: str = "markdown", depth: int =
         args.append("--no-values")
     if header.get("timing") is False:
         args.append("--no-timing")
+    if stage is not None:
+        args += ["--stage", stage]
     if depth != 2:
         args += ["--depth", str(depth)]
     args += ["--format", fmt, "-o", output]
