@@ -138,3 +138,12 @@ def test_piped_output_is_plain_and_errors_are_one_line(logs, tmp_path):
     out.write_text("x")
     result = runner.invoke(app, ["diff", str(logs["11b-instruct.jsonl"]), str(logs["11b-instruct.jsonl"]), "-o", str(out)])
     assert result.exit_code == 2 and "--force" in result.output
+
+
+def test_piped_text_takes_the_columns_asked_for(logs, tmp_path, monkeypatch):
+    a, b = (logs[name] for name in CASES["11b_vs_90b"])
+    monkeypatch.setenv("COLUMNS", "80")
+    result = runner.invoke(app, ["diff", str(a), str(b)])
+    assert result.exit_code == 0 and max(len(line) for line in result.stdout.splitlines()) <= 80
+    written = _diff_text(logs, tmp_path, "11b_vs_90b", "terminal")  # a file keeps the golden files' fixed width
+    assert max(len(line) for line in written.splitlines()) > 80

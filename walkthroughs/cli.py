@@ -420,8 +420,9 @@ def diff(
     elif output is None and sys.stdout.isatty():
         render_terminal(result, _console())
         return
-    else:  # piped or to a file: plain text at a fixed width
-        text = render_text(result)
+    else:  # piped or to a file: plain text at a fixed width (piped: the COLUMNS asked for, where one is set)
+        columns = os.environ.get("COLUMNS", "") if output is None else ""
+        text = render_text(result, width=int(columns) if columns.isdigit() and int(columns) >= 60 else 140)
     if output is None:
         sys.stdout.write(text)
     else:
