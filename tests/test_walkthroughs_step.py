@@ -50,6 +50,14 @@ def test_next_back_and_quit_show_the_screens_in_order(tiny_log, stage_ids):
     assert f"[stage 2/{n}]" in text.splitlines()[-2] and text.rstrip().endswith("bye.")
 
 
+def test_d_hides_the_code_and_modules_for_short_screens(tiny_log):
+    _, full = drive(tiny_log, ["q"], start_stage="vision.local_layers")
+    _, short = drive(tiny_log, ["d", "q"], start_stage="vision.local_layers")
+    last = re.split(r"^stage \d+/\d+: ", short, flags=re.M)[-1]  # the screen shown again after d
+    assert "╭─" in full and "╭─" not in last and "[BI, C*N8, W]" in last  # the code panel gone, the shapes kept
+    assert "code and modules hidden: d shows them again." in short
+
+
 def test_jump_by_id_number_and_prefix(tiny_log, stage_ids):
     shown, _ = drive(tiny_log, ["g", "vision.model", "g", "3", "g text.cross", "g", "nope", "q"])
     assert shown == ["prompt", "vision.model", stage_ids[2], "text.cross_attention"]

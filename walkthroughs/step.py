@@ -28,11 +28,13 @@ from .terminal import render_stage_body
 NEXT = {"n", " ", "\r", "\n", "j", "\x1b[C", "\x1b[B"}
 BACK = {"p", "b", "k", "\x1b[D", "\x1b[A"}
 QUIT = {"q", "\x03", "\x04", "\x1b"}
+DETAILS = "d"
 HELP_TEXT = (
     "keys: [bold]n[/], space, enter or → next · [bold]p[/], [bold]b[/] or ← back · "
-    "[bold]g[/] then a stage id or number: jump · [bold]q[/] quit · [bold]?[/] this help"
+    "[bold]g[/] then a stage id or number: jump · [bold]d[/] code and modules off/on (short screens) · "
+    "[bold]q[/] quit · [bold]?[/] this help"
 )
-HINT = "n next · p back · g jump · q quit · ? help"
+HINT = "n next · p back · g jump · d details · q quit · ? help"
 
 
 class LineKeys:
@@ -102,8 +104,9 @@ def stdin_keys(stream: TextIO | None = None):
 
 
 def render_stage(header: dict, events: list[dict], summary: dict, console: Console, rows: list[tuple[dict, dict]],
-                 index: int, depth: int = 2) -> None:
-    """One screen: the title bar with "stage i/N", then what `render_walkthrough` shows for that stage."""
+                 index: int, depth: int = 2, details: bool = True) -> None:
+    """One screen: the title bar with "stage i/N", then what `render_walkthrough` shows for that
+    stage (without the code and modules unless `details`)."""
     catalog = stage_index()
     row, ctx = rows[index]
     sid = row["stage"]
@@ -114,7 +117,7 @@ def render_stage(header: dict, events: list[dict], summary: dict, console: Conso
     console.clear()
     console.print(Rule(f"[bold]Llama 3.2 Vision {escape(model['preset'])}[/] · {mode_label(header)} · stage {index + 1}/{len(rows)}", align="left"))
     console.print(Text(f"stage {index + 1}/{len(rows)}: {title}", style="bold") + Text(f"  ({sid}{phase})", style="dim"))
-    render_stage_body(events, row, ctx, console, depth)
+    render_stage_body(events, row, ctx, console, depth, details)
     if index == len(rows) - 1:
         for line in result_lines(header, summary):
             console.print(line, markup=False)
@@ -153,9 +156,10 @@ def step_through(header: dict, events: list[dict], summary: dict, console: Conso
         else:
             index = found
     shown: list[str] = []
+    details = True
 
     def show(i: int) -> None:
-        render_stage(header, events, summary, console, rows, i, depth)
+        render_stage(header, events, summary, console, rows, i, depth, details)
         shown.append(rows[i][0]["stage"])
 
     def status(message: str = "") -> None:
@@ -191,6 +195,10 @@ def step_through(header: dict, events: list[dict], summary: dict, console: Conso
             index -= 1
             show(index)
             status()
+        elif key == DETAILS:
+            details = not details
+            show(index)
+            status("code and modules " + ("shown." if details else "hidden: d shows them again."))
         elif key == "?" or key == "h":
             console.print(Text.from_markup(HELP_TEXT))
             console.print("stages: " + " ".join(f"{i}:{row['stage']}" for i, (row, _) in enumerate(rows, 1)), style="dim")

@@ -85,8 +85,9 @@ def module_tree(events: list[dict], event: dict, depth: int) -> Tree | None:
     return tree
 
 
-def render_stage_body(events: list[dict], row: dict, ctx: dict, console: Console, depth: int) -> None:
-    """What every view shows of one stage under its title: facts, prose, shapes, source, modules, references."""
+def render_stage_body(events: list[dict], row: dict, ctx: dict, console: Console, depth: int, details: bool = True) -> None:
+    """What every view shows of one stage under its title: facts, prose, shapes, and with `details`
+    the source, the modules and the references (step mode's `d` leaves them out, for short screens)."""
     sid, e = row["stage"], row["first"]
     info = stage_index().get(sid)
     note = annotate(sid, ctx)
@@ -105,6 +106,8 @@ def render_stage_body(events: list[dict], row: dict, ctx: dict, console: Console
     if note.hf:
         console.print(Text("  HF: ", style="bold cyan") + prose(note.hf))
     console.print(shape_table(e))
+    if not details:
+        return
     src = e.get("src")
     if src:
         console.print(Panel(code_panel(src), title=f"{src['file']}:{src['line']}", title_align="left", box=box.ROUNDED, expand=True))
