@@ -150,7 +150,7 @@ def render_workshop(big: dict, tiny: dict) -> str:
         "```",
         "",
         "Step mode shows one stage per screen: `n`/space/enter next, `p`/`b` back, `g` and a stage id or number to jump, "
-        "`q` to quit, `?` for help.",
+        "`d` to hide the code and modules when a stage is taller than the projector's screen, `q` to quit, `?` for help.",
         "",
         f"Each chunk becomes {b['grid']} x {b['grid']} = P = {b['P']} patches of {b['patch']} px "
         f"(`vision.patch_embed` → `{s.get('vision.patch_embed')}`), plus a class token: N = {b['N']} tokens, "
