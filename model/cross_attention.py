@@ -27,8 +27,8 @@ class CrossAttention(nn.Module):
     def compute_xattn_kv_cache(self, xattn_tokens: torch.Tensor) -> torch.Tensor:
         """Vision tokens [B, V, D] -> stacked K and V [2, B, H, V, Dh]."""
         bsz, seqlen_y, _ = xattn_tokens.shape
-        xk = self.wk(xattn_tokens).view(bsz, seqlen_y, self.n_kv_heads, self.head_dim)  # [B, V, Hkv, Dh]
-        xv = self.wv(xattn_tokens).view(bsz, seqlen_y, self.n_kv_heads, self.head_dim)  # [B, V, Hkv, Dh]
+        xk = self.wk(xattn_tokens).view(bsz, seqlen_y, self.n_kv_heads, self.head_dim)  # [B, V, D] -> [B, V, Hkv*Dh] -> [B, V, Hkv, Dh]
+        xv = self.wv(xattn_tokens).view(bsz, seqlen_y, self.n_kv_heads, self.head_dim)  # [B, V, D] -> [B, V, Hkv*Dh] -> [B, V, Hkv, Dh]
         xk = xk.transpose(1, 2).repeat_interleave(self.n_rep, dim=1)  # [B, H, V, Dh]
         xv = xv.transpose(1, 2).repeat_interleave(self.n_rep, dim=1)  # [B, H, V, Dh]
         xk = self.k_norm(xk)  # [B, H, V, Dh]: normalised after the repeat; V is not normalised
@@ -36,7 +36,7 @@ class CrossAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, xattn_mask: torch.Tensor, full_text_row_masked_out_mask: torch.Tensor, xattn_cache: torch.Tensor) -> torch.Tensor:
         bsz, seqlen, _ = x.shape
-        xq = self.wq(x).view(bsz, seqlen, self.n_heads, self.head_dim)  # [B, S, H, Dh]
+        xq = self.wq(x).view(bsz, seqlen, self.n_heads, self.head_dim)  # [B, S, D] -> [B, S, H*Dh] -> [B, S, H, Dh]
         xq = self.q_norm(xq).transpose(1, 2)  # [B, S, H, Dh] -> [B, H, S, Dh]
         xk, xv = xattn_cache  # [B, H, V, Dh] each
         out = F.scaled_dot_product_attention(xq, xk, xv, attn_mask=xattn_mask)  # [B, H, S, Dh]

@@ -62,9 +62,9 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, freqs_cis: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
         bs, slen, _ = x.shape
-        xq = self.wq(x).view(bs, slen, self.n_heads, self.head_dim)  # [B, S, H, Dh]
-        xk = self.wk(x).view(bs, slen, self.n_kv_heads, self.head_dim)  # [B, S, Hkv, Dh]
-        xv = self.wv(x).view(bs, slen, self.n_kv_heads, self.head_dim)  # [B, S, Hkv, Dh]
+        xq = self.wq(x).view(bs, slen, self.n_heads, self.head_dim)  # [B, S, D] -> [B, S, H*Dh] -> [B, S, H, Dh]
+        xk = self.wk(x).view(bs, slen, self.n_kv_heads, self.head_dim)  # [B, S, D] -> [B, S, Hkv*Dh] -> [B, S, Hkv, Dh]
+        xv = self.wv(x).view(bs, slen, self.n_kv_heads, self.head_dim)  # [B, S, D] -> [B, S, Hkv*Dh] -> [B, S, Hkv, Dh]
         xq, xk = apply_rotary_emb(xq, xk, freqs_cis)  # [B, S, H, Dh], [B, S, Hkv, Dh]
 
         self.key_cache[:bs, position_ids] = xk
