@@ -178,7 +178,7 @@ def render_markdown(header: dict, events: list[dict], summary: dict, page: Path,
         f"| canvas and chunks | {ctx['canvas_w']}x{ctx['canvas_h']}: {ctx['rows']} x {ctx['cols']} chunks of {ctx['R']} px, {ctx['empty_chunks']} empty slot(s) of {ctx['max_chunks']} |",
         f"| prompt | {md_text(repr(inputs.get('prompt')))} → {ctx['prompt_tokens']} tokens ({ctx['layout']} layout, image token at position {ctx['image_pos']}) |",
         f"| model | {md_text(model['preset'])}: D={ctx['D']}, {ctx['n_layers']} text layers + {ctx['n_xattn']} cross-attention layers, vision W={ctx['W']} with {ctx['vision_layers']} + {ctx['global_layers']} layers |",
-        f"| cost | {ctx['total_flops']} FLOPs in matmuls and attention; the vision side takes {ctx['vision_flops_share']} |",
+        f"| cost | {ctx['total_flops']} FLOPs in matmuls and attention; the image side takes {ctx['vision_flops_share']} (the encoder and projection {ctx['encoder_flops_share']}) |",
         f"| versions | llama-trace {header['versions']['llama-trace']}, torch {header['versions']['torch']}, config {model['config_hash']} |",
         "",
         "Shape letters: B batch, I images, C chunks, R chunk pixels, P patches, N = P + 1 tokens per chunk, "

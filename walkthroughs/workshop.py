@@ -119,7 +119,7 @@ def render_workshop(big: dict, tiny: dict) -> str:
         "```",
         "",
         f"The first command traces the 11B-Instruct model on the meta device: {b['n_stages']} stages, "
-        f"{b['n_events']} events, {b['total_flops']} FLOPs in matmuls and attention, {b['vision_flops_share']} of them on the vision side. "
+        f"{b['n_events']} events, {b['total_flops']} FLOPs in matmuls and attention, {b['vision_flops_share']} of them on the image side ({b['encoder_flops_share']} in the encoder and projection). "
         "The second saves the event log for later blocks (`--no-timing` makes it byte-identical on every run).",
         "",
         "**Exercise 1.** Read the summary table top to bottom. In which order do the image and the text meet the model? "
