@@ -10,21 +10,14 @@ if str(ROOT) not in sys.path:
 
 torch.set_num_threads(2)
 
+from logs import logged  # noqa: E402  (tests/ is on sys.path, as for checkpoints.py)
+
 
 @pytest.fixture(scope="session")
 def tokenizer():
     from model import get_tokenizer
 
     return get_tokenizer()
-
-
-def logged(preset: str, prompt: str = "Describe this image in one sentence.", image=None) -> tuple:
-    """(header, events, summary, image) of a run without timings, as a saved log loads back."""
-    from tracer.log import build_lines, load_lines
-    from walkthroughs.run import run
-
-    result = run(image, prompt, preset=preset, timing=False)
-    return (*load_lines(build_lines(result.trace, result.header, result.summary)), result.image)
 
 
 @pytest.fixture(scope="session")

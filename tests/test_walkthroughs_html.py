@@ -9,11 +9,10 @@ import subprocess
 import pytest
 from PIL import Image
 
-from tracer.log import build_lines, load_lines
+from logs import logged
 from walkthroughs.catalog import stage_index
 from walkthroughs.html import inline, markdown_to_html, render_html
-from walkthroughs.rerun import rerun_command
-from walkthroughs.run import run
+from walkthroughs.regenerate import regenerate_command
 from walkthroughs.summary import stage_rows
 
 CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
@@ -21,10 +20,8 @@ needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    result = run(None, "Describe this image in one sentence.", preset="tiny", timing=False)
-    header, events, summary = load_lines(build_lines(result.trace, result.header, result.summary))
-    return header, events, summary, result.image
+def tiny(tiny_log):
+    return tiny_log
 
 
 @pytest.fixture(scope="module")
@@ -134,11 +131,10 @@ def test_chromium_keyboard_navigation_opens_stages(page, tmp_path):
 
 def test_the_users_text_is_shown_as_typed_not_as_markdown():
     prompt = "a `pipe` *star* _under_ [link](x) <b> & ~~s~~ | \\"
-    result = run(None, prompt, preset="tiny", timing=False, max_new_tokens=1)
-    header, events, summary = load_lines(build_lines(result.trace, result.header, result.summary))
+    header, events, summary, _ = logged("tiny", prompt, max_new_tokens=1)
     page = render_html(header, events, summary, name="p.html")
     row = re.search(r"<td>prompt</td><td>(.*?)</td>", page)[1]
     assert row.startswith(html.escape(repr(prompt)) + " → ")  # as typed: no <code>, <em>, link, entity or strike
-    command, _ = rerun_command(header, "p.html", "html")
+    command, _ = regenerate_command(header, "p.html", "html")
     assert f"regenerate it with <code>{html.escape(command)}</code>" in page  # whole, backticks and all
     assert "(random weights: the text means nothing)" in page

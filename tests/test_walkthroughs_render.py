@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 from rich.console import Console
 
-from conftest import logged
+from logs import logged
 from walkthroughs.catalog import stage_index
 from walkthroughs.examples_build import PRESETS, example_files
 from walkthroughs.markdown import render_markdown, shape_table, write_files

@@ -197,7 +197,7 @@ def _path(text: str) -> Path:
 _path.__name__ = "path"  # what --help shows as the type: <path>, as for a plain Path
 
 
-@app.command()
+@app.command()  # walkthroughs/regenerate.py writes this command back from a log, its defaults left out: keep them in step
 def run(
     image: Optional[Path] = typer.Option(None, "--image", parser=_path, help="Image file (default: the bundled 1000x500 sample)."),
     prompt: Optional[str] = typer.Option(None, "--prompt", help="Text that follows the image (default: 'Describe this image in one sentence.')."),
@@ -308,7 +308,7 @@ def _emit(header, trace, summary, fmt: Format, output: Optional[Path], stage=Non
             sys.stdout.write(text)
         else:
             _write(output, text)
-            typer.echo(f"wrote {output} ({len(lines) - 2} events)")  # as for a page: the user sees where it went
+            typer.echo(f"wrote {output} ({len(trace.events)} events)")  # as for a page: the user sees where it went
         return
     head, events, closing = load_lines(lines)  # render exactly what a saved log would give
     _render(head, events, closing, fmt.value, output, stage, depth, image)
@@ -401,7 +401,7 @@ def diff(
     """Compare two logs: config, symbols, each stage's output shape (A → B, by shape letter), params, FLOPs, events."""
     from tracer.log import LogError
 
-    from .diff import Log, compare, render_markdown, render_terminal, render_text
+    from .diff import TEXT_WIDTH, Log, compare, render_markdown, render_terminal, render_text
     from .log_check import load_run_log
 
     output = _stdout_if_dash(output)
@@ -422,7 +422,7 @@ def diff(
         return
     else:  # piped or to a file: plain text at a fixed width (piped: the COLUMNS asked for, where one is set)
         columns = os.environ.get("COLUMNS", "") if output is None else ""
-        text = render_text(result, width=int(columns) if columns.isdigit() and int(columns) >= 60 else 140)
+        text = render_text(result, width=int(columns) if columns.isdigit() and int(columns) >= 60 else TEXT_WIDTH)
     if output is None:
         sys.stdout.write(text)
     else:

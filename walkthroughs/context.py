@@ -7,7 +7,7 @@ values of one stage: its first input/output shapes, call count, parameters, FLOP
 
 from __future__ import annotations
 
-from .summary import first_tensor, fmt_count, fmt_shape, stage_rows
+from .summary import first_tensor, fmt_count, fmt_shape, phase_length, stage_rows
 
 
 def find_event(events: list[dict], **where) -> dict | None:
@@ -36,9 +36,13 @@ def run_context(header: dict, events: list[dict], summary: dict) -> dict:
     resize = find_event(events, stage="image.resize")
     resized = (resize["outputs"][0].get("image") or {}).get("size", image.get("size")) if resize else image.get("size")
     mask = header["inputs"].get("vision_mask") or [[None, None]]
-    total = sum(e.get("flops", 0) for e in events)
-    vision = sum(e.get("flops", 0) for e in events if (e.get("stage") or "").startswith(("vision.", "image.", "xattn.")))
-    encoder = sum(e.get("flops", 0) for e in events if (e.get("stage") or "").startswith("vision."))  # encoder and projection
+    def flops(*stages: str) -> int:  # of the stages whose ids start so; all of them without
+        return sum(e.get("flops", 0) for e in events if not stages or (e.get("stage") or "").startswith(stages))
+
+    def share(n: int) -> str:
+        return f"{100 * n / total:.0f}%" if total else "n/a"
+
+    total = flops()
     taps = cfg["vision_return_intermediate"]
     heads = cfg["n_heads"] // cfg["n_kv_heads"]
     ctx = {
@@ -79,9 +83,9 @@ def run_context(header: dict, events: list[dict], summary: dict) -> dict:
         "rope_theta": int(cfg["rope_theta"]),
         "norm_eps": cfg["norm_eps"],
         "total_flops": fmt_count(total),
-        "vision_flops_share": f"{100 * vision / total:.0f}%" if total else "n/a",  # image side: the encoder, projection, xattn K/V
-        "encoder_flops_share": f"{100 * encoder / total:.0f}%" if total else "n/a",
-        "xattn_kv_flops_share": f"{100 * (vision - encoder) / total:.0f}%" if total else "n/a",
+        "vision_flops_share": share(flops("vision.", "image.", "xattn.")),  # the image side
+        "encoder_flops_share": share(flops("vision.")),  # the encoder and projection
+        "xattn_kv_flops_share": share(flops("xattn.")),
     }
     return ctx
 
@@ -119,7 +123,5 @@ def _phase_symbols(event: dict, by_seq: dict[int, dict]) -> dict:
     (a decode step's 1 where the header has the prompt's length)."""
     while event is not None and event["kind"] != "phase":
         event = by_seq.get(event.get("parent"))
-    positions = ((event or {}).get("info") or {}).get("positions")
-    if isinstance(positions, list) and len(positions) == 2 and all(type(p) is int for p in positions):
-        return {"S": positions[1] - positions[0]}
-    return {}
+    length = phase_length(event)
+    return {} if length is None else {"S": length}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from rich.table import Table
 from tracer.symbols import SymbolTable
 
 from .context import run_context
-from .summary import first_tensor, fmt_count, fmt_shape, phase_label, stage_rows
+from .summary import first_tensor, fmt_count, fmt_shape, phase_label, phase_length, stage_rows
 
 ARROW = "→"
 _NAME = re.compile(r"[A-Za-z_][A-Za-z_0-9]*")
@@ -32,13 +33,13 @@ FACTS = ("chunks", "rows", "cols", "canvas_w", "canvas_h", "resized_w", "resized
 
 
 def log_symbols(header: dict, events: list[dict]) -> dict[str, int]:
-    """The header's shape symbols, with S as the prefill feeds it: a multi-step run's header keeps
-    the last decode step's S (1), while the stages compared here are the prefill's."""
+    """The header's shape symbols, with S as the prefill feeds it (its phase event's positions),
+    where the log has a prefill."""
     symbols = dict(header.get("symbols", {}))
     prefill = next((e for e in events if e["kind"] == "phase" and e.get("path") == "prefill"), None)
-    positions = ((prefill or {}).get("info") or {}).get("positions")
-    if "S" in symbols and positions and len(positions) == 2:
-        symbols["S"] = positions[1] - positions[0]
+    length = phase_length(prefill)
+    if "S" in symbols and length is not None:
+        symbols["S"] = length
     return symbols
 
 
@@ -54,9 +55,11 @@ class Log:
     symbols: dict = field(init=False)
     env: dict = field(init=False)
     facts: dict = field(init=False)
+    phase_stage_events: Counter = field(init=False)  # (phase, stage) -> events
 
     def __post_init__(self) -> None:
         self.rows = stage_rows(self.events)
+        self.phase_stage_events = Counter((e.get("phase"), e.get("stage")) for e in self.events)
         self.symbols = log_symbols(self.header, self.events)
         self.env = SymbolTable(self.symbols).env
         try:
@@ -67,7 +70,7 @@ class Log:
 
     def stage_events(self, phase: str | None, stage: str) -> int:
         """Events of `stage` recorded in `phase` (the summary's per-stage counts add up the phases)."""
-        return sum(1 for e in self.events if e.get("stage") == stage and e.get("phase") == phase)
+        return self.phase_stage_events[(phase, stage)]
 
 
 @dataclass
@@ -412,8 +415,11 @@ def render_markdown(diff: Diff) -> str:
     return "\n".join(out) + "\n"
 
 
-def render_text(diff: Diff, width: int = 140) -> str:
-    """The terminal rendering as plain text, at a fixed width (for -o and golden files)."""
+TEXT_WIDTH = 140  # of the plain text a file gets (and a pipe, where no COLUMNS is set)
+
+
+def render_text(diff: Diff, width: int = TEXT_WIDTH) -> str:
+    """The terminal rendering as plain text, `width` wide (a file's and the golden files': TEXT_WIDTH)."""
     import io
 
     console = Console(record=True, no_color=True, width=width, file=io.StringIO(), highlight=False, soft_wrap=False)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from .markdown import anchor, render_markdown
+from .markdown import MD_SPECIALS, anchor, render_markdown
 from .pictures import png_bytes
 from .source_excerpt import PROJECT_ROOT
 
@@ -114,7 +114,7 @@ SCRIPT = """
 """
 
 _INLINE = re.compile(
-    r"\\(?P<escaped>[\\`*_\[\]!<>&~|])"  # markdown.md_text's escapes
+    rf"\\(?P<escaped>{MD_SPECIALS})"  # markdown.md_text's escapes
     r"|!\[(?P<ialt>[^\]]*)\]\((?P<isrc>[^)\s]+)\)"
     r"|\[(?P<label>(?:`[^`]*`|[^\]`])*)\]\((?P<href>[^)\s]+)\)"
     r"|(?P<fence>`+)(?P<code>.+?)(?<!`)(?P=fence)(?!`)"  # markdown.md_code's longer fences too

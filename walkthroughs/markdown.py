@@ -15,7 +15,7 @@ from . import pictures
 from .annotations import annotate
 from .catalog import stage_index
 from .context import all_stage_contexts, run_context
-from .rerun import rerun_command
+from .regenerate import regenerate_command
 from .source_excerpt import PROJECT_ROOT, excerpt
 from .summary import RANDOM_TEXT, display_path, fmt_count, fmt_item, mode_label, nonfinite_line, phase_label, random_weights, table_items
 from .tree import build_tree, walk
@@ -55,7 +55,8 @@ def md_escape_cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-_MD_SPECIAL = re.compile(r"([\\`*_\[\]!<>&~|])")
+MD_SPECIALS = r"[\\`*_\[\]!<>&~|]"  # what md_text escapes; html.inline reads the escapes back
+_MD_SPECIAL = re.compile(f"({MD_SPECIALS})")
 
 
 def md_text(text: str) -> str:
@@ -162,7 +163,7 @@ def render_markdown(header: dict, events: list[dict], summary: dict, page: Path,
     img = inputs.get("image") or {}
 
     fmt, name = regenerate or ("markdown", page.name)
-    command, note = rerun_command(header, name, fmt, depth, stage)
+    command, note = regenerate_command(header, name, fmt, depth, stage)
     out = [f"# Llama 3.2 Vision {md_text(model['preset'])}, traced stage by stage", ""]
     alarm = nonfinite_line(events)
     if alarm:

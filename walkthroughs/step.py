@@ -22,7 +22,7 @@ from rich.text import Text
 
 from .catalog import stage_index
 from .context import all_stage_contexts
-from .summary import mode_label, phase_label, result_lines
+from .summary import mode_label, phase_label, print_nonfinite, result_lines
 from .terminal import render_stage_body
 
 NEXT = {"n", " ", "\r", "\n", "j", "\x1b[C", "\x1b[B"}
@@ -117,6 +117,7 @@ def render_stage(header: dict, events: list[dict], summary: dict, console: Conso
     console.clear()
     console.print(Rule(f"[bold]Llama 3.2 Vision {escape(model['preset'])}[/] · {mode_label(header)} · stage {index + 1}/{len(rows)}", align="left"))
     console.print(Text(f"stage {index + 1}/{len(rows)}: {title}", style="bold") + Text(f"  ({sid}{phase})", style="dim"))
+    print_nonfinite(events, console)
     render_stage_body(events, row, ctx, console, depth, details)
     if index == len(rows) - 1:
         for line in result_lines(header, summary):

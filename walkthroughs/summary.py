@@ -123,6 +123,21 @@ def nonfinite_line(events: list[dict]) -> str | None:
             f"{counts}; everything computed from it is suspect")
 
 
+def print_nonfinite(events: list[dict], console: Console) -> None:
+    """The `nonfinite_line` warning, in red, where the run has NaN or Inf."""
+    alarm = nonfinite_line(events)
+    if alarm:
+        console.print(f"[bold red]{escape(alarm)}[/]")
+
+
+def phase_length(phase_event: dict | None) -> int | None:
+    """S of a phase event (prefill, a decode step): how many positions it feeds, from its info."""
+    positions = ((phase_event or {}).get("info") or {}).get("positions")
+    if isinstance(positions, list) and len(positions) == 2 and all(type(p) is int for p in positions):
+        return positions[1] - positions[0]
+    return None
+
+
 def phase_label(phase: str | None, events: list[dict]) -> str:
     """'prefill', or the folded decode steps: 'decode steps 1-15 (×15, one position each)'."""
     if phase is None:
@@ -163,10 +178,15 @@ def result_lines(header: dict, summary: dict) -> list[str]:
 RANDOM_TEXT = " (random weights: the text means nothing)"  # after generated text
 
 
+def from_checkpoint(header: dict) -> bool:
+    """Whether the run loaded a checkpoint (a log from before the path was recorded: by its preset)."""
+    model = header.get("model", {})
+    return "checkpoint" in model or str(model.get("preset", "")).startswith("checkpoint ")
+
+
 def random_weights(header: dict) -> bool:
     """A real-mode run without a checkpoint: tiny, or 11b/90b with --mode real, on seeded random weights."""
-    model = header.get("model", {})
-    return header.get("mode") == "real" and "checkpoint" not in model and not str(model.get("preset", "")).startswith("checkpoint ")
+    return header.get("mode") == "real" and not from_checkpoint(header)
 
 
 def mode_label(header: dict) -> str:
@@ -255,9 +275,7 @@ def render_summary(header: dict, events: list[dict], summary: dict, console: Con
         table.add_row(*row_cells)
     if table is not None:
         console.print(table)
-    alarm = nonfinite_line(events)
-    if alarm:
-        console.print(f"[bold red]{escape(alarm)}[/]")
+    print_nonfinite(events, console)
     if summary.get("error"):
         err = summary["error"]
         src = err.get("src", {})

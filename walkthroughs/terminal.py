@@ -17,7 +17,7 @@ from .annotations import annotate
 from .catalog import stage_index
 from .context import all_stage_contexts
 from .source_excerpt import excerpt
-from .summary import display_path, fmt_count, fmt_item, nonfinite_line, mode_label, phase_label, result_lines, table_items
+from .summary import display_path, fmt_count, fmt_item, mode_label, phase_label, print_nonfinite, result_lines, table_items
 from .tree import build_tree
 
 
@@ -128,9 +128,7 @@ def render_walkthrough(header: dict, events: list[dict], summary: dict, console:
         f"prompt {header['inputs'].get('prompt')!r} ({summary.get('prompt_tokens')} tokens, {header['inputs'].get('layout')} layout)",
         markup=False,
     )
-    alarm = nonfinite_line(events)
-    if alarm:
-        console.print(f"[bold red]{escape(alarm)}[/]")
+    print_nonfinite(events, console)
     shown = 0
     for i, (row, ctx) in enumerate(all_stage_contexts(header, events, summary), 1):
         sid = row["stage"]

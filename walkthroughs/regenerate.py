@@ -2,7 +2,8 @@
 
 Built from the log's header: the model or checkpoint, and every option whose value differs from
 what `run` would choose by itself (image, prompt, mode, layout, dtype, device, context length,
-generation and sampling, ops, values, timing).
+generation and sampling, ops, values, timing). The defaults it leaves out (--depth 2, bf16, cpu,
+the preset's max_seq_len …) are `llama-trace run`'s (walkthroughs/cli.py): keep them in step.
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ import shlex
 from model import ModelArgs, get_preset
 
 from .run import DEFAULT_PROMPT, default_layout, default_mode
+from .summary import from_checkpoint
 
 LONGEST_INLINE_PROMPT = 200  # characters; a longer (or multi-line) prompt is read from a file
 
 
-def rerun_command(header: dict, output: str, fmt: str = "markdown", depth: int = 2, stage: str | None = None) -> tuple[str, str | None]:
+def regenerate_command(header: dict, output: str, fmt: str = "markdown", depth: int = 2,
+                       stage: str | None = None) -> tuple[str, str | None]:
     """(command, note): the command writes the page again, in `fmt`, to `output`, with the module
     trees `depth` deep and only the stages `stage` starts (all by default); the note, where there is one, says what the command needs that the log
     cannot give (a checkpoint folder an old log does not name, a long prompt's file)."""
@@ -26,7 +29,7 @@ def rerun_command(header: dict, output: str, fmt: str = "markdown", depth: int =
     preset = model.get("preset", "")
     args = ["llama-trace", "run"]
     notes = []
-    if checkpoint is not None or preset.startswith("checkpoint "):
+    if from_checkpoint(header):
         args += ["--checkpoint", checkpoint or "DIR"]
         if checkpoint is None:
             notes.append("DIR: the checkpoint folder (a log written before the path was recorded does not name it)")

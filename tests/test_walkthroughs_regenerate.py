@@ -7,7 +7,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from walkthroughs.cli import app
-from walkthroughs.rerun import rerun_command
+from walkthroughs.regenerate import regenerate_command
 
 runner = CliRunner()
 
@@ -23,14 +23,14 @@ def header(**changes) -> dict:
 
 
 def test_the_defaults_need_no_options():
-    assert rerun_command(header(), "p.md") == ("llama-trace run --model 11b-instruct --format markdown -o p.md", None)
+    assert regenerate_command(header(), "p.md") == ("llama-trace run --model 11b-instruct --format markdown -o p.md", None)
 
 
 def test_every_option_that_differs_is_named():
     h = header(model={"preset": "tiny", "config": {"max_seq_len": 1024}}, mode="real", dtype="fp32", device="cpu", ops=True,
                values=False, timing=False, inputs={"image": {"file": "cat 1.png"}, "prompt": "What's here?", "layout": "completion"},
                generation={"max_new_tokens": 4, "temperature": 0.7, "top_p": 0.8, "seed": 5})
-    command, note = rerun_command(h, "p.md")
+    command, note = regenerate_command(h, "p.md")
     assert shlex.split(command) == ["llama-trace", "run", "--model", "tiny", "--image", "cat 1.png", "--prompt", "What's here?",
                                     "--layout", "completion", "--dtype", "fp32", "--max-seq-len", "1024", "--max-new-tokens", "4",
                                     "--temperature", "0.7", "--top-p", "0.8", "--seed", "5", "--ops", "--no-values", "--no-timing",
@@ -39,11 +39,11 @@ def test_every_option_that_differs_is_named():
 
 
 def test_checkpoints_long_prompts_and_old_logs_say_what_they_need():
-    command, note = rerun_command(header(model={"preset": "checkpoint ck", "checkpoint": "~/ck", "config": {"max_seq_len": 512}}, mode="real"), "p.md")
+    command, note = regenerate_command(header(model={"preset": "checkpoint ck", "checkpoint": "~/ck", "config": {"max_seq_len": 512}}, mode="real"), "p.md")
     assert command.startswith("llama-trace run --checkpoint '~/ck' --layout chat ") and note is None
-    command, note = rerun_command(header(model={"preset": "checkpoint ck", "config": {"max_seq_len": 512}}, mode="real"), "p.md")
+    command, note = regenerate_command(header(model={"preset": "checkpoint ck", "config": {"max_seq_len": 512}}, mode="real"), "p.md")
     assert "--checkpoint DIR" in command and note.startswith("DIR: the checkpoint folder")
-    command, note = rerun_command(header(inputs={"prompt": "line one\nline two"}), "p.md")
+    command, note = regenerate_command(header(inputs={"prompt": "line one\nline two"}), "p.md")
     assert "--prompt-file prompt.txt" in command and note.startswith("prompt.txt:")
 
 
