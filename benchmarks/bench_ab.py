@@ -1,6 +1,6 @@
 """This tracer against another copy of it (DIR/tracer, e.g. from `git archive OLD tracer`), both
-imported in one process: tiny's 16-token greedy generation and its prefill (800x600 image, 24
-tokens), untraced, traced with value summaries and traced shapes only, in interleaved rounds.
+imported in one process: tiny's 16-token greedy generation (the bundled sample image) and the
+GPU scripts' prefill (`prefill_case`: an 800x600 image, 24 tokens), untraced, traced with value summaries and traced shapes only, in interleaved rounds.
 One torch thread; each case's CPU time over the whole `with trace(...)` block (hooks in, run,
 events described), as a ratio to the untraced run: min and median over the rounds. The min is
 the steadier figure on a shared machine.
@@ -45,23 +45,23 @@ def main() -> None:
     inp = ChatFormat(tok).encode_dialog_prompt([Message("user", [Image.open(SAMPLE_IMAGE).convert("RGB"), "Describe it."])])
     prefill_model, prefill = prefill_case("tiny", "cpu")
 
-    def generation(package=None, values=True):
+    def generation(package=None, with_values=True):
         def tokens(marker=None):
             steps = generate(model, inp, tok.pad_id, tok.stop_tokens, max_gen_len=opts.tokens, **({"marker": marker} if marker else {}))
             return [int(s.next_token[0]) for s in steps]
         if package is None:
             return tokens()
-        with package.trace(model, **trace_options(values)) as t:
+        with package.trace(model, **trace_options(with_values)) as t:
             return tokens(t.phase)
 
-    def prompt(package=None, values=True):
+    def prefill_run(package=None, with_values=True):
         if package is None:
             return prefill()
-        with package.trace(prefill_model, **trace_options(values)):
+        with package.trace(prefill_model, **trace_options(with_values)):
             return prefill()
 
     cases = {}
-    for label, run in (("generation", generation), ("prefill", prompt)):
+    for label, run in (("generation", generation), ("prefill", prefill_run)):
         cases[(label, "untraced")] = run
         for name, package in (("this tracer", tracer), ("baseline", old)):
             cases[(label, f"{name}, with values")] = lambda run=run, package=package: run(package, True)

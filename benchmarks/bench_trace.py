@@ -84,7 +84,7 @@ def whole_process(repeats: int) -> list[str]:
     for name, t in med.items():
         lines.append(f"| {name} | {t:.2f} | {t / base:.2f}x |")
     lines.append("")
-    lines.append(f"Peak RSS of the 90B-Instruct meta trace: {rss['run 90b-instruct'] / 1024:.0f} MB")
+    lines.append(f"Peak RSS of the 90B-Instruct meta trace: {rss['run 90b-instruct'] / 1024:.0f} MiB")
     return lines
 
 

@@ -5,7 +5,8 @@ summaries (CPU time, min of the rounds); then traced with value summaries again,
 around each part of `tracer.values` and `Trace._finish`.
 
 A part's time includes the parts it calls (`ValueStats.add` includes the copies into batches and
-the batches summarised when full; `resolve` the batches left at the end and the rounding). The
+the batches summarised when full; `resolve` the batches left at the end and the rounding), so
+`_Batch.summarise`'s one timer counts calls from both. The
 timers cost about a microsecond a call, so the figures are a little high; they are a guide to
 where the time goes, not a benchmark (the ratios are `bench_ab.py`'s and `bench_trace.py`'s).
 
@@ -74,19 +75,19 @@ def cases() -> dict:
     inp = ChatFormat(tok).encode_dialog_prompt([Message("user", [Image.open(SAMPLE_IMAGE).convert("RGB"), "Describe it."])])
     prefill_model, prefill = prefill_case("tiny", "cpu")
 
-    def generation(traced: bool, values: bool = True):
+    def generation(traced: bool, with_values: bool = True):
         if not traced:
             return [int(s.next_token[0]) for s in generate(model, inp, tok.pad_id, tok.stop_tokens, max_gen_len=16)]
-        with trace(model, **trace_options(values)) as t:
+        with trace(model, **trace_options(with_values)) as t:
             return [int(s.next_token[0]) for s in generate(model, inp, tok.pad_id, tok.stop_tokens, max_gen_len=16, marker=t.phase)]
 
-    def prompt(traced: bool, values: bool = True):
+    def prefill_run(traced: bool, with_values: bool = True):
         if not traced:
             return prefill()
-        with trace(prefill_model, **trace_options(values)):
+        with trace(prefill_model, **trace_options(with_values)):
             return prefill()
 
-    return {"prefill": prompt, "generation (16 tokens)": generation}
+    return {"prefill": prefill_run, "generation (16 tokens)": generation}
 
 
 def main() -> None:

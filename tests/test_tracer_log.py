@@ -73,13 +73,10 @@ def test_a_folder_is_not_a_log(tmp_path):
 
 
 def test_atomic_write_leaves_no_partial_file(tmp_path):
-    class Exploding(str):
-        pass
-
     target = tmp_path / "out.txt"
     target.write_text("old")
     with pytest.raises(TypeError):
-        atomic_write_text(target, 12345)  # not text: the write fails midway
+        atomic_write_text(target, 12345)  # not text: the write fails before any file is touched
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
 

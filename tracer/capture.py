@@ -292,7 +292,7 @@ class Trace:
                 self._wrap_function(target)
             if self.module is not None:
                 self._install_hooks(self.module)
-                self._patch(nn.Module, "__setstate__", lambda module, state: _setstate_untraced(module, state))  # this trace's own
+                self._patch(nn.Module, "__setstate__", lambda module, state: _setstate_untraced(module, state))  # a function of this trace's: _patch tags it
             if self.ops:
                 self._modes.append(_FunctionMode(self))
             elif self.count_flops:
@@ -644,7 +644,7 @@ class Trace:
         """What the hot path recorded raw, described: the source line from its code object and
         number, inputs from `values.call_record`, a lone tensor output from its metadata. `memo`
         keeps descriptions for records that come back (every decode step repeats most of the
-        previous one's); each event gets its own copies."""
+        previous one's); each event gets its own shallow copy (the shape lists are shared: nothing changes them)."""
         src = event.get("src", False)
         if type(src) is tuple:
             event["src"] = self._location(*src)

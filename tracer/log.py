@@ -75,7 +75,7 @@ def atomic_write_files(files: dict[Path, bytes]) -> None:
     where a file goes) leaves nothing new behind; only a rename failing midway could leave some
     renamed. The OSError names the file the caller asked for (not a temporary one). A special
     file (a FIFO, /dev/null) is written through, last, never replaced."""
-    staged: list[tuple[str, Path]] = []
+    staged: list[tuple[str, Path, object]] = []  # (temporary file, the file it replaces, the path asked for)
     special = {path: data for path, data in files.items() if is_special_file(Path(path))}
     try:
         for path, data in files.items():
@@ -86,22 +86,22 @@ def atomic_write_files(files: dict[Path, bytes]) -> None:
                 if target.is_dir():
                     raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
                 fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-                staged.append((tmp, target))
+                staged.append((tmp, target, path))
                 os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
                 with os.fdopen(fd, "wb") as f:
                     f.write(data)
             except OSError as err:
                 raise OSError(err.errno, err.strerror or str(err), str(path)) from None
-        for tmp, target in staged:
+        for tmp, target, path in staged:
             try:
                 os.replace(tmp, target)
             except OSError as err:
-                raise OSError(err.errno, err.strerror or str(err), str(target)) from None
+                raise OSError(err.errno, err.strerror or str(err), str(path)) from None
         for path, data in special.items():
             with open(path, "wb") as f:
                 f.write(data)
     finally:
-        for tmp, _ in staged:
+        for tmp, *_ in staged:
             Path(tmp).unlink(missing_ok=True)  # renamed already, or left over from a failure
 
 

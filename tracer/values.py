@@ -234,12 +234,12 @@ def compact_int_lists(items: list[dict]) -> list[dict]:
 
 SMALL = 1 << 18  # tensors up to this many elements are copied and summarised in batches
 WIDE = (torch.float64, torch.int64, torch.int32)  # summarised in float64: fp32 would lose range or exact integers past 2**24
-# A batch of same-shape copies is summarised once full: at most BATCH_ROWS rows in
+# A batch of same-shape copies is summarised once full: at most ACCELERATOR_BATCH_ROWS rows in
 # ACCELERATOR_BATCH_BYTES on an accelerator; on the CPU at most CPU_BATCH_ROWS rows in
 # CPU_BATCH_BYTES (kept in `_POOL` and in cache). A summary costs a dozen torch calls however
 # few its rows: on the CPU, where a decode step's outputs are a few dozen values each, 1024 rows
 # cut a 16-token generation's batch summaries from 64 to 43 (`benchmarks/RESULTS.md`, eighth session).
-BATCH_ROWS = 64
+ACCELERATOR_BATCH_ROWS = 64
 ACCELERATOR_BATCH_BYTES = 64 << 20
 CPU_BATCH_ROWS = 1024
 CPU_BATCH_BYTES = 2 << 20
@@ -352,7 +352,7 @@ class _Batch:
         global _pooled_bytes
         device, shape, dtype = self.key = key
         on_cpu, size = device.type == "cpu", dtype.itemsize
-        rows, budget = (CPU_BATCH_ROWS, CPU_BATCH_BYTES) if on_cpu else (BATCH_ROWS, ACCELERATOR_BATCH_BYTES)
+        rows, budget = (CPU_BATCH_ROWS, CPU_BATCH_BYTES) if on_cpu else (ACCELERATOR_BATCH_ROWS, ACCELERATOR_BATCH_BYTES)
         k = max(1, min(rows, budget // (size * n)))
         self.rows = torch.empty(k, n, device=device, dtype=dtype)  # [k, n]
         self.slots = self.rows.view(k, *shape).unbind(0)  # k views, each shaped like x
