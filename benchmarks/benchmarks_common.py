@@ -4,6 +4,7 @@ floors, interleaved timing and the CPU scripts' two-thread/one-thread table, and
 copy of the tracer for an A/B."""
 
 import importlib.util
+import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +19,11 @@ PROMPT_IDS = (
     + [3923, 374, 304, 420, 2217, 30, 17855, 433, 304, 832, 11914, 13, 5321, 0]
     + [128009, 128006, 78191, 128007]
 )
+
+if os.environ.get("FUSED_DIRECT") == "0":  # set by benchmarks/gpu_all.sh where the direct launch failed its probe
+    from tracer import fused_stats
+
+    fused_stats.DIRECT = False
 
 VISION_MASK = [[5, -1]]  # the <|image|> token at position 5 is seen by every later token
 PAD_ID = 128004

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The one prepared GPU check: prefill timings (gpu_trace.py), generation timings (gpu_generate.py),
+# The one prepared GPU check: the summary kernel alone (gpu_profile.py --launch-shapes), prefill
+# timings (gpu_trace.py), generation timings (gpu_generate.py),
 # a traced tiny generation through the CLI on CUDA, read back with the log loader, and last where
 # the traced prefill's time goes (gpu_host.py). The CLI needs the llama-models wheel (its tokenizer file).
 # Results go to $OUT (or ./gpu-results). Run from the repository root on a CUDA machine.
@@ -10,7 +11,13 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 python3 -c "import torch, triton; print(torch.__version__, triton.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else \"no cuda\")" | tee "$out/env.txt"
 baseline=()  # an older tracer copy to time side by side, where one is unpacked in .gpu_baseline/tracer
 [ -d .gpu_baseline/tracer ] && baseline=(--baseline .gpu_baseline)
-timeout 200 python3 benchmarks/gpu_trace.py --repeats 8 ${baseline[@]+"${baseline[@]}"} > "$out/gpu_trace.json"; echo "gpu_trace rc=$?"
+# The fused kernels' direct launch, checked alone first (a fault there would end the process):
+# where it fails, every script below launches through Triton's own launcher (FUSED_DIRECT=0).
+timeout 120 python3 -c "import sys, torch; sys.path.insert(0, 'benchmarks'); from gpu_trace import probe_fused; r = probe_fused(torch.device('cuda')); print('fused probe:', r); sys.exit(r != 'ok')" \
+  || export FUSED_DIRECT=0
+timeout 150 python3 benchmarks/gpu_profile.py --launch-shapes --kernels-only ${baseline[@]+"${baseline[@]}"} > "$out/gpu_kernels.txt"; echo "gpu_kernels rc=$?"
+cat "$out/gpu_kernels.txt"
+timeout 200 python3 benchmarks/gpu_trace.py --repeats 10 ${baseline[@]+"${baseline[@]}"} > "$out/gpu_trace.json"; echo "gpu_trace rc=$?"
 cat "$out/gpu_trace.json"
 timeout 150 python3 benchmarks/gpu_generate.py --repeats 4 > "$out/gpu_generate.json"; echo "gpu_generate rc=$?"
 cat "$out/gpu_generate.json"

@@ -25,8 +25,10 @@ from model import build_model, get_preset  # noqa: E402
 from model.chat_format import LLMInput, VisionInput  # noqa: E402
 from model.generation import generate  # noqa: E402
 from tracer import trace  # noqa: E402
+from tracer import values as tracer_values  # noqa: E402
 
 STOP = [128001, 128008, 128009]
+FUSED_MIN = tracer_values.FUSED_MIN
 
 
 def main() -> None:
@@ -38,7 +40,8 @@ def main() -> None:
     model = build_model(args, device=dev, dtype=torch.bfloat16, seed=0)
     inp = LLMInput(list(PROMPT_IDS), VisionInput(VISION_MASK, [noise_image()]))
 
-    def run(traced: bool, values: bool = True):
+    def run(traced: bool, values: bool = True, fused_min: int = FUSED_MIN):
+        tracer_values.FUSED_MIN = fused_min
         torch.cuda.synchronize()
         t0 = time.perf_counter()
         if traced:
@@ -51,18 +54,22 @@ def main() -> None:
         torch.cuda.synchronize()
         return time.perf_counter() - t0, ids, events
 
+    cases = {"untraced": dict(traced=False), "traced, shapes only": dict(traced=True, values=False),
+             "traced, with value summaries": dict(traced=True),
+             "traced, with value summaries, fused only past 262144 elements": dict(traced=True, fused_min=tracer_values.SMALL + 1)}
     for _ in range(2):
-        run(False), run(True, False), run(True)
-    times = {"untraced": [], "traced, shapes only": [], "traced, with value summaries": []}
+        for kw in cases.values():
+            run(**kw)
+    times = {name: [] for name in cases}
     reference, events = None, 0
     for _ in range(opts.repeats):
-        for name, kw in (("untraced", dict(traced=False)), ("traced, shapes only", dict(traced=True, values=False)),
-                         ("traced, with value summaries", dict(traced=True))):
+        for name, kw in cases.items():
             dt, ids, n = run(**kw)
             times[name].append(dt)
             reference = reference or ids
             assert ids == reference, f"{name}: generated tokens differ"
             events = max(events, n)
+    tracer_values.FUSED_MIN = FUSED_MIN
     med = {k: statistics.median(v) for k, v in times.items()}
     print(json.dumps({
         "device": torch.cuda.get_device_name(), "torch": torch.__version__, "steps": len(reference), "events": events,

@@ -2,9 +2,9 @@
 bf16 weights), untraced, traced with shapes only and traced with value summaries: the wall time,
 the kernels' count and total device time, and the top host and device costs. With
 `--launch-shapes`, first the fused summary kernel alone (`tracer/fused_stats.py`) under a few
-launch shapes.
+launch shapes, tensor by tensor: host and device time per launch.
 
-    python benchmarks/gpu_profile.py [--launch-shapes]
+    python benchmarks/gpu_profile.py [--launch-shapes [--kernels-only]] [--baseline DIR]
 """
 
 import argparse
@@ -18,17 +18,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
-from benchmarks_common import prefill_case, trace_options  # noqa: E402
+from benchmarks_common import load_package, prefill_case, trace_options  # noqa: E402
 from tracer import trace  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--launch-shapes", action="store_true", help="time the fused summary kernel alone under a few launch shapes first")
+    parser.add_argument("--baseline", type=Path, help="a folder holding another copy of the tracer package, whose kernel is timed too")
+    parser.add_argument("--kernels-only", action="store_true", help="stop after the launch shapes")
     opts = parser.parse_args()
     dev = torch.device("cuda")
     if opts.launch_shapes:
-        launch_shapes(dev)
+        launch_shapes(dev, opts.baseline)
+        if opts.kernels_only:
+            return
     model, prefill = prefill_case("11b-instruct", dev)
 
     def traced(values):
@@ -49,36 +53,72 @@ def main() -> None:
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12, max_name_column_width=50))
 
 
-def launch_shapes(dev: torch.device) -> None:
-    """The fused summary kernel alone on a vision layer's output ([1, 4, 1601, 1280] bf16) and a
-    text MLP's ([1, 24, 14336]) for a few launch shapes: time per launch (CUDA events over 200
-    launches back to back), checked against a float64 reference."""
+SIZES = {  # tensors the 11B prefill summarises, bf16
+    "[24]": (24,), "[1,24,4096]": (1, 24, 4096), "[1,24,14336]": (1, 24, 14336), "[1,24,128256]": (1, 24, 128256),
+    "[1,4,1601,1280]": (1, 4, 1601, 1280), "[1,4,1601,5120]": (1, 4, 1601, 5120),
+}
+VARIANTS = {  # launch constants of `tracer/fused_stats.py` to compare, the first the default
+    "default": {},
+    "fold 1024": {"FOLD": 1024},
+    "fold 2048": {"FOLD": 2048},
+    "4 stages": {"STAGES": 4},
+    "8 warps": {"WARPS": 8},
+}
+
+
+def queued(fn, count: int) -> tuple[float, float]:
+    """(host µs, device µs) per call of fn, over `count` calls queued behind a GPU spin, so that
+    the device runs them back to back and its time is not the host's launch rate."""
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    torch.cuda.synchronize()
+    torch.cuda._sleep(100_000_000)  # about 50 ms of spinning: longer than queueing the calls below
+    start.record()
+    t0 = time.perf_counter()
+    for _ in range(count):
+        fn()
+    host = time.perf_counter() - t0
+    end.record()
+    torch.cuda.synchronize()
+    return host / count * 1e6, start.elapsed_time(end) / count * 1e3
+
+
+def launch_shapes(dev: torch.device, baseline: Path | None) -> None:
+    """The fused summary kernel alone, tensor by tensor: host and device time per launch for
+    each launch shape in `VARIANTS` (and the baseline tracer's kernel, if given), against ATen
+    (aminmax + sum, and a copy to fp32) for scale; each summary checked against float64."""
     from tracer import fused_stats
 
     g = torch.Generator(device=dev).manual_seed(0)
-    tensors = {"vision [1,4,1601,1280]": torch.randn(1, 4, 1601, 1280, generator=g, device=dev).bfloat16(),
-               "text [1,24,14336]": torch.randn(1, 24, 14336, generator=g, device=dev).bfloat16()}
-    default = (fused_stats.BLOCK, fused_stats.MIN_STEPS, fused_stats.WARPS)
-    for block, steps, warps in [default, (2048, 4, 4), (2048, 4, 8), (4096, 4, 8), (4096, 1, 8), (8192, 1, 8), (8192, 1, 16)]:
-        fused_stats.BLOCK, fused_stats.MIN_STEPS, fused_stats.WARPS = block, steps, warps
+    tensors = {label: torch.randn(shape, generator=g, device=dev).bfloat16() for label, shape in SIZES.items()}
+    kernels = {name: (fused_stats, constants) for name, constants in VARIANTS.items()}
+    if baseline is not None:
+        old = load_package(baseline / "tracer", "tracer_baseline_kernels")
+        kernels["baseline tracer's kernel"] = (old.values._fused(), {})
+    default = {name: getattr(fused_stats, name) for name in ("BLOCK", "WARPS", "FOLD", "STAGES")}
+    for label, x in tensors.items():
+        x64 = x.double()
+        ref = [x64.min().item(), x64.max().item(), x64.sum().item(), (x64 - x64.mean()).square().sum().item()]
         line = []
-        for label, x in tensors.items():
-            x64 = x.double()
-            ref = [x64.min().item(), x64.max().item(), x64.sum().item(), (x64 - x64.mean()).square().sum().item()]
-            row = fused_stats.Table(dev).add(x)[0].tolist()
-            ok = row[:2] == ref[:2] and abs(row[2] - ref[2]) < 1e-6 * x64.abs().sum().item() and abs(row[3] - ref[3]) < 1e-6 * ref[3]
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            for _ in range(2):  # the second pass is timed
-                table = fused_stats.Table(dev)
-                torch.cuda.synchronize()
-                start.record()
-                for _ in range(200):
-                    table.add(x)
-                end.record()
-                torch.cuda.synchronize()
-            line.append(f"{label}: {start.elapsed_time(end) / 200 * 1000:.1f} us {'ok' if ok else 'WRONG ' + str((row, ref))}")
-        print(f"BLOCK {block}, MIN_STEPS {steps}, WARPS {warps}: " + "; ".join(line))
-    fused_stats.BLOCK, fused_stats.MIN_STEPS, fused_stats.WARPS = default
+        for name, (module, constants) in kernels.items():
+            if module is fused_stats:
+                for key, value in {**default, **constants}.items():
+                    setattr(fused_stats, key, value)
+                fused_stats._PLANS.clear()  # plans hold the constants
+            table = module.Table(dev)
+            out = table.add(x)
+            row = (table.stats[out] if isinstance(out, int) else out[0]).tolist()
+            ok = row[:2] == ref[:2] and abs(row[2] - ref[2]) <= 1e-6 * x64.abs().sum().item() + 1e-9 and abs(row[3] - ref[3]) <= 1e-6 * ref[3]
+            count = min(200, module.ROWS - 8)
+            table = module.Table(dev)
+            host, device = queued(lambda: table.add(x), count)
+            line.append(f"{name} {host:.1f}/{device:.1f}{'' if ok else ' WRONG ' + str((row, ref))}")
+        for name, fn in (("aminmax+sum", lambda: (torch.aminmax(x), x.sum(dtype=torch.float32))), ("copy to fp32", lambda: x.float())):
+            host, device = queued(fn, 200)
+            line.append(f"{name} {host:.1f}/{device:.1f}")
+        print(f"{label}: host/device µs per launch: " + "; ".join(line), flush=True)
+    for key, value in default.items():
+        setattr(fused_stats, key, value)
+    fused_stats._PLANS.clear()
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ CHILD = textwrap.dedent(
     def fused(x, table=None):
         table = table or fused_stats.Table(torch.device("cpu"))
         table.stats.fill_(-7.0)  # poisoned: every column must be written
-        return table.add(x)[0].tolist()
+        return table.stats[table.add(x)].tolist()
 
     def reference(x):
         x64 = x.double().reshape(-1)
@@ -54,16 +54,17 @@ CHILD = textwrap.dedent(
     mask = torch.full((300_000,), torch.finfo(torch.bfloat16).min, dtype=torch.bfloat16)
     mask[:3000] = 0
     emit("bf16 additive mask", mask)  # its fp32 sum would overflow to -inf
-    fused_stats.PROGRAMS = 4  # few programs: the first kernel takes more steps each (16 -> 64 -> 256)
+    fused_stats.FOLD = 4  # at most 4 programs: each takes more steps (4 -> 16 -> 64 -> 256)
     emit("more steps per program", torch.randn(4 * 1024 * 16 * 3 + 17, generator=g))
     emit("most steps per program", torch.randn(4 * 1024 * 64 * 2 + 3, generator=g))
-    fused_stats.PROGRAMS = 1024
+    fused_stats.FOLD = 512
+    emit("many programs, one step each", torch.randn(1024 * 500 + 1, generator=g).half())
 
     y = torch.randn(77_777, generator=g).bfloat16()
     print(json.dumps({"name": "deterministic", "same": fused(y) == fused(y)}))
     table = fused_stats.Table(torch.device("cpu"))
     rows = [table.add(torch.full((40_000,), float(i))) for i in range(3)]  # rows 0, 1, 2 of one table
-    print(json.dumps({"name": "rows", "sums": [r[0, 2].item() for r in rows], "used": table.used}))
+    print(json.dumps({"name": "rows", "rows": rows, "sums": [table.stats[r, 2].item() for r in rows], "used": table.used}))
 
     def summaries(tensors, fused_devices, fused_min=values.SMALL + 1):  # each tensor's summary, with these settings
         values.FUSED_DEVICES, values.FUSED_MIN = fused_devices, fused_min
@@ -98,7 +99,8 @@ def results():
 
 
 KERNEL_CASES = ["bf16, one partial step short", "fp16", "fp32, not contiguous", "fp32 with NaN and Inf",
-                "all NaN", "Inf only", "bf16 additive mask", "more steps per program", "most steps per program"]
+                "all NaN", "Inf only", "bf16 additive mask", "more steps per program", "most steps per program",
+                "many programs, one step each"]
 
 
 @pytest.mark.parametrize("name", KERNEL_CASES)
@@ -125,7 +127,7 @@ def test_fused_moments_are_deterministic(results):
 
 def test_each_tensor_gets_its_own_row(results):
     r = results["rows"]
-    assert r["sums"] == [0.0, 40_000.0, 80_000.0] and r["used"] == 3
+    assert r["rows"] == [0, 1, 2] and r["sums"] == [0.0, 40_000.0, 80_000.0] and r["used"] == 3
 
 
 def test_value_stats_read_the_same_through_either_path(results):

@@ -1,14 +1,29 @@
-"""One-pass value summaries for large accelerator tensors, in Triton.
+"""One-pass value summaries for accelerator tensors, in Triton.
 
 A `Table` holds rows of moments on one device, as `values._raw_moments` gives them: min, max,
 sum, sum of squared deviations from the mean (M2), NaN count, Inf count, as float64, so counts
 past 2**24 stay exact. `table.add(x)` fills the next row from x with one launch and no host sync:
 programs each read one slice of x once, in its own dtype, and leave a row of partial moments;
-the last program to finish (it takes a ticket from a per-row counter) folds the partial rows, in
-a fixed order, into the table row, M2 as the sum of squares less sum²/n (float64 sums of
-fp32-rounded values keep that subtraction exact enough). No atomics touch the sums, so a summary
-is the same from run to run. (A second kernel for the fold cost 34 µs of host time per tensor
-against 21 µs for one launch, on an H200's host: benchmarks/RESULTS.md.)
+the last program to finish (it takes a ticket from a counter) folds the partial rows, in a fixed
+order, into the table row, M2 as the sum of squares less sum²/n (float64 sums of fp32-rounded
+values keep that subtraction exact enough). No atomics touch the sums, so a summary is the same
+from run to run.
+
+Launch shape: a program takes one step of BLOCK elements while FOLD programs cover the tensor,
+else 4, 16, ... steps. (Sixteen steps at least, as before the tenth session, left a [1, 24, 4096]
+tensor waiting out sixteen memory round trips in a row: 10.9 µs of device time on an H200, now
+5.5. More programs than FOLD, or whole-tensor tiles per program, were slower for the largest
+tensors: benchmarks/RESULTS.md.)
+
+Launching: Triton's launcher works out the kernel's specialisation, the current stream, launch
+hooks and every pointer's attributes again at each call (15-25 µs of host time on an H200's
+host). `add` looks the compiled kernel up by what Triton specialises on and calls its C launcher
+directly, pointers as integers (6 µs). It goes through Triton's own launcher where that does not
+apply: launch hooks set (a profiler), scratch memory needed, an unknown Triton version, Triton's
+interpreter, or `DIRECT` set to False.
+
+Partial rows live in a scratch area per stream: launches on one stream run one after another,
+so they can share it, and the folding program sets the ticket back to zero for the next one.
 
 Min and max skip NaN here (ATen's propagate it); `values.summary_from_raw` reports a tensor with
 NaN the same way whichever path summarised it.
@@ -24,19 +39,26 @@ import torch
 import triton
 import triton.language as tl
 
-BLOCK = 1024  # elements per program per step
+BLOCK = 1024  # elements a program reads per step (8 per thread: one 16-byte load of bf16)
 WARPS = 4  # warps per program
-PROGRAMS = 1024  # at most this many programs per tensor, so one fold step covers them all
-MIN_STEPS = 16  # steps per program: a power of 4 from 16 up, so that few variants get compiled
-ROWS = 512  # rows per table; each row has scratch for PROGRAMS partial rows (40 KiB)
+FOLD = 512  # at most this many programs per launch: the last one folds their partial rows
+STAGES = 3  # Triton's software pipelining of the steps' loads (its default)
+ROWS = 4096  # rows per table (32 KiB each 1024 rows)
+DIRECT = True  # launch through the kernel's C launcher where that applies (see above); False: always through Triton's
 _COMPILED: dict[tuple, object] = {}  # what Triton specialises `_moments` on -> the compiled kernel
+_PLANS: dict[tuple, tuple] = {}  # (device index, stream, dtype, aligned, n) -> all a direct launch needs
+_SCRATCH: dict[tuple, "_Scratch"] = {}  # (device, stream, FOLD) -> its partial rows and ticket
 
 
-@triton.jit
-def _slice_moments(x_ptr, n, pid, BLOCK: tl.constexpr, STEPS: tl.constexpr):
-    """Moments of x[pid*BLOCK*STEPS : (pid+1)*BLOCK*STEPS]: min, max (fp32), sum, sum of squares
-    (float64: in fp32, two of bf16's lowest values, as in an additive mask, already overflow) and
-    the NaN and Inf counts (int32)."""
+@triton.jit(do_not_specialize=["n", "row"])
+def _moments(x_ptr, n, stats_ptr, part_ptr, count_ptr, ticket_ptr, row,
+             BLOCK: tl.constexpr, STEPS: tl.constexpr, FOLD: tl.constexpr):
+    """Each program: the partial moments of x[pid*BLOCK*STEPS : (pid+1)*BLOCK*STEPS], min and
+    max in fp32, sums in float64 (in fp32, two of bf16's lowest values, as in an additive mask,
+    already overflow), NaN and Inf counts in int32, accumulated lane by lane and reduced once;
+    the last program to finish folds every program's partials into stats[row] (its ticket,
+    taken after the partials are stored, says it is last) and sets the ticket back to zero."""
+    pid = tl.program_id(0)
     start = pid.to(tl.int64) * (BLOCK * STEPS)
     offs = tl.arange(0, BLOCK)
     lo = tl.full([BLOCK], float("inf"), tl.float32)
@@ -58,17 +80,29 @@ def _slice_moments(x_ptr, n, pid, BLOCK: tl.constexpr, STEPS: tl.constexpr):
         squares += wide * wide
         nans += (inside & is_nan).to(tl.int32)
         infs += (inside & (tl.abs(x) == float("inf"))).to(tl.int32)
-    return (tl.min(lo, axis=0), tl.max(hi, axis=0), tl.sum(total, axis=0), tl.sum(squares, axis=0),
-            tl.sum(nans, axis=0), tl.sum(infs, axis=0))
+    part = part_ptr + pid * 4
+    tl.store(part + 0, tl.min(lo, axis=0).to(tl.float64))
+    tl.store(part + 1, tl.max(hi, axis=0).to(tl.float64))
+    tl.store(part + 2, tl.sum(total, axis=0))
+    tl.store(part + 3, tl.sum(squares, axis=0))
+    count = count_ptr + pid * 2
+    tl.store(count + 0, tl.sum(nans, axis=0))
+    tl.store(count + 1, tl.sum(infs, axis=0))
+    tl.debug_barrier()  # every thread's stores are done before the ticket is taken
+    ticket = tl.atomic_add(ticket_ptr, 1, sem="acq_rel", scope="gpu")
+    programs = tl.num_programs(0)
+    if ticket == programs - 1:
+        _fold(stats_ptr, part_ptr, count_ptr, row, programs, n, FOLD)
+        tl.atomic_xchg(ticket_ptr, 0, sem="release", scope="gpu")  # for the next launch on this stream
 
 
 @triton.jit
-def _fold(stats_ptr, part_ptr, count_ptr, row, programs, n, PROGRAMS: tl.constexpr):
-    """part/count[row, 0:programs] -> stats[row, 0:6], float64, folded in a fixed order."""
-    idx = tl.arange(0, PROGRAMS)
+def _fold(stats_ptr, part_ptr, count_ptr, row, programs, n, FOLD: tl.constexpr):
+    """part/count[0:programs] -> stats[row, 0:6], float64, folded in a fixed order."""
+    idx = tl.arange(0, FOLD)
     inside = idx < programs
-    part = part_ptr + (row * PROGRAMS + idx) * 4
-    count = count_ptr + (row * PROGRAMS + idx) * 2
+    part = part_ptr + idx * 4
+    count = count_ptr + idx * 2
     lo = tl.load(part + 0, mask=inside, other=float("inf"), volatile=True)
     hi = tl.load(part + 1, mask=inside, other=float("-inf"), volatile=True)
     total = tl.load(part + 2, mask=inside, other=0.0, volatile=True)
@@ -85,67 +119,106 @@ def _fold(stats_ptr, part_ptr, count_ptr, row, programs, n, PROGRAMS: tl.constex
     tl.store(out + 5, tl.sum(infs, axis=0).to(tl.float64))
 
 
-@triton.jit(do_not_specialize=["n", "row"])
-def _moments(x_ptr, n, stats_ptr, part_ptr, count_ptr, ticket_ptr, row,
-             BLOCK: tl.constexpr, STEPS: tl.constexpr, PROGRAMS: tl.constexpr):
-    """Each program: its slice's partial moments; the last program to finish folds them all
-    into stats[row] (its ticket, taken after the partials are stored, says it is last)."""
-    pid = tl.program_id(0)
-    lo, hi, total, squares, nans, infs = _slice_moments(x_ptr, n, pid, BLOCK, STEPS)
-    part = part_ptr + (row * PROGRAMS + pid) * 4
-    tl.store(part + 0, lo.to(tl.float64))
-    tl.store(part + 1, hi.to(tl.float64))
-    tl.store(part + 2, total)
-    tl.store(part + 3, squares)
-    count = count_ptr + (row * PROGRAMS + pid) * 2
-    tl.store(count + 0, nans)
-    tl.store(count + 1, infs)
-    tl.debug_barrier()  # every thread's stores are done before the ticket is taken
-    ticket = tl.atomic_add(ticket_ptr + row, 1, sem="acq_rel", scope="gpu")
-    programs = tl.num_programs(0)
-    if ticket == programs - 1:
-        _fold(stats_ptr, part_ptr, count_ptr, row, programs, n, PROGRAMS)
+def launch_shape(n: int) -> tuple[int, int]:
+    """(steps per program, programs) for a tensor of n elements: one step each while FOLD
+    programs cover it, else 4, 16, ... steps."""
+    steps = 1
+    while BLOCK * steps * FOLD < n:
+        steps *= 4
+    return steps, triton.cdiv(n, BLOCK * steps)
+
+
+class _Scratch:
+    """Partial rows for FOLD programs, and the ticket counter, for the launches of one stream."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.partials = torch.empty(FOLD, 4, dtype=torch.float64, device=device)  # [P, 4]
+        self.counts = torch.empty(FOLD, 2, dtype=torch.int32, device=device)  # [P, 2]
+        self.ticket = torch.zeros(1, dtype=torch.int32, device=device)  # [1]
+        self.pointers = (self.partials.data_ptr(), self.counts.data_ptr(), self.ticket.data_ptr())
+
+
+def _fast_launcher(kernel):
+    """The compiled kernel's C launcher and what it needs besides the kernel's own arguments, or
+    None where Triton's own launcher must be used (see the module's docstring)."""
+    try:
+        run = kernel.run
+        if run.global_scratch_size or run.profile_scratch_size:
+            return None
+        return run.launch, kernel.function, run.launch_cooperative_grid, run.launch_pdl, kernel.packed_metadata
+    except AttributeError:  # another Triton version
+        return None
+
+
+_RUNTIME = getattr(getattr(triton, "knobs", None), "runtime", None)  # where Triton keeps its launch hooks
+
+
+def _hooks_set() -> bool:
+    """Whether a launch hook is set (Triton's `HookChain`s are never None, only empty)."""
+    if _RUNTIME is None:
+        return True
+    return any(hook is not None and getattr(hook, "calls", True) for hook in (_RUNTIME.launch_enter_hook, _RUNTIME.launch_exit_hook))
 
 
 class Table:
-    """Up to ROWS summaries on one device, with the scratch their kernels need: partial rows
-    and a zeroed ticket counter per row, so no launch allocates or waits on another."""
+    """Up to ROWS summaries on one device; launches write their row and nothing else of it."""
 
     def __init__(self, device: torch.device) -> None:
         self.stats = torch.empty(ROWS, 6, dtype=torch.float64, device=device)  # [rows, 6]
-        self.partials = torch.empty(ROWS, PROGRAMS, 4, dtype=torch.float64, device=device)  # [rows, P, 4]
-        self.counts = torch.empty(ROWS, PROGRAMS, 2, dtype=torch.int32, device=device)  # [rows, P, 2]
-        self.tickets = torch.zeros(ROWS, dtype=torch.int32, device=device)  # [rows]
+        self.stats_ptr = self.stats.data_ptr()
         self.used = 0
 
     @property
     def full(self) -> bool:
         return self.used == ROWS
 
-    def add(self, x: torch.Tensor) -> torch.Tensor:
-        """Queue x's moments (x: floating point, any shape and strides) into the next row;
-        returns that row, a [1, 6] view."""
+    def add(self, x: torch.Tensor) -> int:
+        """Queue x's moments (x: floating point, any shape and strides) into the next row of
+        `stats`; returns the row's index."""
         flat = x if x.is_contiguous() else x.reshape(-1)  # [n] in memory: the kernel reads flat memory
-        n = flat.numel()
-        steps = MIN_STEPS
-        while BLOCK * steps * PROGRAMS < n:
-            steps *= 4
-        programs = triton.cdiv(n, BLOCK * steps)
+        index, stream = -1, 0
+        if flat.is_cuda:
+            index = flat.get_device()
+            if index != torch._C._cuda_getDevice():
+                with torch.cuda.device(index):  # Triton launches on the current device
+                    return self.add(flat)
+            stream = torch._C._cuda_getCurrentRawStream(index)
+        n, pointer = flat.numel(), flat.data_ptr()
+        # What Triton specialises on: the dtype, the data pointer's 16-byte alignment (the
+        # table's and the scratch's pointers are fresh allocations, always aligned), the
+        # integers' width (n's); and it compiles for a device.
+        plan = _PLANS.get((index, stream, flat.dtype, pointer % 16 == 0, n))
         row = self.used
-        args = (flat, n, self.stats, self.partials, self.counts, self.tickets, row, BLOCK, steps, PROGRAMS)
-        # Triton's launcher works out the kernel's specialisation at every call: about a third
-        # of its host time (an H200's host: 17-19 µs per launch through it, 13 µs without). Its
-        # inputs are the data pointer's 16-byte alignment, the integers' width and the dtype
-        # (the table's own pointers are fresh allocations, always aligned), so the compiled
-        # kernel is looked up by those here.
-        key = (torch.cuda.current_device() if flat.is_cuda else flat.device, flat.device, flat.dtype, flat.data_ptr() % 16 == 0,
-               n >= 2**31, BLOCK, steps, PROGRAMS, WARPS)  # Triton compiles for the current device
+        self.used += 1
+        if plan is not None and DIRECT and not _hooks_set():
+            launch, programs, function, cooperative, pdl, metadata, part_ptr, count_ptr, ticket_ptr, *constants = plan
+            launch(programs, 1, 1, stream, function, cooperative, pdl, None, None, metadata, None, None, None,
+                   pointer, n, self.stats_ptr, part_ptr, count_ptr, ticket_ptr, row, *constants)
+        else:
+            self._launch(flat, index, stream, row)
+        return row
+
+    def _launch(self, flat: torch.Tensor, index: int, stream: int, row: int) -> None:
+        """Through Triton's own launcher; compiles the kernel where it is new, and keeps the
+        plan for launching it directly (`add`) where that applies."""
+        n = flat.numel()
+        steps, programs = launch_shape(n)
+        constants = (BLOCK, steps, FOLD)
+        scratch = _SCRATCH.get((flat.device, stream, FOLD))
+        if scratch is None:
+            scratch = _SCRATCH[(flat.device, stream, FOLD)] = _Scratch(flat.device)
+        args = (flat, n, self.stats, scratch.partials, scratch.counts, scratch.ticket, row, *constants)
+        key = (flat.device, flat.dtype, flat.data_ptr() % 16 == 0, n >= 2**31, *constants, WARPS, STAGES)
         kernel = _COMPILED.get(key)
         if kernel is None:
-            kernel = _moments[(programs,)](*args, num_warps=WARPS)
-            if hasattr(kernel, "launch_metadata"):  # a compiled kernel (not Triton's interpreter)
-                _COMPILED[key] = kernel
+            kernel = _moments[(programs,)](*args, num_warps=WARPS, num_stages=STAGES)
+            if not hasattr(kernel, "launch_metadata"):  # Triton's interpreter: nothing compiled
+                return
+            _COMPILED[key] = kernel
         else:
             kernel[(programs, 1, 1)](*args)
-        self.used += 1
-        return self.stats[row : row + 1]
+        fast = _fast_launcher(kernel)
+        if fast is not None:
+            launch, function, cooperative, pdl, metadata = fast
+            _PLANS[(index, stream, flat.dtype, flat.data_ptr() % 16 == 0, n)] = (
+                launch, programs, function, cooperative, pdl, metadata, *scratch.pointers, *constants)

@@ -248,7 +248,11 @@ POOL_BYTES = 64 << 20  # CPU batches kept for the next trace, up to this much
 # "cpu" to run its kernels in Triton's interpreter; the benchmarks empty it for ATen alone.
 FUSED_DEVICES = ("cuda",)
 FUSED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
-FUSED_MIN = SMALL + 1  # from this many elements on (smaller ones are copied into batches)
+# From this many elements on (smaller ones are copied into batches). On an H200 one fused launch
+# took 6 µs of host time and 5.5 µs of device time for [1, 24, 4096] bf16, a copy into a batch
+# 9 µs and 3 µs, and the batch's own summary comes on top: from 65536 elements on, the prefill
+# ran faster fused (benchmarks/RESULTS.md, tenth session).
+FUSED_MIN = 1 << 16
 
 
 @functools.cache
@@ -404,7 +408,7 @@ class ValueStats:
         self._done: list[tuple[list[dict], torch.Tensor | list]] = []  # (items, moments: a device tensor, or the CPU's rows)
         self._seen: dict[int, tuple[weakref.ref, int, dict]] = {}
         self._aliases: list[tuple[dict, dict]] = []
-        self._tables: dict[torch.device, object] = {}  # device -> its current `fused_stats.Table`
+        self._tables: dict[torch.device, list[tuple[object, list[dict]]]] = {}  # device -> its `fused_stats.Table`s, each with its rows' items
         self._scratch: dict[torch.dtype, torch.Tensor] = {}  # CPU buffers for large tensors (`_whole`)
 
     def add(self, item: dict, x: torch.Tensor) -> None:
@@ -427,7 +431,7 @@ class ValueStats:
         if x.requires_grad:
             x = x.detach()
         if n >= FUSED_MIN and x.dtype in FUSED_DTYPES and x.device.type in FUSED_DEVICES and _fused() is not None:
-            self._done.append(([item], self._fused_row(x)))
+            self._fused_row(item, x)
         elif n <= SMALL:
             key = (x.device, x.shape, torch.float64 if x.dtype in WIDE else torch.float32)
             batch = self._batches.get(key)
@@ -459,12 +463,15 @@ class ValueStats:
         work.view(x.shape).copy_(x)
         return _cpu_moments(work.view(1, n), out=work.view(1, n))
 
-    def _fused_row(self, x: torch.Tensor) -> torch.Tensor:
-        """x's moments, queued by the fused kernel into its device's table: the row, [1, 6]."""
-        table = self._tables.get(x.device)
-        if table is None or table.full:
-            table = self._tables[x.device] = _fused().Table(x.device)
-        return table.add(x)  # [1, 6]
+    def _fused_row(self, item: dict, x: torch.Tensor) -> None:
+        """x's moments, queued by the fused kernel into the next row of its device's table; the
+        table's items are kept in row order, so it is read back whole."""
+        tables = self._tables.setdefault(x.device, [])
+        if not tables or tables[-1][0].full:
+            tables.append((_fused().Table(x.device), []))
+        table, items = tables[-1]
+        table.add(x)
+        items.append(item)
 
     def resolve(self) -> None:
         """Read every summary back (one transfer per device) into its description."""
@@ -477,6 +484,8 @@ class ValueStats:
                 rows.append((items, stats))
             else:
                 by_device.setdefault(stats.device, []).append((items, stats))
+        for device, tables in self._tables.items():
+            by_device.setdefault(device, []).extend((items, table.stats[: table.used]) for table, items in tables)  # [used, 6] each
         for batches in by_device.values():
             table = torch.cat([stats for _, stats in batches]).cpu().tolist()  # the one sync
             rows.append(([item for batch_items, _ in batches for item in batch_items], table))
