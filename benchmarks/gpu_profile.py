@@ -8,6 +8,7 @@ launch shapes, tensor by tensor: host and device time per launch.
 """
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -27,10 +28,13 @@ def main() -> None:
     parser.add_argument("--launch-shapes", action="store_true", help="time the fused summary kernel alone under a few launch shapes first")
     parser.add_argument("--baseline", type=Path, help="a folder holding another copy of the tracer package, whose kernel is timed too")
     parser.add_argument("--kernels-only", action="store_true", help="stop after the launch shapes")
+    parser.add_argument("--best", type=Path, help="write the launch constants with the least device time in all, as JSON")
     opts = parser.parse_args()
     dev = torch.device("cuda")
     if opts.launch_shapes:
-        launch_shapes(dev, opts.baseline)
+        best = launch_shapes(dev, opts.baseline)
+        if opts.best is not None:
+            opts.best.write_text(json.dumps(best))
         if opts.kernels_only:
             return
     model, prefill = prefill_case("11b-instruct", dev)
@@ -59,10 +63,12 @@ SIZES = {  # tensors the 11B prefill summarises, bf16
 }
 VARIANTS = {  # launch constants of `tracer/fused_stats.py` to compare, the first the default
     "default": {},
-    "fold 1024": {"FOLD": 1024},
-    "fold 2048": {"FOLD": 2048},
-    "4 stages": {"STAGES": 4},
-    "8 warps": {"WARPS": 8},
+    "fold through L2": {"FOLD_CG": True},
+    "prefetch": {"PREFETCH": True},
+    "prefetch, fold through L2": {"PREFETCH": True, "FOLD_CG": True},
+    "block 2048": {"BLOCK": 2048},
+    "block 4096": {"BLOCK": 4096},
+    "block 4096, 8 warps": {"BLOCK": 4096, "WARPS": 8},
 }
 
 
@@ -82,10 +88,11 @@ def queued(fn, count: int) -> tuple[float, float]:
     return host / count * 1e6, start.elapsed_time(end) / count * 1e3
 
 
-def launch_shapes(dev: torch.device, baseline: Path | None) -> None:
+def launch_shapes(dev: torch.device, baseline: Path | None) -> dict:
     """The fused summary kernel alone, tensor by tensor: host and device time per launch for
     each launch shape in `VARIANTS` (and the baseline tracer's kernel, if given), against ATen
-    (aminmax + sum, and a copy to fp32) for scale; each summary checked against float64."""
+    (aminmax + sum, and a copy to fp32) for scale; each summary checked against float64.
+    Returns the constants of the variant with the least device time over all the tensors."""
     from tracer import fused_stats
 
     g = torch.Generator(device=dev).manual_seed(0)
@@ -94,12 +101,14 @@ def launch_shapes(dev: torch.device, baseline: Path | None) -> None:
     if baseline is not None:
         old = load_package(baseline / "tracer", "tracer_baseline_kernels")
         kernels["baseline tracer's kernel"] = (old.values._fused(), {})
-    default = {name: getattr(fused_stats, name) for name in ("BLOCK", "WARPS", "FOLD", "STAGES")}
+    spent: dict[str, float] = {}  # variant -> device µs over all the tensors
+    default = {name: getattr(fused_stats, name) for name in ("BLOCK", "WARPS", "FOLD", "STAGES", "PREFETCH", "FOLD_CG")}
     for label, x in tensors.items():
         x64 = x.double()
         ref = [x64.min().item(), x64.max().item(), x64.sum().item(), (x64 - x64.mean()).square().sum().item()]
         line = []
         for name, (module, constants) in kernels.items():
+            spent.setdefault(name, 0.0)
             if module is fused_stats:
                 for key, value in {**default, **constants}.items():
                     setattr(fused_stats, key, value)
@@ -111,6 +120,7 @@ def launch_shapes(dev: torch.device, baseline: Path | None) -> None:
             count = min(200, module.ROWS - 8)
             table = module.Table(dev)
             host, device = queued(lambda: table.add(x), count)
+            spent[name] += device if ok else float("inf")
             line.append(f"{name} {host:.1f}/{device:.1f}{'' if ok else ' WRONG ' + str((row, ref))}")
         for name, fn in (("aminmax+sum", lambda: (torch.aminmax(x), x.sum(dtype=torch.float32))), ("copy to fp32", lambda: x.float())):
             host, device = queued(fn, 200)
@@ -119,6 +129,9 @@ def launch_shapes(dev: torch.device, baseline: Path | None) -> None:
     for key, value in default.items():
         setattr(fused_stats, key, value)
     fused_stats._PLANS.clear()
+    best = min(VARIANTS, key=lambda name: spent[name])
+    print("device µs over all the tensors: " + "; ".join(f"{name} {t:.1f}" for name, t in spent.items()) + f"; best: {best}")
+    return VARIANTS[best]
 
 
 if __name__ == "__main__":

@@ -43,8 +43,12 @@ def main() -> None:
     parser.add_argument("--device", default="cuda", help="cpu only for a dry run of this script")
     parser.add_argument("--baseline", type=Path, help="a folder holding another copy of the tracer package, timed too")
     parser.add_argument("--freeze", action="store_true", help="gc.freeze() after the set-up, as the CLI does")
+    parser.add_argument("--kernel", type=Path, help="a JSON file of launch constants for tracer/fused_stats.py (gpu_profile.py --best)")
     opts = parser.parse_args()
     dev = torch.device(opts.device)
+    kernel = json.loads(opts.kernel.read_text()) if opts.kernel else {}
+    for key, value in kernel.items():
+        setattr(values._fused(), key, value)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     t0 = time.perf_counter()
     model, prefill = prefill_case(opts.preset, dev)
@@ -134,6 +138,7 @@ def main() -> None:
         "device": torch.cuda.get_device_name() if dev.type == "cuda" else "cpu",
         "torch": torch.__version__,
         "preset": opts.preset,
+        "kernel_constants": kernel,
         "gc_frozen": opts.freeze,
         "build_s": round(build_s, 1),
         "peak_gb": round(torch.cuda.max_memory_allocated() / 2**30, 1) if dev.type == "cuda" else None,
