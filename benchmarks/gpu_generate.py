@@ -56,7 +56,7 @@ def main() -> None:
 
     cases = {"untraced": dict(traced=False), "traced, shapes only": dict(traced=True, values=False),
              "traced, with value summaries": dict(traced=True),
-             "traced, with value summaries, fused only past 262144 elements": dict(traced=True, fused_min=tracer_values.SMALL + 1)}
+             "traced, with value summaries, fused from 65536 elements": dict(traced=True, fused_min=1 << 16)}
     for _ in range(2):
         for kw in cases.values():
             run(**kw)

@@ -63,11 +63,11 @@ SIZES = {  # tensors the 11B prefill summarises, bf16
 }
 VARIANTS = {  # launch constants of `tracer/fused_stats.py` to compare, the first the default
     "default": {},
-    "fold through L2": {"FOLD_CG": True},
-    "prefetch": {"PREFETCH": True},
-    "prefetch, fold through L2": {"PREFETCH": True, "FOLD_CG": True},
+    "fold 1024": {"FOLD": 1024},
+    "fold 2048": {"FOLD": 2048},
+    "4 stages": {"STAGES": 4},
+    "8 warps": {"WARPS": 8},
     "block 2048": {"BLOCK": 2048},
-    "block 4096": {"BLOCK": 4096},
     "block 4096, 8 warps": {"BLOCK": 4096, "WARPS": 8},
 }
 
@@ -102,7 +102,7 @@ def launch_shapes(dev: torch.device, baseline: Path | None) -> dict:
         old = load_package(baseline / "tracer", "tracer_baseline_kernels")
         kernels["baseline tracer's kernel"] = (old.values._fused(), {})
     spent: dict[str, float] = {}  # variant -> device µs over all the tensors
-    default = {name: getattr(fused_stats, name) for name in ("BLOCK", "WARPS", "FOLD", "STAGES", "PREFETCH", "FOLD_CG")}
+    default = {name: getattr(fused_stats, name) for name in ("BLOCK", "WARPS", "FOLD", "STAGES")}
     for label, x in tensors.items():
         x64 = x.double()
         ref = [x64.min().item(), x64.max().item(), x64.sum().item(), (x64 - x64.mean()).square().sum().item()]

@@ -102,7 +102,7 @@ def main() -> None:
         "steady, with value summaries": steady(True, fused),
         "steady, with value summaries, ATen reductions only": steady(True, fused=False),
         "steady, with value summaries, small tensors fused too": steady(True, fused, fused_min=1),
-        "steady, with value summaries, fused only past 262144 elements": steady(True, fused, fused_min=values.SMALL + 1),
+        "steady, with value summaries, fused from 65536 elements": steady(True, fused, fused_min=1 << 16),
         "whole trace, shapes only": whole(False),
         "whole trace, with value summaries": whole(True, fused),
     }

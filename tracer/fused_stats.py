@@ -43,8 +43,6 @@ BLOCK = 1024  # elements a program reads per step (8 per thread: one 16-byte loa
 WARPS = 4  # warps per program
 FOLD = 512  # at most this many programs per launch: the last one folds their partial rows
 STAGES = 3  # Triton's software pipelining of the steps' loads (its default)
-PREFETCH = False  # issue each step's load one step ahead
-FOLD_CG = False  # the fold reads the partial rows through L2 (".cg") instead of volatile loads
 ROWS = 4096  # rows per table (32 KiB each 1024 rows)
 DIRECT = True  # launch through the kernel's C launcher where that applies (see above); False: always through Triton's
 _COMPILED: dict[tuple, object] = {}  # what Triton specialises `_moments` on -> the compiled kernel
@@ -54,7 +52,7 @@ _SCRATCH: dict[tuple, "_Scratch"] = {}  # (device, stream, FOLD) -> its partial 
 
 @triton.jit(do_not_specialize=["n", "row"])
 def _moments(x_ptr, n, stats_ptr, part_ptr, count_ptr, ticket_ptr, row,
-             BLOCK: tl.constexpr, STEPS: tl.constexpr, FOLD: tl.constexpr, PREFETCH: tl.constexpr, FOLD_CG: tl.constexpr):
+             BLOCK: tl.constexpr, STEPS: tl.constexpr, FOLD: tl.constexpr):
     """Each program: the partial moments of x[pid*BLOCK*STEPS : (pid+1)*BLOCK*STEPS], min and
     max in fp32, sums in float64 (in fp32, two of bf16's lowest values, as in an additive mask,
     already overflow), NaN and Inf counts in int32, accumulated lane by lane and reduced once;
@@ -69,20 +67,19 @@ def _moments(x_ptr, n, stats_ptr, part_ptr, count_ptr, ticket_ptr, row,
     squares = tl.zeros([BLOCK], tl.float64)
     nans = tl.zeros([BLOCK], tl.int32)
     infs = tl.zeros([BLOCK], tl.int32)
-    if PREFETCH:  # the next step's load issued before this step's arithmetic
-        following = tl.load(x_ptr + start + offs, mask=start + offs < n, other=0.0)
-        for step in tl.range(STEPS):
-            idx = start + step * BLOCK + offs
-            inside = idx < n
-            x = following.to(tl.float32)
-            following = tl.load(x_ptr + idx + BLOCK, mask=(idx + BLOCK < n) & (step + 1 < STEPS), other=0.0)
-            lo, hi, total, squares, nans, infs = _accumulate(x, inside, lo, hi, total, squares, nans, infs)
-    else:
-        for step in tl.range(STEPS):
-            idx = start + step * BLOCK + offs
-            inside = idx < n
-            x = tl.load(x_ptr + idx, mask=inside, other=0.0).to(tl.float32)
-            lo, hi, total, squares, nans, infs = _accumulate(x, inside, lo, hi, total, squares, nans, infs)
+    for step in tl.range(STEPS):
+        idx = start + step * BLOCK + offs
+        inside = idx < n
+        x = tl.load(x_ptr + idx, mask=inside, other=0.0).to(tl.float32)
+        is_nan = x != x
+        ordered = inside & ~is_nan
+        lo = tl.minimum(lo, tl.where(ordered, x, float("inf")))
+        hi = tl.maximum(hi, tl.where(ordered, x, float("-inf")))
+        wide = x.to(tl.float64)
+        total += wide
+        squares += wide * wide
+        nans += (inside & is_nan).to(tl.int32)
+        infs += (inside & (tl.abs(x) == float("inf"))).to(tl.int32)
     part = part_ptr + pid * 4
     tl.store(part + 0, tl.min(lo, axis=0).to(tl.float64))
     tl.store(part + 1, tl.max(hi, axis=0).to(tl.float64))
@@ -95,44 +92,24 @@ def _moments(x_ptr, n, stats_ptr, part_ptr, count_ptr, ticket_ptr, row,
     ticket = tl.atomic_add(ticket_ptr, 1, sem="acq_rel", scope="gpu")
     programs = tl.num_programs(0)
     if ticket == programs - 1:
-        _fold(stats_ptr, part_ptr, count_ptr, row, programs, n, FOLD, FOLD_CG)
+        _fold(stats_ptr, part_ptr, count_ptr, row, programs, n, FOLD)
         tl.atomic_xchg(ticket_ptr, 0, sem="release", scope="gpu")  # for the next launch on this stream
 
 
 @triton.jit
-def _accumulate(x, inside, lo, hi, total, squares, nans, infs):
-    """One step's values x (fp32) into the lane-wise accumulators."""
-    is_nan = x != x
-    ordered = inside & ~is_nan
-    wide = x.to(tl.float64)
-    return (tl.minimum(lo, tl.where(ordered, x, float("inf"))), tl.maximum(hi, tl.where(ordered, x, float("-inf"))),
-            total + wide, squares + wide * wide,
-            nans + (inside & is_nan).to(tl.int32), infs + (inside & (tl.abs(x) == float("inf"))).to(tl.int32))
-
-
-@triton.jit
-def _fold(stats_ptr, part_ptr, count_ptr, row, programs, n, FOLD: tl.constexpr, FOLD_CG: tl.constexpr):
-    """part/count[0:programs] -> stats[row, 0:6], float64, folded in a fixed order. The loads
-    bypass the SM's own cache (`FOLD_CG`: through L2 only; else volatile): it may hold the
-    scratch rows of an earlier launch."""
+def _fold(stats_ptr, part_ptr, count_ptr, row, programs, n, FOLD: tl.constexpr):
+    """part/count[0:programs] -> stats[row, 0:6], float64, folded in a fixed order. The loads are
+    volatile: the SM's own cache may still hold the scratch rows of an earlier launch."""
     idx = tl.arange(0, FOLD)
     inside = idx < programs
     part = part_ptr + idx * 4
     count = count_ptr + idx * 2
-    if FOLD_CG:
-        lo = tl.load(part + 0, mask=inside, other=float("inf"), cache_modifier=".cg")
-        hi = tl.load(part + 1, mask=inside, other=float("-inf"), cache_modifier=".cg")
-        total = tl.load(part + 2, mask=inside, other=0.0, cache_modifier=".cg")
-        squares = tl.load(part + 3, mask=inside, other=0.0, cache_modifier=".cg")
-        nans = tl.load(count + 0, mask=inside, other=0, cache_modifier=".cg").to(tl.int64)
-        infs = tl.load(count + 1, mask=inside, other=0, cache_modifier=".cg").to(tl.int64)
-    else:
-        lo = tl.load(part + 0, mask=inside, other=float("inf"), volatile=True)
-        hi = tl.load(part + 1, mask=inside, other=float("-inf"), volatile=True)
-        total = tl.load(part + 2, mask=inside, other=0.0, volatile=True)
-        squares = tl.load(part + 3, mask=inside, other=0.0, volatile=True)
-        nans = tl.load(count + 0, mask=inside, other=0, volatile=True).to(tl.int64)
-        infs = tl.load(count + 1, mask=inside, other=0, volatile=True).to(tl.int64)
+    lo = tl.load(part + 0, mask=inside, other=float("inf"), volatile=True)
+    hi = tl.load(part + 1, mask=inside, other=float("-inf"), volatile=True)
+    total = tl.load(part + 2, mask=inside, other=0.0, volatile=True)
+    squares = tl.load(part + 3, mask=inside, other=0.0, volatile=True)
+    nans = tl.load(count + 0, mask=inside, other=0, volatile=True).to(tl.int64)
+    infs = tl.load(count + 1, mask=inside, other=0, volatile=True).to(tl.int64)
     out = stats_ptr + row * 6
     tl.store(out + 0, tl.min(lo, axis=0))
     tl.store(out + 1, tl.max(hi, axis=0))
@@ -227,7 +204,7 @@ class Table:
         plan for launching it directly (`add`) where that applies."""
         n = flat.numel()
         steps, programs = launch_shape(n)
-        constants = (BLOCK, steps, FOLD, PREFETCH, FOLD_CG)
+        constants = (BLOCK, steps, FOLD)
         scratch = _SCRATCH.get((flat.device, stream, FOLD))
         if scratch is None:
             scratch = _SCRATCH[(flat.device, stream, FOLD)] = _Scratch(flat.device)

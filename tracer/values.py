@@ -248,11 +248,10 @@ POOL_BYTES = 64 << 20  # CPU batches kept for the next trace, up to this much
 # "cpu" to run its kernels in Triton's interpreter; the benchmarks empty it for ATen alone.
 FUSED_DEVICES = ("cuda",)
 FUSED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
-# From this many elements on (smaller ones are copied into batches). On an H200 one fused launch
-# took 6 µs of host time and 5.5 µs of device time for [1, 24, 4096] bf16, a copy into a batch
-# 9 µs and 3 µs, and the batch's own summary comes on top: from 65536 elements on, the prefill
-# ran faster fused (benchmarks/RESULTS.md, tenth session).
-FUSED_MIN = 1 << 16
+# From this many elements on (smaller ones are copied into batches). Fusing from 65536 on, or
+# every tensor, made no difference beyond the noise of the whole prefill on an H200, in either
+# direction (benchmarks/RESULTS.md, tenth session).
+FUSED_MIN = SMALL + 1
 
 
 @functools.cache
