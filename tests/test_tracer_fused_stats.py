@@ -146,3 +146,14 @@ def test_small_tensors_read_the_same_fused_or_batched(results):
         assert [f[k] for k in ("min", "max", "nan", "inf")] == [b[k] for k in ("min", "max", "nan", "inf")]
         for k in ("mean", "std"):  # fp32 batched sums against the kernel's float64 ones
             assert f[k] == b[k] or f[k] == pytest.approx(b[k], rel=1e-5, abs=1e-6)
+
+
+@pytest.mark.parametrize("n", [1, 1024, 1025, 1024 * 512, 1024 * 512 + 1, 1024 * 4 * 512 + 1, 33 * 2**20, 2**31 + 5])
+def test_launch_shape_takes_one_step_while_fold_programs_cover_the_tensor(n):
+    from tracer import fused_stats
+
+    steps, programs = fused_stats.launch_shape(n)
+    block, fold = fused_stats.BLOCK, fused_stats.FOLD
+    assert programs <= fold and programs * steps * block >= n > (programs - 1) * steps * block  # covers n, no idle program
+    assert steps == 1 or block * (steps // 4) * fold < n  # no more steps than needed: 1, 4, 16, ...
+    assert steps & (steps - 1) == 0 and (steps.bit_length() - 1) % 2 == 0  # a power of 4
