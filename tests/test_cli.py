@@ -45,7 +45,7 @@ def test_json_log_render_and_determinism(tmp_path):
     header = json.loads(a.read_text().splitlines()[0])
     assert header["model"]["preset"] == "tiny" and header["mode"] == "real"
     result = invoke("render", str(a))
-    assert result.exit_code == 0 and "generated 1 token(s)" in result.stdout and "text.logits" in result.stdout
+    assert result.exit_code == 0 and "generated 1 token," in result.stdout and "text.logits" in result.stdout
 
 
 def test_json_to_stdout_is_json_lines():
@@ -204,7 +204,7 @@ def test_generation_traces_every_decode_step_and_folds_them(tmp_path):
     assert len(summary["generated"]["ids"]) == 5 and summary["steps"] == 5
     out = invoke("render", str(log)).stdout
     assert "decode steps 1-4 (×4, the same shapes, one" in out  # the line may wrap after that
-    assert "generated 5 token(s)" in out
+    assert "generated 5 tokens," in out
 
 
 def test_no_values_traces_shapes_only_and_generates_the_same(tmp_path):

@@ -17,7 +17,7 @@ from .catalog import stage_index
 from .context import all_stage_contexts, run_context
 from .regenerate import regenerate_command
 from .source_excerpt import PROJECT_ROOT, excerpt
-from .summary import RANDOM_TEXT, display_path, fmt_count, fmt_item, mode_label, nonfinite_line, phase_label, random_weights, table_items
+from .summary import RANDOM_TEXT, display_path, fmt_count, fmt_item, mode_label, nonfinite_line, phase_label, plural, random_weights, table_items
 from .tree import build_tree, walk
 
 GROUPS = [
@@ -176,7 +176,7 @@ def render_markdown(header: dict, events: list[dict], summary: dict, page: Path,
         "| input | value |",
         "|---|---|",
         f"| image | {md_text(str(img.get('path')))}, {ctx['image_w']}x{ctx['image_h']} {img.get('mode')} |",
-        f"| canvas and chunks | {ctx['canvas_w']}x{ctx['canvas_h']}: {ctx['rows']} x {ctx['cols']} chunks of {ctx['R']} px, {ctx['empty_chunks']} empty slot(s) of {ctx['max_chunks']} |",
+        f"| canvas and chunks | {ctx['canvas_w']}x{ctx['canvas_h']}: {ctx['rows']} x {ctx['cols']} chunks of {ctx['R']} px, {plural(ctx['empty_chunks'], 'empty slot')} of {ctx['max_chunks']} |",
         f"| prompt | {md_text(repr(inputs.get('prompt')))} → {ctx['prompt_tokens']} tokens ({ctx['layout']} layout, image token at position {ctx['image_pos']}) |",
         f"| model | {md_text(model['preset'])}: D={ctx['D']}, {ctx['n_layers']} text layers + {ctx['n_xattn']} cross-attention layers, vision W={ctx['W']} with {ctx['vision_layers']} + {ctx['global_layers']} layers |",
         f"| cost | {ctx['total_flops']} FLOPs in matmuls and attention; the image side takes {ctx['vision_flops_share']} (the encoder and projection {ctx['encoder_flops_share']}) |",
@@ -214,7 +214,7 @@ def render_markdown(header: dict, events: list[dict], summary: dict, page: Path,
         e = row["first"]
         out += [f"## {i}. {title}", ""]
         facts = [f"stage `{sid}`"] + ([f"phase: {phase_label(row['phase'], events)}"] if row["phase"] else [])
-        facts.append(f"{row['calls']} call" + ("s" if row["calls"] > 1 else ""))
+        facts.append(plural(row["calls"], "call"))
         if row["params"]:
             facts.append(f"{fmt_count(row['params'])} parameters")
         if row["flops"]:
@@ -245,7 +245,7 @@ def render_markdown(header: dict, events: list[dict], summary: dict, page: Path,
         if "generated" in summary:
             g = summary["generated"]
             meaning = RANDOM_TEXT if random_weights(header) else ""
-            out += [f"Generated {len(g['ids'])} token(s), stopped at {g['stopped']}: {md_text(repr(g['text']))}{meaning}", ""]
+            out += [f"Generated {plural(len(g['ids']), 'token')}, stopped at {g['stopped']}: {md_text(repr(g['text']))}{meaning}", ""]
         if summary.get("top5"):
             out += ["The five likeliest next tokens after the prefill:", "", "| id | text | logit |", "|---|---|---|"] + [f"| {t['id']} | {md_text(repr(t['text']))} | {t['logit']} |" for t in summary["top5"]] + [""]
     files[page] = "\n".join(out).rstrip() + "\n"

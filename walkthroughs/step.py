@@ -22,7 +22,7 @@ from rich.text import Text
 
 from .catalog import stage_index
 from .context import all_stage_contexts
-from .summary import mode_label, phase_label, print_nonfinite, result_lines
+from .summary import mode_label, print_nonfinite, result_lines, stage_title
 from .terminal import render_stage_body
 
 NEXT = {"n", " ", "\r", "\n", "j", "\x1b[C", "\x1b[B"}
@@ -109,14 +109,11 @@ def render_stage(header: dict, events: list[dict], summary: dict, console: Conso
     stage (without the code and modules unless `details`)."""
     catalog = stage_index()
     row, ctx = rows[index]
-    sid = row["stage"]
-    info = catalog.get(sid)
-    title = info.title if info else sid
-    phase = f" · {phase_label(row['phase'], events)}" if row["phase"] else ""
+    title, beside = stage_title(row, events, catalog)
     model = header["model"]
     console.clear()
     console.print(Rule(f"[bold]Llama 3.2 Vision {escape(model['preset'])}[/] · {mode_label(header)} · stage {index + 1}/{len(rows)}", align="left"))
-    console.print(Text(f"stage {index + 1}/{len(rows)}: {title}", style="bold") + Text(f"  ({sid}{phase})", style="dim"))
+    console.print(Text(f"stage {index + 1}/{len(rows)}: {title}", style="bold") + Text(f"  ({beside})", style="dim"))
     print_nonfinite(events, console)
     render_stage_body(events, row, ctx, console, depth, details)
     if index == len(rows) - 1:

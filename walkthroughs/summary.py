@@ -152,6 +152,20 @@ def phase_label(phase: str | None, events: list[dict]) -> str:
     return f"decode steps {steps[0]}-{steps[-1]} (×{len(steps)}, the same shapes, one position each)"
 
 
+def plural(n: int, noun: str) -> str:
+    """'1 token', '3 tokens'."""
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def stage_title(row: dict, events: list[dict], catalog: dict) -> tuple[str, str]:
+    """A stage's title in the terminal views (the catalog's, else its id), and what goes beside
+    it, dimmed: the id and the phase, as in `text.layer · prefill`."""
+    sid = row["stage"]
+    info = catalog.get(sid)
+    phase = f" · {phase_label(row['phase'], events)}" if row["phase"] else ""
+    return (info.title if info else sid), f"{sid}{phase}"
+
+
 def first_tensor(items: list[dict]) -> dict | None:
     return next((i for i in items if "shape" in i), items[0] if items else None)
 
@@ -162,7 +176,7 @@ def result_lines(header: dict, summary: dict) -> list[str]:
     lines = []
     if "generated" in summary:
         g = summary["generated"]
-        lines.append(f"generated {len(g['ids'])} token(s), stopped at {g['stopped']}: {g['text']!r}"
+        lines.append(f"generated {plural(len(g['ids']), 'token')}, stopped at {g['stopped']}: {g['text']!r}"
                      + (RANDOM_TEXT if random_weights(header) else ""))
     elif "next_token" in summary:
         nt = summary["next_token"]

@@ -17,7 +17,7 @@ from .annotations import annotate
 from .catalog import stage_index
 from .context import all_stage_contexts
 from .source_excerpt import excerpt
-from .summary import display_path, fmt_count, fmt_item, mode_label, phase_label, print_nonfinite, result_lines, table_items
+from .summary import display_path, fmt_count, fmt_item, mode_label, plural, print_nonfinite, result_lines, stage_title, table_items
 from .tree import build_tree
 
 
@@ -91,7 +91,7 @@ def render_stage_body(events: list[dict], row: dict, ctx: dict, console: Console
     sid, e = row["stage"], row["first"]
     info = stage_index().get(sid)
     note = annotate(sid, ctx)
-    facts = [f"{row['calls']} call" + ("s" if row["calls"] > 1 else "")]
+    facts = [plural(row["calls"], "call")]
     if row["params"]:
         facts.append(f"{fmt_count(row['params'])} parameters")
     if row["flops"]:
@@ -131,15 +131,12 @@ def render_walkthrough(header: dict, events: list[dict], summary: dict, console:
     print_nonfinite(events, console)
     shown = 0
     for i, (row, ctx) in enumerate(all_stage_contexts(header, events, summary), 1):
-        sid = row["stage"]
-        if stage and not sid.startswith(stage):
+        if stage and not row["stage"].startswith(stage):
             continue
         shown += 1
-        info = catalog.get(sid)
-        title = info.title if info else sid
-        phase = f" · {phase_label(row['phase'], events)}" if row["phase"] else ""
+        title, beside = stage_title(row, events, catalog)
         console.print()
-        console.print(Rule(f"[bold]{i}. {title}[/] [dim]({sid}{phase})[/]", align="left"))
+        console.print(Rule(f"[bold]{i}. {title}[/] [dim]({beside})[/]", align="left"))
         render_stage_body(events, row, ctx, console, depth)
     if stage and not shown:
         console.print(f"[yellow]no stage matches {stage!r}[/]; stages: {', '.join(catalog)}")
