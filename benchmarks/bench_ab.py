@@ -22,13 +22,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import torch  # noqa: E402
-from PIL import Image  # noqa: E402
 
 import tracer  # noqa: E402
-from benchmarks_common import load_package, prefill_case, trace_options  # noqa: E402
-from model import ChatFormat, Message, build_model, get_preset, get_tokenizer  # noqa: E402
-from model.generation import generate  # noqa: E402
-from walkthroughs.sample_image import SAMPLE_IMAGE  # noqa: E402
+from benchmarks_common import generation_case, load_package, prefill_case, trace_options  # noqa: E402
 
 
 def main() -> None:
@@ -40,15 +36,10 @@ def main() -> None:
     torch.set_num_threads(1)
     old = load_package(opts.baseline / "tracer", "tracer_baseline")
 
-    model = build_model(get_preset("tiny"), dtype=torch.bfloat16, seed=0)
-    tok = get_tokenizer()
-    inp = ChatFormat(tok).encode_dialog_prompt([Message("user", [Image.open(SAMPLE_IMAGE).convert("RGB"), "Describe it."])])
+    model, tokens = generation_case(max_gen_len=opts.tokens)
     prefill_model, prefill = prefill_case("tiny", "cpu")
 
     def generation(package=None, with_values=True):
-        def tokens(marker=None):
-            steps = generate(model, inp, tok.pad_id, tok.stop_tokens, max_gen_len=opts.tokens, **({"marker": marker} if marker else {}))
-            return [int(s.next_token[0]) for s in steps]
         if package is None:
             return tokens()
         with package.trace(model, **trace_options(with_values)) as t:

@@ -104,26 +104,15 @@ def generation_overhead(repeats: int, bench_model: bool = False) -> list[str]:
     with the loading bench's model: untraced, under the two empty-hook floors, traced with value
     summaries and traced shapes only, all checked to give the same tokens first: the rows of
     `overhead_table`."""
-    import torch
-    from PIL import Image
-
-    from model import ChatFormat, Message, build_model, get_preset, get_tokenizer
-    from model.generation import generate
     from tracer import trace
-    from walkthroughs.sample_image import SAMPLE_IMAGE
 
-    from benchmarks_common import floor_cases, overhead_table, trace_options
+    from benchmarks_common import floor_cases, generation_case, overhead_table, trace_options
 
-    model = build_model(bench_args() if bench_model else get_preset("tiny"), dtype=torch.bfloat16, seed=0)
-    tok = get_tokenizer()
-    inp = ChatFormat(tok).encode_dialog_prompt([Message("user", [Image.open(SAMPLE_IMAGE).convert("RGB"), "Describe it."])])
-
-    def untraced():
-        return [int(s.next_token[0]) for s in generate(model, inp, tok.pad_id, tok.stop_tokens, max_gen_len=16)]
+    model, untraced = generation_case(bench_args() if bench_model else None)
 
     def traced(values: bool = True):
         with trace(model, **trace_options(values)) as t:
-            ids = [int(s.next_token[0]) for s in generate(model, inp, tok.pad_id, tok.stop_tokens, max_gen_len=16, marker=t.phase)]
+            ids = untraced(t.phase)
         return ids
 
     def shapes_only():  # `--no-values`

@@ -20,11 +20,6 @@ PROMPT_IDS = (
     + [128009, 128006, 78191, 128007]
 )
 
-if os.environ.get("FUSED_DIRECT") == "0":  # set by benchmarks/gpu_all.sh where the direct launch failed its probe
-    from tracer import fused_stats
-
-    fused_stats.DIRECT = False
-
 VISION_MASK = [[5, -1]]  # the <|image|> token at position 5 is seen by every later token
 PAD_ID = 128004
 
@@ -39,6 +34,15 @@ def prompt_tokens(max_seq_len: int, device) -> tuple[torch.Tensor, int]:
     tokens = torch.full((1, max_seq_len), PAD_ID, dtype=torch.long)  # [B, T]
     tokens[0, :n] = torch.tensor(PROMPT_IDS)
     return tokens.to(device), n
+
+
+def honour_fused_direct() -> None:
+    """FUSED_DIRECT=0 (set by benchmarks/gpu_all.sh where the fused kernels' direct launch failed
+    its probe): launch them through Triton's own launcher only."""
+    if os.environ.get("FUSED_DIRECT") == "0":
+        from tracer import fused_stats
+
+        fused_stats.DIRECT = False
 
 
 def prefill_case(preset: str, device):
@@ -62,6 +66,26 @@ def prefill_case(preset: str, device):
         return logits
 
     return model, prefill
+
+
+def generation_case(args=None, max_gen_len: int = 16):
+    """The CPU scripts' model and generation: `args` (the tiny preset by default) with random bf16
+    weights (seed 0), the sample image and "Describe it." as a chat prompt. Returns (model,
+    generate_ids): generate_ids(marker=None) runs greedy generation of up to `max_gen_len` tokens,
+    with `marker` (a trace's `phase`) called at each step, and returns the token ids."""
+    from model import ChatFormat, Message, build_model, get_preset, get_tokenizer
+    from model.generation import generate
+    from walkthroughs.sample_image import SAMPLE_IMAGE
+
+    model = build_model(args or get_preset("tiny"), dtype=torch.bfloat16, seed=0)
+    tok = get_tokenizer()
+    inp = ChatFormat(tok).encode_dialog_prompt([Message("user", [Image.open(SAMPLE_IMAGE).convert("RGB"), "Describe it."])])
+
+    def generate_ids(marker=None) -> list[int]:
+        steps = generate(model, inp, tok.pad_id, tok.stop_tokens, max_gen_len=max_gen_len, **({"marker": marker} if marker else {}))
+        return [int(s.next_token[0]) for s in steps]
+
+    return model, generate_ids
 
 
 def trace_options(values: bool, timing: bool = True) -> dict:

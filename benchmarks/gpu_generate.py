@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import torch  # noqa: E402
 
-from benchmarks_common import PAD_ID, PROMPT_IDS, VISION_MASK, noise_image, trace_options  # noqa: E402
+from benchmarks_common import PAD_ID, PROMPT_IDS, VISION_MASK, honour_fused_direct, noise_image, trace_options  # noqa: E402
 from model import build_model, get_preset  # noqa: E402
 from model.chat_format import LLMInput, VisionInput  # noqa: E402
 from model.generation import generate  # noqa: E402
@@ -35,6 +35,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=5)
     opts = parser.parse_args()
+    honour_fused_direct()
     dev = torch.device("cuda")
     args = get_preset("11b-instruct")
     model = build_model(args, device=dev, dtype=torch.bfloat16, seed=0)

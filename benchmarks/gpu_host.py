@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import torch  # noqa: E402
 
-from benchmarks_common import VISION_MASK, noise_image, prompt_tokens, trace_options  # noqa: E402
+from benchmarks_common import VISION_MASK, honour_fused_direct, noise_image, prompt_tokens, trace_options  # noqa: E402
 from model import build_model, get_preset  # noqa: E402
 from tracer import trace, values  # noqa: E402
 
@@ -41,6 +41,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--repeats", type=int, default=7)
     opts = parser.parse_args()
+    honour_fused_direct()
     dev = torch.device(opts.device)
     cuda = dev.type == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)

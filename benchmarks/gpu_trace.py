@@ -33,7 +33,7 @@ import torch  # noqa: E402
 
 from tracer import values  # noqa: E402
 
-from benchmarks_common import PROMPT_IDS, load_package, prefill_case, trace_options  # noqa: E402
+from benchmarks_common import PROMPT_IDS, honour_fused_direct, load_package, prefill_case, trace_options  # noqa: E402
 
 
 def main() -> None:
@@ -43,12 +43,9 @@ def main() -> None:
     parser.add_argument("--device", default="cuda", help="cpu only for a dry run of this script")
     parser.add_argument("--baseline", type=Path, help="a folder holding another copy of the tracer package, timed too")
     parser.add_argument("--freeze", action="store_true", help="gc.freeze() after the set-up, as the CLI does")
-    parser.add_argument("--kernel", type=Path, help="a JSON file of launch constants for tracer/fused_stats.py (gpu_profile.py --best)")
     opts = parser.parse_args()
+    honour_fused_direct()
     dev = torch.device(opts.device)
-    kernel = json.loads(opts.kernel.read_text()) if opts.kernel else {}
-    for key, value in kernel.items():
-        setattr(values._fused(), key, value)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     t0 = time.perf_counter()
     model, prefill = prefill_case(opts.preset, dev)
@@ -138,7 +135,6 @@ def main() -> None:
         "device": torch.cuda.get_device_name() if dev.type == "cuda" else "cpu",
         "torch": torch.__version__,
         "preset": opts.preset,
-        "kernel_constants": kernel,
         "gc_frozen": opts.freeze,
         "build_s": round(build_s, 1),
         "peak_gb": round(torch.cuda.max_memory_allocated() / 2**30, 1) if dev.type == "cuda" else None,
@@ -176,7 +172,8 @@ def probe_fused(dev: torch.device, sizes=(5_000_001, 123_457, 40_000_000, 7)) ->
             fused_stats._hooks_set = (lambda: True) if attempt == 3 else direct
             table = fused_stats.Table(dev)
             table.stats.fill_(-7.0)
-            rows = [table.stats[table.add(x)].tolist() for x in tensors]
+            queued = [table.add(x) for x in tensors]  # back to back, sharing one scratch area, before any read-back
+            rows = [table.stats[r].tolist() for r in queued]
             for x, row in zip(tensors, rows):
                 x64 = x.double()
                 finite = x64[~torch.isnan(x64)]

@@ -27,13 +27,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import torch  # noqa: E402
-from PIL import Image  # noqa: E402
 
-from benchmarks_common import prefill_case, trace_options  # noqa: E402
-from model import ChatFormat, Message, build_model, get_preset, get_tokenizer  # noqa: E402
-from model.generation import generate  # noqa: E402
+from benchmarks_common import generation_case, prefill_case, trace_options  # noqa: E402
 from tracer import capture, trace, values  # noqa: E402
-from walkthroughs.sample_image import SAMPLE_IMAGE  # noqa: E402
 
 PARTS = [  # (owner, attribute, label)
     (values.ValueStats, "add", "ValueStats.add (a tensor queued)"),
@@ -70,16 +66,14 @@ def timed(spent: collections.Counter, calls: collections.Counter):
 
 
 def cases() -> dict:
-    model = build_model(get_preset("tiny"), dtype=torch.bfloat16, seed=0)
-    tok = get_tokenizer()
-    inp = ChatFormat(tok).encode_dialog_prompt([Message("user", [Image.open(SAMPLE_IMAGE).convert("RGB"), "Describe it."])])
+    model, tokens = generation_case()
     prefill_model, prefill = prefill_case("tiny", "cpu")
 
     def generation(traced: bool, with_values: bool = True):
         if not traced:
-            return [int(s.next_token[0]) for s in generate(model, inp, tok.pad_id, tok.stop_tokens, max_gen_len=16)]
+            return tokens()
         with trace(model, **trace_options(with_values)) as t:
-            return [int(s.next_token[0]) for s in generate(model, inp, tok.pad_id, tok.stop_tokens, max_gen_len=16, marker=t.phase)]
+            return tokens(t.phase)
 
     def prefill_run(traced: bool, with_values: bool = True):
         if not traced:

@@ -10,9 +10,11 @@ import os
 import subprocess
 import sys
 import textwrap
+import types
 from pathlib import Path
 
 import pytest
+import torch
 
 pytest.importorskip("triton")
 
@@ -157,3 +159,33 @@ def test_launch_shape_takes_one_step_while_fold_programs_cover_the_tensor(n):
     assert programs <= fold and programs * steps * block >= n > (programs - 1) * steps * block  # covers n, no idle program
     assert steps == 1 or block * (steps // 4) * fold < n  # no more steps than needed: 1, 4, 16, ...
     assert steps & (steps - 1) == 0 and (steps.bit_length() - 1) % 2 == 0  # a power of 4
+
+
+def _compiled_stand_in(global_scratch: int = 0):
+    """What `fused_stats._direct` reads of a compiled Triton kernel."""
+    run = types.SimpleNamespace(global_scratch_size=global_scratch, profile_scratch_size=0, launch=print,
+                                launch_cooperative_grid=False, launch_pdl=False)
+    return types.SimpleNamespace(run=run, function=7, packed_metadata=(4, 1, 0))
+
+
+def test_direct_launch_only_where_the_launcher_takes_the_arguments_we_pass(monkeypatch):
+    from triton.backends.nvidia import driver
+
+    from tracer import fused_stats
+
+    monkeypatch.setattr(driver, "_BASE_ARGS_FORMAT", fused_stats._LAUNCH_FORMAT, raising=False)
+    assert fused_stats._direct(_compiled_stand_in(), None).function == 7
+    assert fused_stats._direct(_compiled_stand_in(global_scratch=64), None) is None  # Triton must allocate its scratch
+    assert fused_stats._direct(object(), None) is None  # another Triton: no such attributes
+    monkeypatch.setattr(driver, "_BASE_ARGS_FORMAT", fused_stats._LAUNCH_FORMAT + "O")  # a launcher that changed
+    assert fused_stats._direct(_compiled_stand_in(), None) is None
+
+
+def test_a_table_refuses_a_tensor_it_cannot_hold():
+    from tracer import fused_stats
+
+    table = fused_stats.Table(torch.device("cpu"))
+    table.used = fused_stats.ROWS
+    with pytest.raises(ValueError):
+        table.add(torch.ones(3))
+    assert table.used == fused_stats.ROWS  # nothing written past the last row

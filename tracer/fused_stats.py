@@ -11,16 +11,16 @@ from run to run.
 
 Launch shape: a program takes one step of BLOCK elements while FOLD programs cover the tensor,
 else 4, 16, ... steps. (Sixteen steps at least, as before the tenth session, left a [1, 24, 4096]
-tensor waiting out sixteen memory round trips in a row: 10.9 µs of device time on an H200, now
-5.5. More programs than FOLD, or whole-tensor tiles per program, were slower for the largest
+tensor waiting out sixteen memory round trips in a row: 11.1 µs of device time on an H200, now
+5.6. More programs than FOLD, or one 8192-element load per program, were slower for the largest
 tensors: benchmarks/RESULTS.md.)
 
-Launching: Triton's launcher works out the kernel's specialisation, the current stream, launch
-hooks and every pointer's attributes again at each call (15-25 µs of host time on an H200's
-host). `add` looks the compiled kernel up by what Triton specialises on and calls its C launcher
-directly, pointers as integers (6 µs). It goes through Triton's own launcher where that does not
-apply: launch hooks set (a profiler), scratch memory needed, an unknown Triton version, Triton's
-interpreter, or `DIRECT` set to False.
+Launching: Triton's launcher works out the kernel's specialisation, the current stream and the
+launch hooks, and asks the driver about every tensor pointer, at each call (14-22 µs of host time
+on an H200's host). `add` looks the compiled kernel up by what Triton specialises on and calls
+its C launcher directly, pointers as integers (6-7 µs). It goes through Triton's own launcher
+where that does not apply: launch hooks set (a profiler), scratch memory needed, a launcher that
+takes other leading arguments than Triton 3.6's, Triton's interpreter, or `DIRECT` set to False.
 
 Partial rows live in a scratch area per stream: launches on one stream run one after another,
 so they can share it, and the folding program sets the ticket back to zero for the next one.
@@ -35,6 +35,8 @@ interpreter (`TRITON_INTERPRET=1`).
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import triton
 import triton.language as tl
@@ -43,10 +45,9 @@ BLOCK = 1024  # elements a program reads per step (8 per thread: one 16-byte loa
 WARPS = 4  # warps per program
 FOLD = 512  # at most this many programs per launch: the last one folds their partial rows
 STAGES = 3  # Triton's software pipelining of the steps' loads (its default)
-ROWS = 4096  # rows per table (32 KiB each 1024 rows)
+ROWS = 4096  # rows per table (48 KiB each 1024 rows)
 DIRECT = True  # launch through the kernel's C launcher where that applies (see above); False: always through Triton's
-_COMPILED: dict[tuple, object] = {}  # what Triton specialises `_moments` on -> the compiled kernel
-_PLANS: dict[tuple, tuple] = {}  # (device index, stream, dtype, aligned, n) -> all a direct launch needs
+_KERNELS: dict[tuple, tuple] = {}  # see `Table.add` -> (the compiled kernel, its `_Direct` or None)
 _SCRATCH: dict[tuple, "_Scratch"] = {}  # (device, stream, FOLD) -> its partial rows and ticket
 
 
@@ -99,7 +100,7 @@ def _moments(x_ptr, n, stats_ptr, part_ptr, count_ptr, ticket_ptr, row,
 @triton.jit
 def _fold(stats_ptr, part_ptr, count_ptr, row, programs, n, FOLD: tl.constexpr):
     """part/count[0:programs] -> stats[row, 0:6], float64, folded in a fixed order. The loads are
-    volatile: the SM's own cache may still hold the scratch rows of an earlier launch."""
+    volatile: they must see the stores the other programs of this launch made on other SMs."""
     idx = tl.arange(0, FOLD)
     inside = idx < programs
     part = part_ptr + idx * 4
@@ -139,15 +140,32 @@ class _Scratch:
         self.pointers = (self.partials.data_ptr(), self.counts.data_ptr(), self.ticket.data_ptr())
 
 
-def _fast_launcher(kernel):
-    """The compiled kernel's C launcher and what it needs besides the kernel's own arguments, or
-    None where Triton's own launcher must be used (see the module's docstring)."""
+class _Direct(NamedTuple):
+    """What a direct launch of a compiled `_moments` takes besides its own arguments; it holds the
+    scratch whose pointers it passes."""
+
+    launch: object  # the C launcher Triton built for the kernel
+    function: int
+    cooperative: bool
+    pdl: bool
+    metadata: tuple
+    scratch: _Scratch
+
+
+_LAUNCH_FORMAT = "iiiKKppOOOOOO"  # the C launcher's leading arguments, as `add` passes them (Triton 3.6)
+
+
+def _direct(kernel, scratch: _Scratch) -> _Direct | None:
+    """How to launch `kernel` directly, or None where Triton's own launcher must be used (see the
+    module's docstring): its C launcher must take the leading arguments `add` passes."""
     try:
+        from triton.backends.nvidia import driver
+
         run = kernel.run
-        if run.global_scratch_size or run.profile_scratch_size:
+        if getattr(driver, "_BASE_ARGS_FORMAT", None) != _LAUNCH_FORMAT or run.global_scratch_size or run.profile_scratch_size:
             return None
-        return run.launch, kernel.function, run.launch_cooperative_grid, run.launch_pdl, kernel.packed_metadata
-    except AttributeError:  # another Triton version
+        return _Direct(run.launch, kernel.function, run.launch_cooperative_grid, run.launch_pdl, kernel.packed_metadata, scratch)
+    except (AttributeError, ImportError):  # another Triton version
         return None
 
 
@@ -167,6 +185,7 @@ class Table:
     def __init__(self, device: torch.device) -> None:
         self.stats = torch.empty(ROWS, 6, dtype=torch.float64, device=device)  # [rows, 6]
         self.stats_ptr = self.stats.data_ptr()
+        self.index = self.stats.get_device() if self.stats.is_cuda else -1
         self.used = 0
 
     @property
@@ -174,52 +193,46 @@ class Table:
         return self.used == ROWS
 
     def add(self, x: torch.Tensor) -> int:
-        """Queue x's moments (x: floating point, any shape and strides) into the next row of
-        `stats`; returns the row's index."""
+        """Queue x's moments (x: floating point, any shape and strides, on the table's device)
+        into the next row of `stats`; returns the row's index."""
         flat = x if x.is_contiguous() else x.reshape(-1)  # [n] in memory: the kernel reads flat memory
-        index, stream = -1, 0
-        if flat.is_cuda:
-            index = flat.get_device()
+        index = flat.get_device() if flat.is_cuda else -1
+        if index != self.index or self.used == ROWS:
+            raise ValueError(f"a full table, or a tensor on another device than the table's ({flat.device})")
+        stream = 0
+        if index >= 0:
             if index != torch._C._cuda_getDevice():
                 with torch.cuda.device(index):  # Triton launches on the current device
                     return self.add(flat)
             stream = torch._C._cuda_getCurrentRawStream(index)
-        n, pointer = flat.numel(), flat.data_ptr()
-        # What Triton specialises on: the dtype, the data pointer's 16-byte alignment (the
-        # table's and the scratch's pointers are fresh allocations, always aligned), the
-        # integers' width (n's); and it compiles for a device.
-        plan = _PLANS.get((index, stream, flat.dtype, pointer % 16 == 0, n))
-        row = self.used
-        self.used += 1
-        if plan is not None and DIRECT and not _hooks_set():
-            launch, programs, function, cooperative, pdl, metadata, part_ptr, count_ptr, ticket_ptr, *constants = plan
-            launch(programs, 1, 1, stream, function, cooperative, pdl, None, None, metadata, None, None, None,
-                   pointer, n, self.stats_ptr, part_ptr, count_ptr, ticket_ptr, row, *constants)
-        else:
-            self._launch(flat, index, stream, row)
-        return row
-
-    def _launch(self, flat: torch.Tensor, index: int, stream: int, row: int) -> None:
-        """Through Triton's own launcher; compiles the kernel where it is new, and keeps the
-        plan for launching it directly (`add`) where that applies."""
         n = flat.numel()
         steps, programs = launch_shape(n)
-        constants = (BLOCK, steps, FOLD)
-        scratch = _SCRATCH.get((flat.device, stream, FOLD))
-        if scratch is None:
-            scratch = _SCRATCH[(flat.device, stream, FOLD)] = _Scratch(flat.device)
-        args = (flat, n, self.stats, scratch.partials, scratch.counts, scratch.ticket, row, *constants)
-        key = (flat.device, flat.dtype, flat.data_ptr() % 16 == 0, n >= 2**31, *constants, WARPS, STAGES)
-        kernel = _COMPILED.get(key)
-        if kernel is None:
-            kernel = _moments[(programs,)](*args, num_warps=WARPS, num_stages=STAGES)
-            if not hasattr(kernel, "launch_metadata"):  # Triton's interpreter: nothing compiled
-                return
-            _COMPILED[key] = kernel
+        # What Triton specialises on (the dtype, the data pointer's 16-byte alignment: the table's
+        # and the scratch's are fresh allocations, always aligned; n's integer width; the
+        # constants), and where the kernel runs.
+        key = (index, stream, flat.dtype, flat.data_ptr() % 16 == 0, n >= 2**31, BLOCK, steps, FOLD, WARPS, STAGES)
+        known = _KERNELS.get(key)
+        row = self.used
+        if known is not None and known[1] is not None and DIRECT and not _hooks_set():
+            go = known[1]
+            go.launch(programs, 1, 1, stream, go.function, go.cooperative, go.pdl, None, None, go.metadata, None, None, None,
+                      flat.data_ptr(), n, self.stats_ptr, *go.scratch.pointers, row, BLOCK, steps, FOLD)
         else:
-            kernel[(programs, 1, 1)](*args)
-        fast = _fast_launcher(kernel)
-        if fast is not None:
-            launch, function, cooperative, pdl, metadata = fast
-            _PLANS[(index, stream, flat.dtype, flat.data_ptr() % 16 == 0, n)] = (
-                launch, programs, function, cooperative, pdl, metadata, *scratch.pointers, *constants)
+            self._launch(flat, key, known, programs, row)
+        self.used = row + 1
+        return row
+
+    def _launch(self, flat: torch.Tensor, key: tuple, known: tuple | None, programs: int, row: int) -> None:
+        """Through Triton's own launcher; compiles the kernel where it is new, and keeps it (with
+        how to launch it directly, where that applies) under `key`."""
+        device, stream, steps = flat.device, key[1], key[6]
+        scratch = _SCRATCH.get((device, stream, FOLD))
+        if scratch is None:
+            scratch = _SCRATCH[(device, stream, FOLD)] = _Scratch(device)
+        args = (flat, flat.numel(), self.stats, scratch.partials, scratch.counts, scratch.ticket, row, BLOCK, steps, FOLD)
+        if known is None:
+            kernel = _moments[(programs,)](*args, num_warps=WARPS, num_stages=STAGES)
+            if hasattr(kernel, "launch_metadata"):  # a compiled kernel (not Triton's interpreter)
+                _KERNELS[key] = (kernel, _direct(kernel, scratch))
+        else:
+            known[0][(programs, 1, 1)](*args)
