@@ -24,7 +24,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import torch  # noqa: E402
 
 import tracer  # noqa: E402
-from benchmarks_common import generation_case, load_package, prefill_case, trace_options  # noqa: E402
+from benchmarks_common import generation_case, load_package, prefill_case  # noqa: E402
+from walkthroughs.catalog import trace_options  # noqa: E402
 
 
 def main() -> None:

@@ -106,7 +106,8 @@ def generation_overhead(repeats: int, bench_model: bool = False) -> list[str]:
     `overhead_table`."""
     from tracer import trace
 
-    from benchmarks_common import floor_cases, generation_case, overhead_table, trace_options
+    from benchmarks_common import floor_cases, generation_case, overhead_table
+    from walkthroughs.catalog import trace_options
 
     model, untraced = generation_case(bench_args() if bench_model else None)
 

@@ -100,7 +100,8 @@ def tiny_overhead(repeats: int) -> list[str]:
     from walkthroughs.sample_image import SAMPLE_IMAGE
     from PIL import Image
 
-    from benchmarks_common import empty_forward_wrappers, floor_cases, overhead_table, trace_options
+    from benchmarks_common import empty_forward_wrappers, floor_cases, overhead_table
+    from walkthroughs.catalog import trace_options
 
     args = get_preset("tiny")
     model = build_model(args, device="cpu", dtype=torch.bfloat16, seed=0)
@@ -117,7 +118,7 @@ def tiny_overhead(repeats: int) -> list[str]:
 
     def traced(ops: bool):
         def go():
-            with trace(model, ops=ops, **trace_options(True)):
+            with trace(model, **trace_options(True, ops=ops)):
                 return forward()
         return go
 

@@ -1,7 +1,7 @@
 """Shared by the benchmarks: the GPU scripts' inputs (one 800x600 image, 2x2 tiles, and a 24-token
-chat prompt) and their prefill, the trace's options as the CLI sets them, the two empty-hook
-floors, interleaved timing and the CPU scripts' two-thread/one-thread table, and loading another
-copy of the tracer for an A/B."""
+chat prompt) and their prefill, the CPU scripts' generation, the two empty-hook floors,
+interleaved timing and the CPU scripts' two-thread/one-thread table, and loading another copy of
+the tracer for an A/B. (The trace's options as the CLI sets them: `walkthroughs.catalog.trace_options`.)"""
 
 import importlib.util
 import os
@@ -86,15 +86,6 @@ def generation_case(args=None, max_gen_len: int = 16):
         return [int(s.next_token[0]) for s in steps]
 
     return model, generate_ids
-
-
-def trace_options(values: bool, timing: bool = True) -> dict:
-    """The keywords `llama-trace run` passes to `tracer.trace` (walkthroughs/run.py), less `ops` and
-    `source_roots`: the catalog's wrapped functions and stage rules, value summaries unless `values`
-    is false (`--no-values`), timings unless `timing` is false (`--no-timing`)."""
-    from walkthroughs.catalog import stage_rules, wrapped_functions
-
-    return dict(values_summary=values, functions=wrapped_functions(), stage_rules=stage_rules(), timing=timing)
 
 
 @contextmanager

@@ -20,7 +20,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import torch  # noqa: E402
 
-from benchmarks_common import PAD_ID, PROMPT_IDS, VISION_MASK, honour_fused_direct, noise_image, trace_options  # noqa: E402
+from benchmarks_common import PAD_ID, PROMPT_IDS, VISION_MASK, honour_fused_direct, noise_image  # noqa: E402
+from walkthroughs.catalog import trace_options  # noqa: E402
 from model import build_model, get_preset  # noqa: E402
 from model.chat_format import LLMInput, VisionInput  # noqa: E402
 from model.generation import generate  # noqa: E402

@@ -30,7 +30,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import torch  # noqa: E402
 
-from benchmarks_common import VISION_MASK, honour_fused_direct, noise_image, prompt_tokens, trace_options  # noqa: E402
+from benchmarks_common import VISION_MASK, honour_fused_direct, noise_image, prompt_tokens  # noqa: E402
+from walkthroughs.catalog import trace_options  # noqa: E402
 from model import build_model, get_preset  # noqa: E402
 from tracer import trace, values  # noqa: E402
 

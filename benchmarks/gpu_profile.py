@@ -18,7 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
-from benchmarks_common import honour_fused_direct, load_package, prefill_case, trace_options  # noqa: E402
+from benchmarks_common import honour_fused_direct, load_package, prefill_case  # noqa: E402
+from walkthroughs.catalog import trace_options  # noqa: E402
 from tracer import trace  # noqa: E402
 
 

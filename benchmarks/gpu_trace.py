@@ -33,7 +33,8 @@ import torch  # noqa: E402
 
 from tracer import values  # noqa: E402
 
-from benchmarks_common import PROMPT_IDS, honour_fused_direct, load_package, prefill_case, trace_options  # noqa: E402
+from benchmarks_common import PROMPT_IDS, honour_fused_direct, load_package, prefill_case  # noqa: E402
+from walkthroughs.catalog import trace_options  # noqa: E402
 
 
 def main() -> None:

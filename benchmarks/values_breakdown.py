@@ -28,7 +28,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import torch  # noqa: E402
 
-from benchmarks_common import generation_case, prefill_case, trace_options  # noqa: E402
+from benchmarks_common import generation_case, prefill_case  # noqa: E402
+from walkthroughs.catalog import trace_options  # noqa: E402
 from tracer import capture, trace, values  # noqa: E402
 
 PARTS = [  # (owner, attribute, label)

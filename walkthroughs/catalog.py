@@ -38,6 +38,13 @@ def stage_rules() -> list[tuple[str, str]]:
     return [(pattern, s.id) for s in load_catalog() for pattern in s.match]
 
 
+def trace_options(values: bool = True, timing: bool = True, ops: bool = False) -> dict:
+    """The keywords `llama-trace run` passes to `tracer.trace`, less `source_roots`: the catalog's
+    wrapped functions and stage rules, with value summaries (`--no-values`), timings
+    (`--no-timing`) and op events (`--ops`) as asked."""
+    return dict(ops=ops, values_summary=values, functions=wrapped_functions(), stage_rules=stage_rules(), timing=timing)
+
+
 def wrapped_functions() -> list[str]:
     return [target for s in load_catalog() for target in s.wrap]
 

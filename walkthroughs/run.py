@@ -26,7 +26,7 @@ from tracer import trace
 from tracer.capture import Trace
 
 from . import inputs
-from .catalog import stage_rules, wrapped_functions
+from .catalog import trace_options
 from .sample_image import SAMPLE_IMAGE
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -262,15 +262,7 @@ def run(
         image.size, image_transform.find_supported_resolutions(args.vision_max_num_chunks, args.vision_chunk_size), torch_dtype
     )
 
-    t = trace(
-        model,
-        ops=ops,
-        values_summary=values,
-        functions=wrapped_functions(),
-        stage_rules=stage_rules(),
-        source_roots=[str(PROJECT_ROOT)],
-        timing=timing,
-    )
+    t = trace(model, **trace_options(values, timing, ops), source_roots=[str(PROJECT_ROOT)])
     state = {"inp": None, "n": 0, "total_len": 0, "steps": [], "prefill_logits": None, "symbols": {}}
     try:
         with t:
