@@ -67,6 +67,8 @@ VARIANTS = {  # launch constants of `tracer/fused_stats.py` to compare, the firs
     "8 warps": {"WARPS": 8},
     "block 2048": {"BLOCK": 2048},
     "block 4096, 8 warps": {"BLOCK": 4096, "WARPS": 8},
+    "fold 256": {"FOLD": 256},  # fewer, longer programs: not measured yet
+    "fold 128, 8 warps": {"FOLD": 128, "WARPS": 8},
 }
 
 
