@@ -258,8 +258,8 @@ class Trace:
         self.values_summary = values_summary
         self.functions = list(functions or [])
         self.rules = [StageRule(p, s) for p, s in (stage_rules or [])]
-        self.symbols = SymbolTable(symbols or {})
         self._symbol_tables: dict[tuple, SymbolTable] = {}  # `set_symbols`
+        self.set_symbols(symbols or {})
         self.roots = tuple(str(r).rstrip("/") + "/" for r in (source_roots or []))
         self.timing = timing
         self.count_flops = flops
