@@ -12,7 +12,7 @@ from walkthroughs.examples_build import PRESETS, example_files
 from walkthroughs.markdown import render_markdown, shape_table, write_files
 from walkthroughs.pictures import png_bytes
 from walkthroughs.source_excerpt import PROJECT_ROOT
-from walkthroughs.summary import fmt_count, fmt_item, fmt_shape, render_summary, stage_rows, text_widths
+from walkthroughs.summary import fmt_count, fmt_item, fmt_shape, plural, render_summary, stage_rows, stage_title, text_widths
 from walkthroughs.terminal import render_walkthrough
 
 
@@ -182,3 +182,14 @@ def test_text_widths_give_the_text_columns_what_the_numbers_leave():
     assert text_widths(70, 19, 6, 22, 24) == (22, 17)  # the output wraps first, beside whole stage ids
     assert text_widths(60, 19, 6, 22, 24) == (19, 10)  # then the stage ids fold
     assert sum(text_widths(60, 19, 6, 22, 24)) + 19 + 2 * 6 == 60
+
+
+def test_plural_counts_nouns():
+    assert [plural(n, "token") for n in (0, 1, 2)] == ["0 tokens", "1 token", "2 tokens"]
+
+
+def test_stage_title_of_a_stage_outside_the_catalog_is_its_id():
+    catalog = stage_index()
+    known = next(iter(catalog))
+    assert stage_title({"stage": known, "phase": "prefill"}, [], catalog) == (catalog[known].title, f"{known} · prefill")
+    assert stage_title({"stage": "custom.block", "phase": None}, [], catalog) == ("custom.block", "custom.block")

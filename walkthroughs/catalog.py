@@ -1,4 +1,5 @@
-"""The stage catalog (stages.toml): ids, titles, matching rules, functions to wrap, references."""
+"""The stage catalog (stages.toml): ids, titles, matching rules, functions to wrap, references;
+and the options `llama-trace run` traces with, which come from it."""
 
 from __future__ import annotations
 
@@ -40,8 +41,8 @@ def stage_rules() -> list[tuple[str, str]]:
 
 def trace_options(values: bool = True, timing: bool = True, ops: bool = False) -> dict:
     """The keywords `llama-trace run` passes to `tracer.trace`, less `source_roots`: the catalog's
-    wrapped functions and stage rules, with value summaries (`--no-values`), timings
-    (`--no-timing`) and op events (`--ops`) as asked."""
+    wrapped functions and stage rules; value summaries unless `--no-values`, timings unless
+    `--no-timing`, op events with `--ops`."""
     return dict(ops=ops, values_summary=values, functions=wrapped_functions(), stage_rules=stage_rules(), timing=timing)
 
 

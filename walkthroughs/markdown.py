@@ -263,7 +263,7 @@ def _pictures(header, events, summary, ctx, stem, image) -> dict[str, tuple[Imag
         )
         pics[f"{stem}.chunks.png"] = (
             pictures.chunks_picture(image, resized, canvas, ctx["rows"], ctx["cols"], ctx["max_chunks"]),
-            f"The {ctx['max_chunks']} chunk slots the encoder sees: {ctx['chunks']} real chunk(s) in row-major order, {ctx['empty_chunks']} empty",
+            f"The {ctx['max_chunks']} chunk slots the encoder sees: {plural(ctx['chunks'], 'real chunk')} in row-major order, {ctx['empty_chunks']} empty",
         )
     if ctx.get("chunks"):
         pics[f"{stem}.encoder_mask.png"] = (

@@ -19,6 +19,7 @@ from .annotations import TemplateError, annotate
 from .catalog import stage_index
 from .context import all_stage_contexts
 from .diff import log_symbols
+from .summary import plural
 from .summary import display_path, first_tensor, fmt_shape
 
 _SHAPE_COMMENT = re.compile(r"\s*#\s*\[.*$")  # the trailing `# [B, S, D]` comment: it is the answer
@@ -129,7 +130,7 @@ def run_quiz(header: dict, events: list[dict], summary: dict, n: int, seed: int,
     symbols = log_symbols(header, events)
     env = SymbolTable(symbols).env
     model = header.get("model", {}).get("preset", "?")
-    echo(f"llama-trace quiz · {model} · {len(qs)} question(s) · seed {seed}")
+    echo(f"llama-trace quiz · {model} · {plural(len(qs), 'question')} · seed {seed}")
     if len(qs) < n:
         echo(f"(this log has {len(qs)} stages to ask about, not {n})")
     letters = [k for k in ("B", "S", "D") if k in symbols] or list(symbols)[:3]
