@@ -14,7 +14,6 @@ import argparse
 import gc
 import statistics
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,8 +23,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import torch  # noqa: E402
 
 import tracer  # noqa: E402
-from benchmarks_common import generation_case, load_package, prefill_case  # noqa: E402
-from walkthroughs.catalog import trace_options  # noqa: E402
+from benchmarks_common import interleaved_samples, load_package, tiny_runs  # noqa: E402
 
 
 def main() -> None:
@@ -37,23 +35,8 @@ def main() -> None:
     torch.set_num_threads(1)
     old = load_package(opts.baseline / "tracer", "tracer_baseline")
 
-    model, tokens = generation_case(max_gen_len=opts.tokens)
-    prefill_model, prefill = prefill_case("tiny", "cpu")
-
-    def generation(package=None, with_values=True):
-        if package is None:
-            return tokens()
-        with package.trace(model, **trace_options(with_values)) as t:
-            return tokens(t.phase)
-
-    def prefill_run(package=None, with_values=True):
-        if package is None:
-            return prefill()
-        with package.trace(prefill_model, **trace_options(with_values)):
-            return prefill()
-
     cases = {}
-    for label, run in (("generation", generation), ("prefill", prefill_run)):
+    for label, run in tiny_runs(opts.tokens).items():
         cases[(label, "untraced")] = run
         for name, package in (("this tracer", tracer), ("baseline", old)):
             cases[(label, f"{name}, with values")] = lambda run=run, package=package: run(package, True)
@@ -61,12 +44,7 @@ def main() -> None:
     for fn in cases.values():  # warm up
         fn()
     gc.freeze()  # as the CLI does once its imports are in
-    times: dict = {k: [] for k in cases}
-    for _ in range(opts.rounds):
-        for key, fn in cases.items():
-            t0 = time.process_time()
-            fn()
-            times[key].append(time.process_time() - t0)
+    _, times = interleaved_samples(cases, opts.rounds)  # CPU seconds, per round
     print(f"| tiny, 1 torch thread, CPU time, {opts.rounds} rounds | ms (min) | ÷ untraced, min | ÷ untraced, median |")
     print("|---|---|---|---|")
     for (label, name), t in times.items():

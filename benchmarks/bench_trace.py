@@ -95,18 +95,16 @@ def tiny_overhead(repeats: int) -> list[str]:
     `overhead_table`."""
     import torch
 
-    from model import ChatFormat, Message, build_model, get_preset, get_tokenizer
+    from model import build_model, get_preset, get_tokenizer
     from tracer import trace
-    from walkthroughs.sample_image import SAMPLE_IMAGE
-    from PIL import Image
 
-    from benchmarks_common import empty_forward_wrappers, floor_cases, overhead_table
+    from benchmarks_common import empty_forward_wrappers, floor_cases, overhead_table, sample_chat
     from walkthroughs.catalog import trace_options
 
     args = get_preset("tiny")
     model = build_model(args, device="cpu", dtype=torch.bfloat16, seed=0)
     tok = get_tokenizer()
-    inp = ChatFormat(tok).encode_dialog_prompt([Message("user", [Image.open(SAMPLE_IMAGE).convert("RGB"), "Describe this image."])])
+    inp = sample_chat(tok, "Describe this image.")
     T, n = args.max_seq_len, len(inp.tokens)
     tokens = torch.full((1, T), tok.pad_id)
     tokens[0, :n] = torch.tensor(inp.tokens)

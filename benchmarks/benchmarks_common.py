@@ -68,24 +68,56 @@ def prefill_case(preset: str, device):
     return model, prefill
 
 
+def sample_chat(tok, prompt: str):
+    """The CPU scripts' model input: the bundled sample image and `prompt` as one user turn."""
+    from model import ChatFormat, Message
+    from walkthroughs.sample_image import SAMPLE_IMAGE
+
+    return ChatFormat(tok).encode_dialog_prompt([Message("user", [Image.open(SAMPLE_IMAGE).convert("RGB"), prompt])])
+
+
 def generation_case(args=None, max_gen_len: int = 16):
     """The CPU scripts' model and generation: `args` (the tiny preset by default) with random bf16
     weights (seed 0), the sample image and "Describe it." as a chat prompt. Returns (model,
     generate_ids): generate_ids(marker=None) runs greedy generation of up to `max_gen_len` tokens,
     with `marker` (a trace's `phase`) called at each step, and returns the token ids."""
-    from model import ChatFormat, Message, build_model, get_preset, get_tokenizer
+    from model import build_model, get_preset, get_tokenizer
     from model.generation import generate
-    from walkthroughs.sample_image import SAMPLE_IMAGE
 
     model = build_model(args or get_preset("tiny"), dtype=torch.bfloat16, seed=0)
     tok = get_tokenizer()
-    inp = ChatFormat(tok).encode_dialog_prompt([Message("user", [Image.open(SAMPLE_IMAGE).convert("RGB"), "Describe it."])])
+    inp = sample_chat(tok, "Describe it.")
 
     def generate_ids(marker=None) -> list[int]:
         steps = generate(model, inp, tok.pad_id, tok.stop_tokens, max_gen_len=max_gen_len, **({"marker": marker} if marker else {}))
         return [int(s.next_token[0]) for s in steps]
 
     return model, generate_ids
+
+
+def tiny_runs(max_gen_len: int = 16) -> dict:
+    """The CPU A/B scripts' two cases on tiny, by label: its greedy generation
+    (`generation_case`) and the GPU scripts' prefill (`prefill_case`). Each is run(package=None,
+    with_values=True): untraced where `package` is None, else traced by `package.trace` (this
+    tracer, or another copy from `load_package`) with the CLI's options."""
+    from walkthroughs.catalog import trace_options
+
+    model, tokens = generation_case(max_gen_len=max_gen_len)
+    prefill_model, prefill = prefill_case("tiny", "cpu")
+
+    def generation(package=None, with_values: bool = True):
+        if package is None:
+            return tokens()
+        with package.trace(model, **trace_options(with_values)) as t:
+            return tokens(t.phase)
+
+    def prefill_run(package=None, with_values: bool = True):
+        if package is None:
+            return prefill()
+        with package.trace(prefill_model, **trace_options(with_values)):
+            return prefill()
+
+    return {f"generation ({max_gen_len} tokens)": generation, "prefill": prefill_run}
 
 
 @contextmanager
@@ -126,11 +158,11 @@ def empty_forward_wrappers(model: torch.nn.Module):
             del m.__dict__["forward"]
 
 
-def interleaved(cases: dict, repeats: int) -> tuple[dict, dict]:
-    """Run every case once per round, `repeats` rounds: (median wall seconds, median CPU seconds
-    of this process) per case. With one torch thread the CPU time is the steadier of the two on
-    a shared machine: it leaves out the time another tenant holds the core."""
-    import statistics
+def interleaved_samples(cases: dict, repeats: int) -> tuple[dict, dict]:
+    """Run every case once per round, `repeats` rounds: (wall seconds, CPU seconds of this
+    process) per case, a list with one entry per round. With one torch thread the CPU time is
+    the steadier of the two on a shared machine: it leaves out the time another tenant holds the
+    core."""
     import time
 
     wall: dict = {k: [] for k in cases}
@@ -141,6 +173,14 @@ def interleaved(cases: dict, repeats: int) -> tuple[dict, dict]:
             fn()
             cpu[name].append(time.process_time() - c0)
             wall[name].append(time.perf_counter() - w0)
+    return wall, cpu
+
+
+def interleaved(cases: dict, repeats: int) -> tuple[dict, dict]:
+    """`interleaved_samples`' medians: (wall seconds, CPU seconds) per case."""
+    import statistics
+
+    wall, cpu = interleaved_samples(cases, repeats)
     return ({k: statistics.median(v) for k, v in wall.items()}, {k: statistics.median(v) for k, v in cpu.items()})
 
 

@@ -28,9 +28,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import torch  # noqa: E402
 
-from benchmarks_common import generation_case, prefill_case  # noqa: E402
-from walkthroughs.catalog import trace_options  # noqa: E402
-from tracer import capture, trace, values  # noqa: E402
+import tracer  # noqa: E402
+from benchmarks_common import tiny_runs  # noqa: E402
+from tracer import capture, values  # noqa: E402
 
 PARTS = [  # (owner, attribute, label)
     (values.ValueStats, "add", "ValueStats.add (a tensor queued)"),
@@ -66,41 +66,22 @@ def timed(spent: collections.Counter, calls: collections.Counter):
     return undo
 
 
-def cases() -> dict:
-    model, tokens = generation_case()
-    prefill_model, prefill = prefill_case("tiny", "cpu")
-
-    def generation(traced: bool, with_values: bool = True):
-        if not traced:
-            return tokens()
-        with trace(model, **trace_options(with_values)) as t:
-            return tokens(t.phase)
-
-    def prefill_run(traced: bool, with_values: bool = True):
-        if not traced:
-            return prefill()
-        with trace(prefill_model, **trace_options(with_values)):
-            return prefill()
-
-    return {"prefill": prefill_run, "generation (16 tokens)": generation}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=5)
     opts = parser.parse_args()
     torch.set_num_threads(1)
-    for label, run in cases().items():
-        run(False), run(True)  # warm up
+    for label, run in tiny_runs().items():
+        run(), run(tracer)  # warm up
         gc.freeze()
-        untraced = min(_cpu_time(lambda: run(False)) for _ in range(opts.rounds))
-        shapes = min(_cpu_time(lambda: run(True, False)) for _ in range(opts.rounds))
-        traced = min(_cpu_time(lambda: run(True)) for _ in range(opts.rounds))
+        untraced = min(_cpu_time(run) for _ in range(opts.rounds))
+        shapes = min(_cpu_time(lambda: run(tracer, False)) for _ in range(opts.rounds))
+        traced = min(_cpu_time(lambda: run(tracer)) for _ in range(opts.rounds))
         spent, calls = collections.Counter(), collections.Counter()
         undo = timed(spent, calls)
         try:
             for _ in range(opts.rounds):
-                run(True)
+                run(tracer)
         finally:
             undo()
         print(f"\n| tiny {label}, 1 torch thread | calls per run | ms per run |")
