@@ -36,6 +36,7 @@ import math
 import pickle
 import re
 import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -415,13 +416,8 @@ class _Source:
 
 
 def _load_pth(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        try:
-            sd = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as err:  # torch's pre-1.6 format cannot be mapped: read it whole (more memory, the same tensors)
-            if "mmap can only be used with files saved with" not in str(err):
-                raise
-            sd = torch.load(path, map_location="cpu", weights_only=True)
+    try:  # mapped, unless in torch's pre-1.6 format (not a zip file), which only loads whole (more memory, the same tensors)
+        sd = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as err:
         culprit = re.search(r"GLOBAL (\S+) was not an allowed global", str(err))
         what = f" (it calls {culprit[1]})" if culprit else ""

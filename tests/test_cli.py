@@ -2,10 +2,12 @@
 
 import json
 import os
+import pathlib
 import subprocess
 import sys
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from tracer.log import load_log
@@ -148,7 +150,6 @@ def test_the_console_script_reports_usage_errors_and_failed_writes_in_one_line()
 
 
 def test_output_through_a_symlink_a_fifo_and_a_dash(tmp_path):
-    import os
     import threading
 
     target, link = tmp_path / "real.txt", tmp_path / "link.jsonl"
@@ -168,7 +169,6 @@ def test_output_through_a_symlink_a_fifo_and_a_dash(tmp_path):
 
 
 def test_an_unwritable_output_is_one_line_and_leaves_no_file(tmp_path):
-    import os
 
     if os.path.isdir("/proc/self"):  # writable to root by its permissions, but no file can be made there
         result = runner.invoke(app, ["run", "--format", "json", "-o", "/proc/x.jsonl"])
@@ -222,30 +222,35 @@ def test_no_values_traces_shapes_only_and_generates_the_same(tmp_path):
     assert "(no value summaries)" in invoke("render", str(logs["--no-values"])).stdout
 
 
+def meta_checkpoint(folder, state):
+    """A Meta-layout tiny checkpoint of `state`, with the tokenizer that ships with the project."""
+    import shutil
+
+    from checkpoints import write_meta_checkpoint
+    from model import get_preset
+    from model.tokenizer import default_model_path
+
+    write_meta_checkpoint(folder, get_preset("tiny"), state, with_vision_fields=True, tokenizer=False)
+    shutil.copy(default_model_path(), folder / "tokenizer.model")
+    return folder
+
+
 @pytest.fixture(scope="module")
 def tiny_checkpoints(tmp_path_factory):
     """A Meta-layout and a Hugging Face-layout checkpoint of the same random tiny weights."""
-    import shutil
-
-    import torch
-
-    from checkpoints import write_hf_checkpoint, write_meta_checkpoint
+    from checkpoints import write_hf_checkpoint
     from model import build_model, get_preset
-    from model.tokenizer import default_model_path
 
     args = get_preset("tiny")
     state = build_model(args, dtype=torch.float32, seed=3).state_dict()
     root = tmp_path_factory.mktemp("ckpt")
-    meta = write_meta_checkpoint(root / "meta-tiny-instruct", args, state, with_vision_fields=True, tokenizer=False)
-    shutil.copy(default_model_path(), meta / "tokenizer.model")
+    meta = meta_checkpoint(root / "meta-tiny-instruct", state)
     hf = write_hf_checkpoint(root / "hf-tiny-instruct", args, state)
     return meta, hf, state
 
 
 def test_checkpoints_of_both_layouts_generate_what_meta_generates(tiny_checkpoints, tmp_path):
     import copy
-
-    import torch
 
     import meta_reference as mr
     from model import ChatFormat, Message, get_preset, get_tokenizer
@@ -291,18 +296,11 @@ def test_broken_checkpoints_give_one_line_errors(tiny_checkpoints, tmp_path):
 
 
 def test_a_nan_weight_is_named_where_it_first_shows_not_a_crash(tiny_checkpoints, tmp_path):
-    import shutil
-
-    from checkpoints import write_meta_checkpoint
-    from model import get_preset
-
-    meta, _, state = tiny_checkpoints
-    folder = tmp_path / "nan-tiny"
+    _, _, state = tiny_checkpoints
     bad = dict(state)
     bad["text_model.layers.2.feed_forward.w1.weight"] = state["text_model.layers.2.feed_forward.w1.weight"].clone()
     bad["text_model.layers.2.feed_forward.w1.weight"][0, 0] = float("nan")  # the JSON log once refused the NaN logits
-    write_meta_checkpoint(folder, get_preset("tiny"), bad, with_vision_fields=True, tokenizer=False)
-    shutil.copy(meta / "tokenizer.model", folder / "tokenizer.model")
+    folder = meta_checkpoint(tmp_path / "nan-tiny", bad)
     log = tmp_path / "nan.jsonl"
     result = invoke("run", "--checkpoint", str(folder), "--max-new-tokens", "2", "-o", str(log), "--no-timing")
     assert result.exit_code == 0, result.output
@@ -312,19 +310,15 @@ def test_a_nan_weight_is_named_where_it_first_shows_not_a_crash(tiny_checkpoints
     assert "text_model.layers.2.feed_forward.w1" in result.output
 
 
-@pytest.mark.parametrize("owner, name, what", [("pathlib:Path", "read_text", "params.json"), ("torch", "load", "consolidated.00.pth"),
-                                               ("pathlib:Path", "iterdir", "meta-tiny-instruct")])
+@pytest.mark.parametrize("owner, name, what", [(pathlib.Path, "read_text", "params.json"), (torch, "load", "consolidated.00.pth"),
+                                               (pathlib.Path, "iterdir", "meta-tiny-instruct")])
 def test_an_unreadable_checkpoint_says_permission_denied(tiny_checkpoints, monkeypatch, owner, name, what):
-    import importlib
-
     meta, _, _ = tiny_checkpoints
-    module, _, attr = owner.partition(":")
-    target = getattr(importlib.import_module(module), attr) if attr else importlib.import_module(module)
 
-    def denied(first, *args, **kwargs):  # as for a file (or the folder) this user may not read
-        raise PermissionError(13, "Permission denied", str(first) if attr else str(meta / what))
+    def denied(first, *args, **kwargs):  # as for a file (or the folder) this user may not read: the path comes first
+        raise PermissionError(13, "Permission denied", str(first))
 
-    monkeypatch.setattr(target, name, denied)
+    monkeypatch.setattr(owner, name, denied)
     result = runner.invoke(app, ["run", "--checkpoint", str(meta)])
     assert result.exit_code == 2, result.output
     assert f"{what}: permission denied; give this user read access" in result.output and "re-download" not in result.output
@@ -428,3 +422,15 @@ def test_the_output_suffix_picks_the_format_when_none_is_given(tmp_path):
     assert invoke("render", str(log), "-o", str(text)).exit_code == 0 and text.read_text().startswith("llama-trace tiny")
     assert invoke("render", str(log), "--format", "terminal", "-o", str(tmp_path / "t.md")).exit_code == 0
     assert (tmp_path / "t.md").read_text().startswith("llama-trace tiny")  # --format wins
+
+
+def test_the_quiz_wraps_long_lines_at_spaces_on_a_narrow_terminal(monkeypatch, capsys):
+    from walkthroughs.cli import _wrapping_echo
+
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    monkeypatch.setattr("shutil.get_terminal_size", lambda *a: os.terminal_size((60, 24)))
+    echo = _wrapping_echo()
+    echo("  input  x: [4, P, W] = [4, 1600, 1280] " + "word " * 20)
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) > 1 and all(len(line) <= 60 for line in lines)
+    assert "[4, P, W] = [4, 1600, 1280]" in lines[0] and all(line.startswith("    ") for line in lines[1:])

@@ -103,12 +103,20 @@ def test_meta_layout_bit_identical(tiny, tmp_path, filename):
 
 def test_meta_layout_in_torchs_old_format_loads_without_mmap(tiny, tmp_path):
     # torch.save(..., _use_new_zipfile_serialization=False): mmap refuses it ("re-download it", it said)
-    model, sd, want = tiny
+    _, sd, want = tiny
     ck.write_meta_checkpoint(tmp_path, TINY, sd, tokenizer=False)
     torch.save(sd, tmp_path / "consolidated.00.pth", _use_new_zipfile_serialization=False)
     loaded, _, _ = load_meta(tmp_path)
     assert_same_model(loaded, sd)
     assert torch.equal(logits(loaded), want)
+
+
+def test_caches_are_left_to_the_caller_when_asked(tiny, tmp_path):
+    _, sd, _ = tiny
+    ck.write_meta_checkpoint(tmp_path, TINY, sd, tokenizer=False)
+    loaded, _, _ = load_meta(tmp_path, setup_cache=False)
+    buffers = {name.rsplit(".", 1)[-1] for name, _ in loaded.named_buffers()}
+    assert not buffers & {"key_cache", "value_cache", "mask_cache"}
 
 
 def test_meta_layout_converts_dtype(tiny, tmp_path):

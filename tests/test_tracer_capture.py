@@ -517,6 +517,26 @@ def test_phases_and_stage_inheritance():
     assert proj["stage"] == "projection" and norm["stage"] is None
 
 
+def test_nested_phases_give_the_outer_one_back():
+    m = Block()
+    with trace(m) as t:
+        with t.phase("generate"):
+            with t.phase("prefill"):
+                m(x_input())
+            m(x_input())
+        m(x_input())
+    modules = [e for e in t.events if e["kind"] == "module" and e["path"] == ""]
+    assert [e["phase"] for e in modules] == ["prefill", "generate", None]
+
+
+def test_a_symbol_table_set_again_is_the_same_object():
+    t = trace(Block(), symbols={"D": 16})
+    first = t.symbols
+    t.set_symbols({"D": 16, "S": 1})
+    t.set_symbols({"D": 16})
+    assert t.symbols is first
+
+
 def test_phase_and_step_events_are_complete_while_the_trace_runs():
     m = Block()
     with trace(m) as t:

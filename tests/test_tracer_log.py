@@ -1,13 +1,16 @@
+import errno
 import json
+import os
 import re
 from pathlib import Path
 
 import jsonschema
 import pytest
 import torch
+from logs import DELETE, changed
 from torch import nn
 
-from tracer import LogError, load_log, trace
+from tracer import LogError, load_log, log, trace
 from tracer.log import atomic_write_files, atomic_write_text
 
 SCHEMA = json.loads((Path(__file__).resolve().parents[1] / "tracer" / "schema.json").read_text())
@@ -81,6 +84,39 @@ def test_atomic_write_leaves_no_partial_file(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
 
 
+def test_a_write_that_fails_midway_leaves_no_temporary_file(tmp_path, monkeypatch):
+    """A full disk while the bytes go out: the old file stays, and no temporary file is left."""
+    target = tmp_path / "out.txt"
+    target.write_text("old")
+
+    def full_disk(fd, mode):
+        os.close(fd)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(log.os, "fdopen", full_disk)
+    with pytest.raises(OSError) as info:
+        atomic_write_text(target, "new")
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(target)
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+
+
+def test_a_failed_rename_names_the_path_asked_for(tmp_path, monkeypatch):
+    """Through a symlink the file replaced is its target, but the error names the link given."""
+    real = tmp_path / "real.txt"
+    real.write_text("old")
+    link = tmp_path / "link.txt"
+    link.symlink_to(real)
+
+    def refused(src, dst):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+
+    monkeypatch.setattr(log.os, "replace", refused)
+    with pytest.raises(OSError) as info:
+        atomic_write_text(link, "new")
+    assert info.value.filename == str(link) and real.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.txt", "real.txt"]
+
+
 def test_files_written_together_are_written_all_or_none(tmp_path):
     """A page and its pictures: when one cannot be written (here a folder stands where a picture
     goes), none is, no temporary file stays, and the error names the file asked for."""
@@ -121,19 +157,6 @@ def write_records(path, records) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
 
 
-DELETE = object()
-
-
-def corrupt(record: dict, where: tuple, value) -> None:
-    """Set record[where[0]][where[1]]… to `value`; DELETE removes the key."""
-    for key in where[:-1]:
-        record = record[key]
-    if value is DELETE:
-        del record[where[-1]]
-    else:
-        record[where[-1]] = value
-
-
 @pytest.mark.parametrize(
     "where, value, message",
     [
@@ -160,7 +183,7 @@ def corrupt(record: dict, where: tuple, value) -> None:
 )
 def test_events_of_the_wrong_structure_name_line_event_and_field(tmp_path, where, value, message):
     records = saved_lines(tmp_path)
-    corrupt(records[2], where, value)  # line 3: event 1
+    records[2] = changed(records[2], where, value)  # line 3: event 1
     path = tmp_path / "bad.jsonl"
     write_records(path, records)
     with pytest.raises(LogError, match=f"^{re.escape(f'{path}:3: event 1: {message}')}") as info:
@@ -170,7 +193,7 @@ def test_events_of_the_wrong_structure_name_line_event_and_field(tmp_path, where
 
 def test_a_long_bad_value_is_cut_short_in_the_message(tmp_path):
     records = saved_lines(tmp_path)
-    corrupt(records[1], ("outputs", 0, "shape"), "x" * 500)
+    records[1] = changed(records[1], ("outputs", 0, "shape"), "x" * 500)
     path = tmp_path / "bad.jsonl"
     write_records(path, records)
     with pytest.raises(LogError, match=r":2: event 0: outputs\[0\] 'shape' must be a list of integers \(found \"x{36}\.\.\.\)") as info:
@@ -189,7 +212,7 @@ def test_a_long_bad_value_is_cut_short_in_the_message(tmp_path):
 )
 def test_header_and_summary_fields_of_the_wrong_type(tmp_path, line, where, value, message):
     records = saved_lines(tmp_path)
-    corrupt(records[line], where, value)
+    records[line] = changed(records[line], where, value)
     path = tmp_path / "bad.jsonl"
     write_records(path, records)
     with pytest.raises(LogError, match=message):
@@ -198,7 +221,7 @@ def test_header_and_summary_fields_of_the_wrong_type(tmp_path, line, where, valu
 
 def test_line_numbers_count_blank_lines(tmp_path):
     records = saved_lines(tmp_path)
-    corrupt(records[3], ("kind",), None)
+    records[3] = changed(records[3], ("kind",), None)
     path = tmp_path / "bad.jsonl"
     path.write_text("\n".join(json.dumps(r) + ("\n" if i == 1 else "") for i, r in enumerate(records)) + "\n")
     with pytest.raises(LogError, match=r"bad.jsonl:5: event 2: 'kind' must be a string \(found null\)"):

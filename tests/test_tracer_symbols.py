@@ -43,8 +43,8 @@ def test_shape_hints_parse_only_the_comment():
 
 
 def test_a_size_an_expression_shares_is_not_guessed_as_a_letter():
-    # The 90B's 64 heads (H) and RoPE's 64 frequency pairs (Dh/2): listing Dh/2 keeps freqs_cis from
-    # being guessed [S, H]; a hint on the source line still names it.
+    # Two letters for one size (here H = 64 and the expression Dh/2 = 64): an unhinted dim of 64
+    # is left unlabelled rather than guessed; a hint on the source line names it.
     table = SymbolTable({"S": 18, "H": 64, "Dh": 128, "Dh/2": 64})
     assert table.label([18, 64]) == ["S", None]
     assert table.label([18, 64], shape_hints("h = layer(h, freqs_cis)  # [B, S, D]; freqs_cis [S, Dh/2]")) == ["S", "Dh/2"]

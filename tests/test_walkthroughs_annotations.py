@@ -3,12 +3,11 @@
 import re
 
 import pytest
+from logs import logged
 
-from tracer.log import build_lines, load_lines
 from walkthroughs.annotations import annotate, fill, load_annotations
 from walkthroughs.catalog import load_catalog
 from walkthroughs.context import all_stage_contexts
-from walkthroughs.run import run
 
 PRESETS = ("11b-instruct", "90b-instruct", "tiny")
 ALLOWED_NUMBERS = {"0", "1", "2", "8"}
@@ -21,8 +20,7 @@ PLACEHOLDER = re.compile(r"\{[^{}]+\}")
 def contexts():
     out = {}
     for preset in PRESETS:
-        result = run(None, "Describe this image in one sentence.", preset=preset, timing=False)
-        header, events, summary = load_lines(build_lines(result.trace, result.header, result.summary))
+        header, events, summary, _ = logged(preset)
         out[preset] = {row["stage"]: ctx for row, ctx in all_stage_contexts(header, events, summary)}
     return out
 

@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 from tracer.log import build_lines, load_log
 from walkthroughs.cli import app
 from walkthroughs.diff import Log, compare, compare_shapes
-from walkthroughs.run import DEFAULT_PROMPT, run
+from walkthroughs.defaults import DEFAULT_PROMPT
+from walkthroughs.run import run
 
 GOLDEN = Path(__file__).with_name("golden")
 REGEN = os.environ.get("LLAMA_TRACE_REGEN") == "1"

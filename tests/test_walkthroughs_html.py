@@ -20,13 +20,8 @@ needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary
 
 
 @pytest.fixture(scope="module")
-def tiny(tiny_log):
-    return tiny_log
-
-
-@pytest.fixture(scope="module")
-def page(tiny):
-    header, events, summary, image = tiny
+def page(tiny_log):
+    header, events, summary, image = tiny_log
     return render_html(header, events, summary, image=image)
 
 
@@ -38,8 +33,8 @@ def test_nothing_external(page):
     assert "<link" not in page and not re.search(r"<script[^>]*\bsrc=", page) and "<iframe" not in page
 
 
-def test_every_stage_is_a_collapsible_section(page, tiny):
-    _, events, _, _ = tiny
+def test_every_stage_is_a_collapsible_section(page, tiny_log):
+    _, events, _, _ = tiny_log
     rows = stage_rows(events)
     catalog = stage_index()
     details = re.findall(r'<details class="stage" id="([^"]+)"><summary><h2>(\d+)\. ', page)
@@ -64,8 +59,8 @@ def test_pictures_are_inline_pngs(page):
             assert im.format == "PNG" and im.size[0] > 10
 
 
-def test_same_inputs_same_bytes(page, tiny):
-    header, events, summary, image = tiny
+def test_same_inputs_same_bytes(page, tiny_log):
+    header, events, summary, image = tiny_log
     assert render_html(header, events, summary, image=image) == page
     without = render_html(header, events, summary)  # no image: the masks are still drawn
     assert without.count("data:image/png") == 2 and "http" not in without

@@ -1,10 +1,10 @@
 """check_log: a loaded log has what the renderers read, or a one-line LogError says what it lacks."""
 
-import copy
-import json
+import io
 import re
 
 import pytest
+from logs import lines_of, with_value, without
 from rich.console import Console
 
 from tracer.log import LogError, load_lines
@@ -21,7 +21,7 @@ from walkthroughs.terminal import render_walkthrough
 
 def render_everything(header, events, summary, tmp_path):
     """Each renderer's reading of the header (the walkthrough of one stage: all of them read the same events)."""
-    console = Console(width=100, no_color=True, file=open("/dev/null", "w"))
+    console = Console(width=100, no_color=True, file=io.StringIO())
     render_summary(header, events, summary, console)
     render_walkthrough(header, events, summary, console, stage="sampling")
     render_stage(header, events, summary, console, all_stage_contexts(header, events, summary), 0)
@@ -45,33 +45,9 @@ def test_a_header_without_a_model_is_a_log_error_not_a_key_error(tmp_path):
 
 def test_shapes_that_are_not_lists_stop_at_loading(tiny_log):
     header, events, summary, _ = tiny_log
-    lines = [re.sub(r'"shape":\[[^\]]*\]', '"shape":"abc"', line) for line in build_lines_of(header, events, summary)]
+    lines = [re.sub(r'"shape":\[[^\]]*\]', '"shape":"abc"', line) for line in lines_of(header, events, summary)]
     with pytest.raises(LogError, match=r"^t.jsonl:\d+: event \d+: (in|out)puts\[0\] 'shape' must be a list of integers \(found \"abc\"\)"):
         load_lines(lines, "t.jsonl")
-
-
-def build_lines_of(header, events, summary) -> list[str]:
-    """The log's lines as llama-trace writes them (no spaces after separators)."""
-    return [json.dumps(r, separators=(",", ":")) for r in (header, *({"type": "event", **e} for e in events), summary)]
-
-
-def without(record: dict, *where):
-    """A deep copy of record with record[where[0]]…[where[-1]] removed."""
-    record = copy.deepcopy(record)
-    inner = record
-    for key in where[:-1]:
-        inner = inner[key]
-    del inner[where[-1]]
-    return record
-
-
-def with_value(record: dict, value, *where):
-    record = copy.deepcopy(record)
-    inner = record
-    for key in where[:-1]:
-        inner = inner[key]
-    inner[where[-1]] = value
-    return record
 
 
 @pytest.mark.parametrize(
@@ -137,7 +113,7 @@ def test_whatever_check_log_lets_through_renders(tiny_log, tmp_path):
     for where in keys(header):
         for changed in (without(header, *where), with_value(header, "abc", *where)):
             try:
-                loaded, events, summary = load_lines(build_lines_of(changed, events, summary))
+                loaded, events, summary = load_lines(lines_of(changed, events, summary))
                 check_log(loaded, events)
             except LogError:
                 continue

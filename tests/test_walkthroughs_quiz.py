@@ -3,6 +3,7 @@
 import re
 
 import pytest
+from logs import logged
 from typer.testing import CliRunner
 
 from tracer.log import build_lines, load_log
@@ -136,11 +137,9 @@ def test_model_preset(tmp_path):
 
 def test_decode_log_uses_the_prefill_s(tmp_path):
     # a multi-step run: the header records the prefill's symbols (S = the prompt), decode steps S = 1
-    from tracer.log import load_lines
     from walkthroughs.diff import Log, compare
 
-    result = run(None, preset="tiny", timing=False, max_new_tokens=2)
-    header, events, summary = load_lines(build_lines(result.trace, result.header, result.summary))
+    header, events, summary, _ = logged("tiny", max_new_tokens=2)
     assert header["symbols"]["S"] == summary["prompt_tokens"]
     env = symbol_env(header, events)
     assert env["S"] == summary["prompt_tokens"] == 18
@@ -176,18 +175,3 @@ def test_answers_from_standard_input(log, log_path):
                            input=f"{qs[0].answer}\n{qs[1].answer}\n")
     assert result.exit_code == 0, result.output
     assert last_line(result.stdout) == "score: 2/2"
-
-
-def test_on_a_narrow_terminal_long_lines_wrap_at_spaces(monkeypatch, capsys):
-    import os
-    import sys
-
-    from walkthroughs.cli import _wrapping_echo
-
-    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
-    monkeypatch.setattr("shutil.get_terminal_size", lambda *a: os.terminal_size((60, 24)))
-    echo = _wrapping_echo()
-    echo("  input  x: [4, P, W] = [4, 1600, 1280] " + "word " * 20)
-    lines = capsys.readouterr().out.splitlines()
-    assert len(lines) > 1 and all(len(line) <= 60 for line in lines)
-    assert "[4, P, W] = [4, 1600, 1280]" in lines[0] and all(line.startswith("    ") for line in lines[1:])

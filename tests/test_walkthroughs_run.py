@@ -36,6 +36,11 @@ def out_shape(event, i=0):
     return [o for o in event["outputs"] if "shape" in o][i]
 
 
+def all_items(events):
+    """(event, item) for every input and output item of every event."""
+    return [(e, item) for e in events for item in e["inputs"] + e.get("outputs", [])]
+
+
 def test_spec_section_2_shapes_for_800x600_and_20_tokens(image_800x600):
     # 11B-Instruct, completion prompt of 20 tokens: the concrete example of the spec.
     result = run(image_800x600, PROMPT_18, preset="11b-instruct", timing=False)
@@ -67,7 +72,7 @@ def test_spec_section_2_shapes_for_800x600_and_20_tokens(image_800x600):
 def test_coinciding_sizes_keep_their_own_letters(preset):
     # On the 90B, RoPE's Dh/2 = 64 frequency pairs equal the H = 64 heads: freqs_cis was once guessed [S, H].
     events = run(None, "Hi", preset=preset, timing=False).trace.events
-    items = [(e, item) for e in events for item in e["inputs"] + e.get("outputs", [])]
+    items = all_items(events)
     freqs = [item["sym"] for e, item in items if item["path"] == "['freqs_cis']"]
     assert freqs and all(sym == ["S", "Dh/2"] for sym in freqs)
     caches = [item["sym"] for e, item in items if item["path"] == "['xattn_cache']"]
@@ -81,7 +86,7 @@ def test_cache_length_m_and_text_length_t_are_told_apart():
     result = run(None, "Hi", preset="tiny", timing=False, max_new_tokens=2)
     T, M = result.header["symbols"]["T"], result.header["symbols"]["M"]
     assert T < M == result.header["model"]["config"]["max_seq_len"]
-    items = [(e, item) for e in result.trace.events for item in e["inputs"] + e.get("outputs", [])]
+    items = all_items(result.trace.events)
     masks = [item for e, item in items if e["name"] == "Attention" and item["path"] == "['mask']"]
     assert masks and all(m["shape"][-1] == M and m["sym"] == ["1", "1", "S", "M"] for m in masks)
     xmasks = [item for e, item in items if e["path"] == "" and item["path"] == "['cross_attention_masks']"]

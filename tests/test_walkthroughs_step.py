@@ -8,23 +8,11 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from tracer.log import build_lines, load_lines
-from walkthroughs.run import run
+from logs import lines_of
 from walkthroughs.step import LineKeys, find_stage, step_through
 from walkthroughs.summary import stage_rows
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def tiny_lines():
-    result = run(None, "Describe this image in one sentence.", preset="tiny", timing=False)
-    return build_lines(result.trace, result.header, result.summary)
-
-
-@pytest.fixture(scope="module")
-def tiny_log(tiny_lines):
-    return load_lines(tiny_lines)
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +22,7 @@ def stage_ids(tiny_log):
 
 def drive(log, keys, **kw):
     console = Console(record=True, width=100, no_color=True, file=open(os.devnull, "w"))
-    shown = step_through(*log, console, keys=iter(keys), **kw)
+    shown = step_through(*log[:3], console, keys=iter(keys), **kw)
     return shown, console.export_text()
 
 
@@ -93,7 +81,7 @@ def test_line_keys_read_one_key_per_line(tmp_path):
 def test_find_stage(tiny_log):
     from walkthroughs.context import all_stage_contexts
 
-    rows = all_stage_contexts(*tiny_log)
+    rows = all_stage_contexts(*tiny_log[:3])
     assert find_stage(rows, "1") == 0 and find_stage(rows, "0") is None and find_stage(rows, "999") is None
     assert rows[find_stage(rows, "vision")][0]["stage"].startswith("vision")
     assert rows[find_stage(rows, "prompt")][0]["stage"] == "prompt"  # exact id before prefix
@@ -112,10 +100,10 @@ step_through(header, events, summary, Console(width=100, no_color=True, highligh
 """
 
 
-def test_single_keys_in_a_pseudo_terminal(tiny_lines, tmp_path):
+def test_single_keys_in_a_pseudo_terminal(tiny_log, tmp_path):
     pexpect = pytest.importorskip("pexpect", reason="pip install pexpect (the test extras) for the terminal test")
     log = tmp_path / "tiny.jsonl"
-    log.write_text("\n".join(tiny_lines) + "\n")
+    log.write_text("\n".join(lines_of(*tiny_log[:3])) + "\n")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "NO_COLOR": "1", "TERM": "xterm"}
     child = pexpect.spawn(sys.executable, ["-c", SCRIPT, str(log)], cwd=str(ROOT), env=env, encoding="utf-8",
                           timeout=30, dimensions=(40, 100))

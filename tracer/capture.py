@@ -121,9 +121,9 @@ class _Forward:
         self.last: tuple | None = None
 
     def __call__(self, *args, **kwargs):
-        """The hottest path of all, so written out flat: what is cheap now (the source line's
-        code object and number, the inputs' shapes: `values.call_record`, a lone output tensor's
-        metadata) is kept, and described after the run (`Trace._materialize`)."""
+        """The hottest path of all, so it does only what is cheap now: it keeps the source line's
+        code object and number, the inputs' shapes (`values.call_record`) and a lone output
+        tensor's metadata, and `Trace._materialize` describes them after the run."""
         tracer, inner = self._trace_owner, self.__wrapped__
         if tracer._busy:
             return inner(*args, **kwargs)

@@ -25,10 +25,18 @@ class TemplateError(KeyError):
 
 
 @lru_cache(maxsize=1)
+def _load(path: Path = ANNOTATIONS) -> dict:
+    return tomllib.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+
 def load_annotations(path: Path = ANNOTATIONS) -> dict[str, dict]:
-    if not path.exists():
-        return {}
-    return tomllib.loads(path.read_text(encoding="utf-8")).get("stage", {})
+    """Each stage's prose, by stage id."""
+    return _load(path).get("stage", {})
+
+
+def phrase(name: str) -> str:
+    """A phrase the context puts into the prose only when the run calls for it ([phrase] table)."""
+    return _load().get("phrase", {})[name]
 
 
 # "`1` chunks" -> "`1` chunk": the nouns the prose counts, after a filled-in number of one

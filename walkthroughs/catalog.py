@@ -52,3 +52,9 @@ def wrapped_functions() -> list[str]:
 
 def stage_index() -> dict[str, Stage]:
     return {s.id: s for s in load_catalog()}
+
+
+def title_of(stage_id: str, catalog: dict[str, Stage], default: str | None = None) -> str:
+    """A stage's title from `catalog` (`stage_index()`); for a stage it lacks, `default`, or the id."""
+    stage = catalog.get(stage_id)
+    return stage.title if stage else (stage_id if default is None else default)

@@ -14,6 +14,8 @@ from typing import Optional
 
 import typer
 
+from .defaults import DEFAULT_DEPTH, DEFAULT_PROMPT, DEFAULT_TOP_P
+
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
@@ -118,7 +120,7 @@ def _loading_progress(active: bool):
         yield update
 
 
-def _check_target(fmt: str, output: Optional[Path], force: bool, stage: Optional[str] = None, depth: int = 2) -> None:
+def _check_target(fmt: str, output: Optional[Path], force: bool, stage: Optional[str] = None, depth: int = DEFAULT_DEPTH) -> None:
     """Where the chosen format writes (a page needs -o, step mode is interactive, files are
     checked, a page's pictures too), and the options that shape it."""
     if output is not None:
@@ -208,7 +210,7 @@ def run(
     no_values: bool = typer.Option(False, "--no-values", help="With real weights, skip the value summaries (min, max, mean, std, NaN/Inf): shapes only, the cheapest trace."),
     fmt: Optional[Format] = typer.Option(None, "--format", help="terminal: stage summary; walkthrough: annotated, stage by stage; step: the walkthrough one stage per screen (n/space next, p back, g jump, q quit, ? help); markdown: a deep-dive page with pictures (needs -o); html: the page as one offline HTML file for a projector (j/k move); json: the JSON Lines event log (default: from the -o file's suffix, .jsonl or .json, .md, .html; else terminal)."),
     stage: Optional[str] = typer.Option(None, "--stage", help="Only stages whose id starts with this, e.g. vision or text.cross_attention (in the terminal: the walkthrough; markdown and html: a page of those stages); with --format step, the stage to start at."),
-    depth: int = typer.Option(2, "--depth", help="Levels of the module tree to show under each stage."),
+    depth: int = typer.Option(DEFAULT_DEPTH, "--depth", help="Levels of the module tree to show under each stage."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", parser=_path, help="Write to this file instead of stdout."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output file."),
     no_timing: bool = typer.Option(False, "--no-timing", help="Leave timings out, so identical inputs give byte-identical logs."),
@@ -217,7 +219,7 @@ def run(
     max_seq_len: Optional[int] = typer.Option(None, "--max-seq-len", help="Context length: the positions of the KV cache (M) and, unless --max-new-tokens ends the text sooner, of the masks (T), as Meta's Llama.build max_seq_len (default: the model config's max_seq_len)."),
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Generate this many tokens, tracing every decode step (default: the prefill and its next token)."),
     temperature: float = typer.Option(0.0, "--temperature", help="0 = greedy (default); above 0, top-p sampling as Meta's generate."),
-    top_p: float = typer.Option(0.9, "--top-p", help="Nucleus size for sampling."),
+    top_p: float = typer.Option(DEFAULT_TOP_P, "--top-p", help="Nucleus size for sampling."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random weights (tiny) and of sampling."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", parser=_path, help="A Meta (params.json + consolidated*.pth) or Hugging Face (config.json + *.safetensors) Llama 3.2 Vision folder: real weights, real values, generated text."),
     layout: Optional[str] = typer.Option(None, "--layout", help="chat or completion prompt layout (default: chat for instruct models)."),
@@ -229,7 +231,7 @@ def run(
     from model.tokenizer import TokenizerError
 
     from .inputs import InputError, read_prompt_file
-    from .run import DEFAULT_PROMPT, RunError
+    from .run import RunError
     from .run import run as do_run
 
     _start_up_done()
@@ -298,7 +300,7 @@ def run(
         fail(f"the forward failed in stage {err.get('stage')} at {src.get('file')}:{src.get('line')}: {err['type']}: {err['message']}", code=1)
 
 
-def _emit(header, trace, summary, fmt: Format, output: Optional[Path], stage=None, depth=2, image=None) -> None:
+def _emit(header, trace, summary, fmt: Format, output: Optional[Path], stage=None, depth=DEFAULT_DEPTH, image=None) -> None:
     from tracer.log import build_lines, load_lines
 
     lines = build_lines(trace, header, summary)
@@ -314,7 +316,7 @@ def _emit(header, trace, summary, fmt: Format, output: Optional[Path], stage=Non
     _render(head, events, closing, fmt.value, output, stage, depth, image)
 
 
-def _render(header, events, summary, fmt: str, output: Optional[Path], stage=None, depth=2, image=None) -> None:
+def _render(header, events, summary, fmt: str, output: Optional[Path], stage=None, depth=DEFAULT_DEPTH, image=None) -> None:
     from rich.console import Console
 
     from .summary import render_summary
@@ -367,7 +369,7 @@ def render(
     output: Optional[Path] = typer.Option(None, "-o", "--output", parser=_path, help="Write to this file instead of stdout."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output file."),
     stage: Optional[str] = typer.Option(None, "--stage", help="Only stages whose id starts with this (the walkthrough in the terminal; a page of those stages in markdown and html)."),
-    depth: int = typer.Option(2, "--depth", help="Levels of the module tree to show under each stage."),
+    depth: int = typer.Option(DEFAULT_DEPTH, "--depth", help="Levels of the module tree to show under each stage."),
 ) -> None:
     """Show a saved log: a stage summary, the annotated walkthrough, or a Markdown page."""
     from tracer.log import LogError
@@ -502,11 +504,11 @@ def _wrapping_echo():
     width = max(shutil.get_terminal_size().columns, 40)
 
     def echo(line: str) -> None:
-        indent = " " * (len(line) - len(line.lstrip(" ")) + 2)
         if len(line) <= width:
             typer.echo(line)
-        else:
-            typer.echo(textwrap.fill(line, width, subsequent_indent=indent, break_long_words=False, break_on_hyphens=False))
+            return
+        indent = " " * (len(line) - len(line.lstrip(" ")) + 2)  # continuation lines: under the text, two deeper
+        typer.echo(textwrap.fill(line, width, subsequent_indent=indent, break_long_words=False, break_on_hyphens=False))
     return echo
 
 

@@ -7,6 +7,7 @@ values of one stage: its first input/output shapes, call count, parameters, FLOP
 
 from __future__ import annotations
 
+from .annotations import phrase
 from .summary import first_tensor, fmt_count, fmt_shape, phase_length, stage_rows
 
 
@@ -36,13 +37,7 @@ def run_context(header: dict, events: list[dict], summary: dict) -> dict:
     resize = find_event(events, stage="image.resize")
     resized = (resize["outputs"][0].get("image") or {}).get("size", image.get("size")) if resize else image.get("size")
     mask = header["inputs"].get("vision_mask") or [[None, None]]
-    def flops(*stages: str) -> int:  # of the stages whose ids start so; all of them without
-        return sum(e.get("flops", 0) for e in events if not stages or (e.get("stage") or "").startswith(stages))
-
-    def share(n: int) -> str:
-        return f"{100 * n / total:.0f}%" if total else "n/a"
-
-    total = flops()
+    total = flops(events)
     taps = cfg["vision_return_intermediate"]
     heads = cfg["n_heads"] // cfg["n_kv_heads"]
     ctx = {
@@ -55,7 +50,7 @@ def run_context(header: dict, events: list[dict], summary: dict) -> dict:
         "image_mode": image.get("mode", ""),
         "resized_w": (resized or [0, 0])[0],
         "resized_h": (resized or [0, 0])[1],
-        "resize_kept": ": the image already fits, so it is left untouched" if resized == image.get("size") else "",
+        "resize_kept": phrase("resize_kept") if resized == image.get("size") else "",
         "canvas_w": canvas[0],
         "canvas_h": canvas[1],
         "rows": rows,
@@ -83,9 +78,9 @@ def run_context(header: dict, events: list[dict], summary: dict) -> dict:
         "rope_theta": int(cfg["rope_theta"]),
         "norm_eps": cfg["norm_eps"],
         "total_flops": fmt_count(total),
-        "vision_flops_share": share(flops("vision.", "image.", "xattn.")),  # the image side
-        "encoder_flops_share": share(flops("vision.")),  # the encoder and projection
-        "xattn_kv_flops_share": share(flops("xattn.")),
+        "vision_flops_share": share(flops(events, "vision.", "image.", "xattn."), total),  # the image side
+        "encoder_flops_share": share(flops(events, "vision."), total),  # the encoder and projection
+        "xattn_kv_flops_share": share(flops(events, "xattn."), total),
     }
     return ctx
 
@@ -94,6 +89,16 @@ def _fusion(cfg: dict) -> list[int]:
     layers = list(range(cfg["n_layers"]))
     k = -(-len(layers) // cfg["vision_num_cross_attention_layers"])
     return layers[::-1][::k][: cfg["vision_num_cross_attention_layers"]][::-1]
+
+
+def flops(events: list[dict], *stages: str) -> int:
+    """The FLOPs of the events in the stages whose ids start so; of all events, without `stages`."""
+    return sum(e.get("flops", 0) for e in events if not stages or (e.get("stage") or "").startswith(stages))
+
+
+def share(n: int, total: int, digits: int = 0) -> str:
+    """n as a percentage of total: "94%"; "n/a" where the run counted no FLOPs."""
+    return f"{100 * n / total:.{digits}f}%" if total else "n/a"
 
 
 def stage_context(base: dict, row: dict, total_flops: int) -> dict:
@@ -107,13 +112,13 @@ def stage_context(base: dict, row: dict, total_flops: int) -> dict:
         "calls": row["calls"],
         "params": fmt_count(row["params"]) if row["params"] else "0",
         "flops": fmt_count(row["flops"]) if row["flops"] else "0",
-        "flops_share": f"{100 * row['flops'] / total_flops:.1f}%" if total_flops else "n/a",
+        "flops_share": share(row["flops"], total_flops, digits=1),
     }
 
 
 def all_stage_contexts(header: dict, events: list[dict], summary: dict) -> list[tuple[dict, dict]]:
     base = run_context(header, events, summary)
-    total = sum(e.get("flops", 0) for e in events)
+    total = flops(events)
     by_seq = {e["seq"]: e for e in events}
     return [(row, stage_context({**base, **_phase_symbols(row["first"], by_seq)}, row, total)) for row in stage_rows(events)]
 

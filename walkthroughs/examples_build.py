@@ -8,7 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from .markdown import render_markdown, write_files
-from .run import DEFAULT_PROMPT, run
+from .defaults import DEFAULT_PROMPT
+from .run import run
 
 EXAMPLES = Path(__file__).with_name("examples")
 PRESETS = ("11b-instruct", "90b-instruct")

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from .defaults import DEFAULT_DEPTH
 from .markdown import MD_SPECIALS, anchor, render_markdown
 from .pictures import png_bytes
 from .source_excerpt import PROJECT_ROOT
@@ -302,11 +303,11 @@ def data_uri(image: Image.Image) -> str:
     return "data:image/png;base64," + base64.b64encode(png_bytes(image)).decode("ascii")
 
 
-def render_html(header: dict, events: list[dict], summary: dict, image: Image.Image | None = None, depth: int = 2,
+def render_html(header: dict, events: list[dict], summary: dict, image: Image.Image | None = None, depth: int = DEFAULT_DEPTH,
                 name: str = "page.html", stage: str | None = None) -> str:
     """The whole page as one HTML string: no network, pictures inline, stages collapsible. `name`
     is the file it goes to, for the command that regenerates it; `stage` as for `render_markdown`."""
-    files = render_markdown(header, events, summary, PAGE, image=image, depth=depth, regenerate=("html", name), stage=stage)
+    files = render_markdown(header, events, summary, PAGE, image=image, depth=depth, regenerate_as=("html", name), stage=stage)
     text = files[PAGE]
     images = {Path(path).name: data_uri(pic) for path, pic in files.items() if isinstance(pic, Image.Image)}
     title, body = markdown_to_html(text, images)

@@ -11,7 +11,7 @@ from tracer.log import LogError, found, shown
 
 from .context import find_event, first_values
 from .run import shape_symbols
-from .summary import first_tensor
+from .summary import first_tensor, is_letter
 
 
 CONFIG_INTS = ("n_layers", "n_heads", "n_kv_heads", "n_learnable_embeddings", "vision_width", "vision_layers", "vision_global_layers",
@@ -23,7 +23,7 @@ STATS = {"min", "max", "mean", "std", "nan", "inf"}
 # writes (expressions such as C*N8 and Dh/2, and the canvas's Wc and Hc, which only some runs
 # have, aside: a log from before Dh/2 was listed still renders). M, the cache length, came later
 # too: `context.run_context` reads it from the config where a log lacks it.
-SYMBOLS = tuple(k for k in shape_symbols(get_preset("tiny"), 1, 1, 1) if k[0].isupper() and k.isidentifier() and k != "M")
+SYMBOLS = tuple(k for k in shape_symbols(get_preset("tiny"), 1, 1, 1) if is_letter(k) and k != "M")
 
 
 def load_run_log(path) -> tuple[dict, list[dict], dict]:

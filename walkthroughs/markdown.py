@@ -13,11 +13,13 @@ from PIL import Image
 
 from . import pictures
 from .annotations import annotate
-from .catalog import stage_index
+from .catalog import stage_index, title_of
 from .context import all_stage_contexts, run_context
+from .defaults import DEFAULT_DEPTH
+from .header import RANDOM_TEXT, mode_label, random_weights
 from .regenerate import regenerate_command
 from .source_excerpt import PROJECT_ROOT, excerpt
-from .summary import RANDOM_TEXT, display_path, fmt_count, fmt_item, mode_label, nonfinite_line, phase_label, plural, random_weights, table_items
+from .summary import display_path, fmt_count, fmt_item, nonfinite_line, phase_label, plural, table_items
 from .tree import build_tree, walk
 
 GROUPS = [
@@ -112,8 +114,7 @@ def shape_table(event: dict) -> list[str]:
 
 def heading(row: dict, catalog: dict) -> str:
     """A stage's section title; the decode steps' sections say so, apart from the prefill's."""
-    title = catalog[row["stage"]].title if row["stage"] in catalog else row["stage"]
-    return title + (" (decode steps)" if row["phase"] == "decode" else "")
+    return title_of(row["stage"], catalog) + (" (decode steps)" if row["phase"] == "decode" else "")
 
 
 def source_ref(file: str, page_dir: Path, line: int | None = None) -> str:
@@ -146,10 +147,10 @@ def tree_lines(events: list[dict], event: dict, depth: int) -> list[str]:
     return out
 
 
-def render_markdown(header: dict, events: list[dict], summary: dict, page: Path, image: Image.Image | None = None, depth: int = 2,
-                    regenerate: tuple[str, str] | None = None, stage: str | None = None) -> dict[Path, object]:
+def render_markdown(header: dict, events: list[dict], summary: dict, page: Path, image: Image.Image | None = None, depth: int = DEFAULT_DEPTH,
+                    regenerate_as: tuple[str, str] | None = None, stage: str | None = None) -> dict[Path, object]:
     """The page text and its pictures: {path: str | PIL image}. Nothing is written here. The page
-    says how to regenerate it: as `regenerate` = (format, file name), by default this page. With
+    says how to regenerate it: as `regenerate_as` = (format, file name), by default this page. With
     `stage`, only the stages whose id starts with it get a section (numbered as in the whole run)."""
     page = Path(page)
     page_dir = page.parent
@@ -162,7 +163,7 @@ def render_markdown(header: dict, events: list[dict], summary: dict, page: Path,
     inputs = header["inputs"]
     img = inputs.get("image") or {}
 
-    fmt, name = regenerate or ("markdown", page.name)
+    fmt, name = regenerate_as or ("markdown", page.name)
     command, note = regenerate_command(header, name, fmt, depth, stage)
     out = [f"# Llama 3.2 Vision {md_text(model['preset'])}, traced stage by stage", ""]
     alarm = nonfinite_line(events)

@@ -16,11 +16,10 @@ from typing import Callable, Iterator
 from tracer.symbols import SymbolTable, evaluate
 
 from .annotations import TemplateError, annotate
-from .catalog import stage_index
+from .catalog import stage_index, title_of
 from .context import all_stage_contexts
 from .diff import log_symbols
-from .summary import plural
-from .summary import display_path, first_tensor, fmt_shape
+from .summary import display_path, first_tensor, fmt_shape, plural
 
 _SHAPE_COMMENT = re.compile(r"\s*#\s*\[.*$")  # the trailing `# [B, S, D]` comment: it is the answer
 
@@ -70,7 +69,7 @@ def questions(header: dict, events: list[dict], summary: dict, n: int, seed: int
     out_questions = []
     for number, (row, ctx, out) in enumerate(picked, 1):
         e = row["first"]
-        stage = catalog.get(row["stage"])
+        title = title_of(row["stage"], catalog, "")
         try:
             what = annotate(row["stage"], ctx).what
         except TemplateError:
@@ -78,15 +77,15 @@ def questions(header: dict, events: list[dict], summary: dict, n: int, seed: int
         inputs = [f"{display_path(i.get('path', ''))}: {fmt_shape(i)}" for i in e.get("inputs", [])]
         src = e.get("src") or {}
         out_questions.append(Question(
-            number=number, stage=row["stage"], phase=row["phase"], title=stage.title if stage else "",
+            number=number, stage=row["stage"], phase=row["phase"], title=title,
             inputs=inputs, code=code_line(src), where=f"{src.get('file', '?')}:{src.get('line', '?')}",
             answer=list(out["shape"]), answer_sym=list(out.get("sym") or [None] * len(out["shape"])),
-            explanation=what or (stage.title if stage else ""),
+            explanation=what or title,
         ))
     return out_questions
 
 
-QUIT = ("q", "quit")  # typed instead of an answer: stop here, scoring the questions answered
+QUIT_WORDS = ("q", "quit")  # typed instead of an answer: stop here, scoring the questions answered
 
 
 def symbol_env(header: dict, events: list[dict] | None = None) -> dict[str, int]:
@@ -125,10 +124,11 @@ def run_quiz(header: dict, events: list[dict], summary: dict, n: int, seed: int,
              answers: Iterator[str | None], echo: Callable[[str], None], typed: bool = False) -> tuple[int, int]:
     """Ask n questions, reading each answer from `answers` (None: no answer); return (right, asked).
     Answers from a file are repeated in the output, and once they run out the questions left
-    are shown unanswered; `typed` answers are not repeated, and their end (Ctrl-D) stops the quiz."""
+    are shown unanswered; `typed` answers are not repeated, and their end (Ctrl-D), or `q`, stops
+    the quiz."""
     qs = questions(header, events, summary, n, seed)
     symbols = log_symbols(header, events)
-    env = SymbolTable(symbols).env
+    env = symbol_env(header, events)
     model = header.get("model", {}).get("preset", "?")
     echo(f"llama-trace quiz · {model} · {plural(len(qs), 'question')} · seed {seed}")
     if len(qs) < n:
@@ -150,7 +150,7 @@ def run_quiz(header: dict, events: list[dict], summary: dict, n: int, seed: int,
         if not q.inputs:
             echo("  input  (none)")
         raw = next(answers, None)
-        if typed and (raw is None or raw.strip().lower() in QUIT):  # the end of typed input, or q
+        if typed and (raw is None or raw.strip().lower() in QUIT_WORDS):  # the end of typed input, or q
             why = "end of input" if raw is None else raw.strip()
             asked, stopped = q.number - 1, f" (stopped at question {q.number} of {len(qs)}: {why})"
             break

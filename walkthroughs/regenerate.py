@@ -2,8 +2,9 @@
 
 Built from the log's header: the model or checkpoint, and every option whose value differs from
 what `run` would choose by itself (image, prompt, mode, layout, dtype, device, context length,
-generation and sampling, ops, values, timing). The defaults it leaves out (--depth 2, bf16, cpu,
-the preset's max_seq_len …) are `llama-trace run`'s (walkthroughs/cli.py): keep them in step.
+generation and sampling, ops, values, timing). The defaults it leaves out are `llama-trace run`'s:
+the prompt, top-p and depth from their constants; bf16 and the device (cpu, or meta) are
+walkthroughs/cli.py's option defaults, to keep in step.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ import shlex
 
 from model import ModelArgs, get_preset
 
-from .run import DEFAULT_PROMPT, default_layout, default_mode
-from .summary import from_checkpoint
+from .defaults import DEFAULT_DEPTH, DEFAULT_PROMPT, DEFAULT_TOP_P
+from .header import from_checkpoint
+from .run import default_layout, default_mode
 
 LONGEST_INLINE_PROMPT = 200  # characters; a longer (or multi-line) prompt is read from a file
 
 
-def regenerate_command(header: dict, output: str, fmt: str = "markdown", depth: int = 2,
+def regenerate_command(header: dict, output: str, fmt: str = "markdown", depth: int = DEFAULT_DEPTH,
                        stage: str | None = None) -> tuple[str, str | None]:
     """(command, note): the command writes the page again, in `fmt`, to `output`, with the module
     trees `depth` deep and only the stages `stage` starts (all by default); the note, where there is one, says what the command needs that the log
@@ -64,7 +66,9 @@ def regenerate_command(header: dict, output: str, fmt: str = "markdown", depth: 
     if gen.get("max_new_tokens"):
         args += ["--max-new-tokens", str(gen["max_new_tokens"])]
     if gen.get("temperature"):
-        args += ["--temperature", str(gen["temperature"]), "--top-p", str(gen.get("top_p"))]
+        args += ["--temperature", str(gen["temperature"])]
+        if gen.get("top_p") != DEFAULT_TOP_P:
+            args += ["--top-p", str(gen.get("top_p"))]
     if gen.get("seed"):
         args += ["--seed", str(gen["seed"])]
     if header.get("ops"):
@@ -75,7 +79,7 @@ def regenerate_command(header: dict, output: str, fmt: str = "markdown", depth: 
         args.append("--no-timing")
     if stage is not None:
         args += ["--stage", stage]
-    if depth != 2:
+    if depth != DEFAULT_DEPTH:
         args += ["--depth", str(depth)]
     args += ["--format", fmt, "-o", output]
     return shlex.join(args), "; ".join(notes) or None

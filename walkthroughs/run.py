@@ -27,10 +27,10 @@ from tracer.capture import Trace
 
 from . import inputs
 from .catalog import trace_options
+from .defaults import DEFAULT_PROMPT, DEFAULT_TOP_P
 from .sample_image import SAMPLE_IMAGE
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_PROMPT = "Describe this image in one sentence."
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 LONGEST_CONTEXT = 131072  # Llama 3.2's context length: the most --max-seq-len may ask for
 
@@ -123,7 +123,7 @@ def check_memory(args: ModelArgs, dtype: torch.dtype, checkpoint: bool = False) 
     """A run on the CPU holds its weights (random ones, or a checkpoint's, read through mmap), the
     KV caches and masks for `max_seq_len` (M) positions, and activations: refuse one that cannot
     fit, rather than be killed by the system half-way (an 11B in bf16 needs about 20 GiB; M =
-    131072 needs 16 GiB for the causal mask [1, 1, M, M] alone)."""
+    LONGEST_CONTEXT needs 16 GiB for the causal mask [1, 1, M, M] alone)."""
     free = available_memory()
     if free is None:
         return
@@ -210,7 +210,7 @@ def run(
     seed: int = 0,
     max_new_tokens: int | None = None,
     temperature: float = 0.0,
-    top_p: float = 0.9,
+    top_p: float = DEFAULT_TOP_P,
     allow_special: bool = False,
     checkpoint: Path | None = None,
     layout: str | None = None,

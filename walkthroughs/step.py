@@ -22,7 +22,9 @@ from rich.text import Text
 
 from .catalog import stage_index
 from .context import all_stage_contexts
-from .summary import mode_label, print_nonfinite, result_lines, stage_title
+from .defaults import DEFAULT_DEPTH
+from .header import mode_label
+from .summary import print_nonfinite, result_lines, stage_title
 from .terminal import render_stage_body
 
 NEXT = {"n", " ", "\r", "\n", "j", "\x1b[C", "\x1b[B"}
@@ -104,7 +106,7 @@ def stdin_keys(stream: TextIO | None = None):
 
 
 def render_stage(header: dict, events: list[dict], summary: dict, console: Console, rows: list[tuple[dict, dict]],
-                 index: int, depth: int = 2, details: bool = True) -> None:
+                 index: int, depth: int = DEFAULT_DEPTH, details: bool = True) -> None:
     """One screen: the title bar with "stage i/N", then what `render_walkthrough` shows for that
     stage (without the code and modules unless `details`)."""
     catalog = stage_index()
@@ -133,11 +135,14 @@ def find_stage(rows: list[tuple[dict, dict]], target: str) -> int | None:
     ids = [row["stage"].lower() for row, _ in rows]
     if target in ids:
         return ids.index(target)
-    return next((i for i, sid in enumerate(ids) if sid.startswith(target)), next((i for i, sid in enumerate(ids) if target in sid), None))
+    prefixed = [i for i, sid in enumerate(ids) if sid.startswith(target)]
+    if prefixed:
+        return prefixed[0]
+    return next((i for i, sid in enumerate(ids) if target in sid), None)
 
 
 def step_through(header: dict, events: list[dict], summary: dict, console: Console, keys: Iterator[str] | None = None,
-                 start_stage: str | None = None, depth: int = 2) -> list[str]:
+                 start_stage: str | None = None, depth: int = DEFAULT_DEPTH) -> list[str]:
     """Show one stage per screen and follow the keys; returns the stage ids shown, in order."""
     rows = all_stage_contexts(header, events, summary)
     if not rows:

@@ -9,11 +9,12 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .catalog import stage_index
+from .catalog import stage_index, title_of
+from .header import RANDOM_TEXT, mode_label, random_weights
 
 
 MAX_SHOWN_INTS = 4  # a list of ints this short is shown whole, e.g. a canvas size (1120, 560)
-MAX_TABLE_ITEMS = 8  # inputs (and outputs) listed per event in a walkthrough's tables: all 8 canvases of 4 chunks
+MAX_TABLE_ITEMS = 8  # inputs (and outputs) listed per event in a walkthrough's tables: e.g. all 8 candidate canvases of the 11B
 
 
 def fmt_shape(item: dict) -> str:
@@ -152,6 +153,11 @@ def phase_label(phase: str | None, events: list[dict]) -> str:
     return f"decode steps {steps[0]}-{steps[-1]} (×{len(steps)}, the same shapes, one position each)"
 
 
+def is_letter(name: str) -> bool:
+    """A shape letter (B, N8, Dh), not an expression of letters (C*N8, Dh/2)."""
+    return name[:1].isupper() and name.isidentifier()
+
+
 def plural(n: int, noun: str) -> str:
     """'1 token', '3 tokens'."""
     return f"{n} {noun}" + ("" if n == 1 else "s")
@@ -161,9 +167,8 @@ def stage_title(row: dict, events: list[dict], catalog: dict) -> tuple[str, str]
     """A stage's title in the terminal views (the catalog's, else its id), and what goes beside
     it, dimmed: the id and the phase, as in `text.layer · prefill`."""
     sid = row["stage"]
-    info = catalog.get(sid)
     phase = f" · {phase_label(row['phase'], events)}" if row["phase"] else ""
-    return (info.title if info else sid), f"{sid}{phase}"
+    return title_of(sid, catalog), f"{sid}{phase}"
 
 
 def first_tensor(items: list[dict]) -> dict | None:
@@ -189,25 +194,6 @@ def result_lines(header: dict, summary: dict) -> list[str]:
     return lines
 
 
-RANDOM_TEXT = " (random weights: the text means nothing)"  # after generated text
-
-
-def from_checkpoint(header: dict) -> bool:
-    """Whether the run loaded a checkpoint (a log from before the path was recorded: by its preset)."""
-    model = header.get("model", {})
-    return "checkpoint" in model or str(model.get("preset", "")).startswith("checkpoint ")
-
-
-def random_weights(header: dict) -> bool:
-    """A real-mode run without a checkpoint: tiny, or 11b/90b with --mode real, on seeded random weights."""
-    return header.get("mode") == "real" and not from_checkpoint(header)
-
-
-def mode_label(header: dict) -> str:
-    """"meta mode", "real mode" (a checkpoint's weights) or "real mode, random weights"."""
-    return f"{header.get('mode')} mode" + (", random weights" if random_weights(header) else "")
-
-
 def stage_label(row: dict) -> str:
     """A row's stage id, with its call count where it ran more than once: `text.layer ×8`."""
     return row["stage"] + (f" ×{row['calls']}" if row["calls"] > 1 else "")
@@ -215,8 +201,7 @@ def stage_label(row: dict) -> str:
 
 def _row_cells(i: int, row: dict, catalog: dict, timing: bool) -> list[str]:
     e = row["first"]
-    stage = catalog.get(row["stage"])
-    title = stage.title if stage else ""
+    title = title_of(row["stage"], catalog, "")
     outs = first_tensor(e.get("outputs", []))
     cells = [str(i), f"{stage_label(row)}\n[dim]{title}[/]", fmt_shape(outs).replace(" = ", "\n= ") if outs else "",
              fmt_count(row["params"]) if row["params"] else "", fmt_count(row["flops"]) if row["flops"] else ""]

@@ -16,8 +16,9 @@ from rich.tree import Tree
 from .annotations import annotate
 from .catalog import stage_index
 from .context import all_stage_contexts
+from .header import mode_label
 from .source_excerpt import excerpt
-from .summary import display_path, fmt_count, fmt_item, mode_label, plural, print_nonfinite, result_lines, stage_title, table_items
+from .summary import display_path, fmt_count, fmt_item, plural, print_nonfinite, result_lines, stage_title, table_items
 from .tree import build_tree
 
 

@@ -36,7 +36,7 @@ class Node:
 
 def _output_text(outputs: list[dict]) -> str:
     """A node's output in a few characters: its shape in letters, a lone short list of ints in full
-    (a canvas: (1120, 560)), or how many of a kind there are (8 candidate canvases: 8 × 2 ints)."""
+    (a canvas: (1120, 560)), or how many of a kind there are (e.g. 8 candidate canvases: 8 × 2 ints)."""
     if len(outputs) == 1:
         return fmt_item(outputs[0]).split(" = ")[0]
     first = first_tensor(outputs)

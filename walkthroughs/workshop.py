@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .context import run_context
-from .summary import first_tensor, fmt_count, fmt_shape, stage_rows
+from .summary import first_tensor, fmt_count, fmt_shape, is_letter, stage_rows
 
 WORKSHOP = Path(__file__).with_name("WORKSHOP.md")
 PROMPT = "Describe this image in one sentence."
@@ -39,7 +39,7 @@ def facts_from_log(header: dict, events: list[dict], summary: dict) -> dict:
         "groups": _groups([r["stage"] for r in rows]),
         "calls": {r["stage"]: r["calls"] for r in rows},
         "config": header["model"]["config"],
-        "letters": {k: v for k, v in header.get("symbols", {}).items() if k[:1].isupper() and k.isidentifier()},
+        "letters": {k: v for k, v in header.get("symbols", {}).items() if is_letter(k)},
     }
 
 
@@ -47,8 +47,8 @@ def _letters_answer(b: dict, t: dict) -> str:
     """Answer 5, from the two runs' shape letters: which change, which do not, and why K does not."""
     changed = [f"{k} {b['letters'][k]} → {t['letters'][k]}" for k in b["letters"] if k in t["letters"] and b["letters"][k] != t["letters"][k]]
     same = [k for k in b["letters"] if t["letters"].get(k) == b["letters"][k]]
-    return (f"These letters change: {', '.join(changed)}. These stay: {', '.join(same)}; so do the stages and "
-            f"their order. K = {b['K']} in both because both use the Llama 3 tokenizer.")
+    vocabulary = f" K = {b['K']} in both because both use the Llama 3 tokenizer." if "K" in same else ""
+    return f"These letters change: {', '.join(changed)}. These stay: {', '.join(same)}; so do the stages and their order.{vocabulary}"
 
 
 def _groups(stage_ids: list[str]) -> list[str]:
