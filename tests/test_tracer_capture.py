@@ -366,6 +366,31 @@ def test_tensors_made_in_inference_mode_are_summarised():
     assert t.events[1]["outputs"][0]["stats"] == t.events[0]["outputs"][0]["stats"]
 
 
+@pytest.mark.parametrize("strided", [False, True])
+def test_a_large_tensor_summarised_in_chunks_matches_float64_and_sees_a_nan_in_its_last_chunk(strided):
+    g = torch.Generator().manual_seed(0)
+    n = 2 * values.CHUNK + 7  # three chunks, the last one short
+    x = torch.randn(n, generator=g) * torch.repeat_interleave(torch.tensor([1.0, 30.0, 1e-3]), torch.tensor([values.CHUNK, values.CHUNK, 7]))
+    x[values.CHUNK:] += 500.0  # chunks far apart: the mean is none of theirs
+    x = x.bfloat16()
+    if strided:
+        x = torch.stack([x, x], dim=1)[:, 0]  # every other element of a [n, 2] tensor
+    ident = nn.Identity()
+    with trace(ident) as t:
+        ident(x)
+    stats, ref = t.events[0]["outputs"][0]["stats"], x.double()
+    assert (stats["min"], stats["max"]) == (ref.min().item(), ref.max().item())
+    assert stats["mean"] == pytest.approx(ref.mean().item(), rel=1e-5)  # logs keep 6 significant digits
+    assert stats["std"] == pytest.approx(ref.std(correction=0).item(), rel=1e-5)
+    (lo, hi, total, m2, nan, inf), = values._chunked_moments(x.reshape(n), torch.float32, torch.empty(values.CHUNK))
+    assert total == pytest.approx(ref.sum().item(), rel=1e-7) and m2 == pytest.approx(ref.var(correction=0).item() * n, rel=1e-6)
+    x[-1] = float("nan")
+    with trace(ident) as t:
+        ident(x)
+    stats = t.events[0]["outputs"][0]["stats"]
+    assert (stats["nan"], stats["min"], stats["max"]) == (1, "nan", "nan")
+
+
 def test_raw_moments_count_nonfinite_in_one_go_as_on_an_accelerator():
     x = torch.zeros(values.SMALL + 5)
     x[0], x[1], x[2] = float("nan"), float("inf"), 3.0

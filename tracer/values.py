@@ -252,6 +252,7 @@ FUSED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 # every tensor, made no difference beyond the noise of the whole prefill on an H200, in either
 # direction (benchmarks/RESULTS.md, tenth session).
 FUSED_MIN = SMALL + 1
+CHUNK = SMALL  # a large CPU tensor is summarised this many elements at a time (`_chunked_moments`)
 
 
 @functools.cache
@@ -323,6 +324,38 @@ def _cpu_moments(rows: torch.Tensor, out: torch.Tensor | None = None) -> list[li
         spread = dev.square_().sum(dim=1).tolist()
     return [[a, b, t, s - d * d / n, p, q]  # M2 from the deviations from c
             for a, b, t, d, s, p, q in zip(lo, hi, total.tolist(), drift, spread, nan, inf)]
+
+
+def _chunked_moments(flat: torch.Tensor, dtype: torch.dtype, space: torch.Tensor) -> list[list[float]] | None:
+    """`_cpu_moments` of one long row, `flat` [n] (contiguous), a CHUNK at a time, in `dtype`:
+    each chunk is converted into `space` [CHUNK] (when not in `dtype` already) and its passes
+    find it in the cache, where the whole row went through memory seven times. Two sweeps: the
+    min, max and sum, then the deviations from the mean (into `space`). The chunks' sums add up
+    in float64. None where the row holds NaN or Inf, or values large enough to need
+    `_cpu_moments`' float64 path: the caller takes the whole row then."""
+    n = flat.numel()
+    chunks = flat.split(CHUNK)
+
+    def converted(chunk: torch.Tensor) -> torch.Tensor:
+        return chunk if chunk.dtype == dtype else space[: chunk.numel()].copy_(chunk)
+
+    los, his, total = [], [], 0.0
+    for chunk in chunks:
+        rows = converted(chunk)  # [CHUNK]
+        los.append(rows.amin().item())
+        his.append(rows.amax().item())
+        total += rows.sum().item()
+    lo, hi = min(los), max(his)
+    largest = max(-lo, hi)
+    if not math.isfinite(sum(los) + sum(his)) or 4 * largest * largest * n >= 2.0**127:  # NaN or Inf; see `_cpu_moments`
+        return None
+    center = torch.tensor(total / n, dtype=dtype).item()  # the mean, rounded to `dtype`
+    drift = spread = 0.0
+    for chunk in chunks:
+        dev = torch.sub(converted(chunk), center, out=space[: chunk.numel()])  # [CHUNK]
+        drift += dev.sum().item()
+        spread += dev.square_().sum().item()
+    return [[lo, hi, total, spread - drift * drift / n, 0, 0]]
 
 
 def summary_from_raw(row: list[float], n: int) -> dict:
@@ -408,7 +441,7 @@ class ValueStats:
         self._seen: dict[int, tuple[weakref.ref, int, dict]] = {}
         self._aliases: list[tuple[dict, dict]] = []
         self._tables: dict[torch.device, list[tuple[object, list[dict]]]] = {}  # device -> its `fused_stats.Table`s, each with its rows' items
-        self._scratch: dict[torch.dtype, torch.Tensor] = {}  # CPU buffers for large tensors (`_whole`)
+        self._scratch: dict[torch.dtype, torch.Tensor] = {}  # CPU chunk buffers for large tensors (`_whole`)
 
     def add(self, item: dict, x: torch.Tensor) -> None:
         n = x.numel()
@@ -443,24 +476,25 @@ class ValueStats:
             self._done.append(([item], self._whole(x)))
 
     def _whole(self, x: torch.Tensor) -> torch.Tensor | list:
-        """x's moments at once, from x itself where it is a contiguous fp32 tensor (float64 for
-        `WIDE`), else from a copy in that dtype. On the CPU the copy, and the deviations from the
-        mean, go into one buffer kept for the rest of the trace: writing into fresh memory pays a
-        page fault every 4 KiB (a [1, 15, 128256] bf16 tensor: 0.71 ms to convert into new memory,
-        0.27 ms into memory written before)."""
+        """x's moments at once, in fp32 (float64 for `WIDE`). On an accelerator from x itself where
+        it is a contiguous tensor of that dtype, else from a copy. On the CPU a chunk at a time
+        (`_chunked_moments`), through one CHUNK-long buffer kept for the rest of the trace: on a
+        [1, 24, 128256] bf16 logits tensor that cut the prefill's value summaries by about a
+        quarter (`benchmarks/RESULTS.md`, eleventh session). A row with NaN, Inf or huge values
+        is summarised whole, from an fp32 copy."""
         dtype = torch.float64 if x.dtype in WIDE else torch.float32
         if not x.is_cpu:
             flat = x.reshape(-1).to(dtype)  # [n]
             return _raw_moments(flat[None], scratch=flat.data_ptr() != x.data_ptr())
         n = x.numel()
-        work = self._scratch.get(dtype)
-        if work is None or work.numel() < n:
-            work = self._scratch[dtype] = torch.empty(n, dtype=dtype)
-        work = work[:n]  # [n]
-        if x.dtype == dtype and x.is_contiguous():
-            return _cpu_moments(x.view(1, n), out=work.view(1, n))
-        work.view(x.shape).copy_(x)
-        return _cpu_moments(work.view(1, n), out=work.view(1, n))
+        space = self._scratch.get(dtype)
+        if space is None:
+            space = self._scratch[dtype] = torch.empty(CHUNK, dtype=dtype)
+        moments = _chunked_moments(x.reshape(n), dtype, space)  # [n]: a view, or a copy of a strided x
+        if moments is not None:
+            return moments
+        work = torch.empty(x.shape, dtype=dtype).copy_(x).view(1, n)  # [1, n]
+        return _cpu_moments(work, out=work)
 
     def _fused_row(self, item: dict, x: torch.Tensor) -> None:
         """x's moments, queued by the fused kernel into the next row of its device's table; the
