@@ -3,7 +3,10 @@ imported in one process: tiny's 16-token greedy generation (the bundled sample i
 GPU scripts' prefill (`prefill_case`: an 800x600 image, 24 tokens), untraced, traced with value summaries and traced shapes only, in interleaved rounds.
 One torch thread; each case's CPU time over the whole `with trace(...)` block (hooks in, run,
 events described), as a ratio to the untraced run: min and median over the rounds. The min is
-the steadier figure on a shared machine.
+the steadier figure on a shared machine. A second table gives, for the runs with value
+summaries, the CPU time spent inside each copy's `ValueStats` (`add` and `resolve`): a change
+to the summaries shows there when the whole run's noise hides it. (Its timers, in both copies,
+cost about a microsecond a call.)
 
     python benchmarks/bench_ab.py DIR [--rounds 11] [--tokens 16]
 """
@@ -11,7 +14,9 @@ the steadier figure on a shared machine.
 from __future__ import annotations
 
 import argparse
+import collections
 import gc
+import time
 import statistics
 import sys
 from pathlib import Path
@@ -35,14 +40,32 @@ def main() -> None:
     torch.set_num_threads(1)
     old = load_package(opts.baseline / "tracer", "tracer_baseline")
 
+    inside = collections.Counter()  # CPU seconds inside each package's ValueStats, this run
+    for package in (tracer, old):
+        for name in ("add", "resolve"):
+            _time_inside(package.values.ValueStats, name, package.__name__, inside)
+
     cases = {}
     for label, run in tiny_runs(opts.tokens).items():
         cases[(label, "untraced")] = run
         for name, package in (("this tracer", tracer), ("baseline", old)):
             cases[(label, f"{name}, with values")] = lambda run=run, package=package: run(package, True)
             cases[(label, f"{name}, shapes only")] = lambda run=run, package=package: run(package, False)
+    summaries = {key: [] for key in cases if key[1].endswith("with values")}
+
+    def measured(key, fn):
+        def run():
+            inside.clear()
+            fn()
+            if key in summaries:
+                summaries[key].append(sum(inside.values()))
+        return run
+
+    cases = {key: measured(key, fn) for key, fn in cases.items()}
     for fn in cases.values():  # warm up
         fn()
+    for samples in summaries.values():
+        samples.clear()
     gc.freeze()  # as the CLI does once its imports are in
     _, times = interleaved_samples(cases, opts.rounds)  # CPU seconds, per round
     print(f"| tiny, 1 torch thread, CPU time, {opts.rounds} rounds | ms (min) | ÷ untraced, min | ÷ untraced, median |")
@@ -50,6 +73,24 @@ def main() -> None:
     for (label, name), t in times.items():
         base = times[(label, "untraced")]
         print(f"| {label}: {name} | {min(t) * 1000:.1f} | {min(t) / min(base):.3f}x | {statistics.median(t) / statistics.median(base):.3f}x |")
+    print(f"\n| inside ValueStats (add, resolve), {opts.rounds} rounds | ms (min) | ms (median) |")
+    print("|---|---|---|")
+    for (label, name), t in summaries.items():
+        print(f"| {label}: {name.removesuffix(', with values')} | {min(t) * 1000:.1f} | {statistics.median(t) * 1000:.1f} |")
+
+
+def _time_inside(owner, name: str, key: str, totals: collections.Counter) -> None:
+    """Wrap `owner.name` to add the CPU time of each call to `totals[key]`."""
+    inner = getattr(owner, name)
+
+    def timed(*args, **kwargs):
+        t0 = time.process_time()
+        try:
+            return inner(*args, **kwargs)
+        finally:
+            totals[key] += time.process_time() - t0
+
+    setattr(owner, name, timed)
 
 
 if __name__ == "__main__":
