@@ -37,6 +37,7 @@ PARTS = [  # (owner, attribute, label)
     (values._Batch, "add", "_Batch.add (its copy into a batch row)"),
     (values._Batch, "summarise", "_Batch.summarise (a batch's moments)"),
     (values.ValueStats, "_whole", "ValueStats._whole (a tensor over SMALL elements)"),
+    (values, "_chunked_moments", "_chunked_moments (its chunks, two sweeps)"),
     (values.ValueStats, "resolve", "ValueStats.resolve (after the run)"),
     (values, "summary_from_raw", "summary_from_raw (a summary rounded)"),
     (capture.Trace, "_finish", "Trace._finish (events described after the run)"),

@@ -478,10 +478,10 @@ class ValueStats:
     def _whole(self, x: torch.Tensor) -> torch.Tensor | list:
         """x's moments at once, in fp32 (float64 for `WIDE`). On an accelerator from x itself where
         it is a contiguous tensor of that dtype, else from a copy. On the CPU a chunk at a time
-        (`_chunked_moments`), through one CHUNK-long buffer kept for the rest of the trace: on a
-        [1, 24, 128256] bf16 logits tensor that cut the prefill's value summaries by about a
-        quarter (`benchmarks/RESULTS.md`, eleventh session). A row with NaN, Inf or huge values
-        is summarised whole, from an fp32 copy."""
+        (`_chunked_moments`), through one CHUNK-long buffer kept for the rest of the trace: with
+        tiny's two [1, 24, 128256] logits tensors, that took 15% off the prefill's time in
+        `ValueStats` (`benchmarks/RESULTS.md`, eleventh session). A tensor with NaN, Inf or huge
+        values is summarised whole, from an fp32 copy."""
         dtype = torch.float64 if x.dtype in WIDE else torch.float32
         if not x.is_cpu:
             flat = x.reshape(-1).to(dtype)  # [n]
