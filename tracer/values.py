@@ -328,11 +328,12 @@ def _cpu_moments(rows: torch.Tensor, out: torch.Tensor | None = None) -> list[li
 
 def _chunked_moments(flat: torch.Tensor, dtype: torch.dtype, space: torch.Tensor) -> list[list[float]] | None:
     """`_cpu_moments` of one long row, `flat` [n] (contiguous), a CHUNK at a time, in `dtype`:
-    each chunk is converted into `space` [CHUNK] (when not in `dtype` already) and its passes
-    find it in the cache, where the whole row went through memory seven times. Two sweeps: the
-    min, max and sum, then the deviations from the mean (into `space`). The chunks' sums add up
-    in float64. None where the row holds NaN or Inf, or values large enough to need
-    `_cpu_moments`' float64 path: the caller takes the whole row then."""
+    each chunk is read from memory once per sweep, converted into `space` [CHUNK] where it is
+    in another dtype, and its other passes find it in the cache (`_cpu_moments` takes the whole
+    row through memory seven times). Two sweeps: the min, max and sum, then the deviations from
+    the mean (into `space`). The chunks' sums add up in float64. None where the row holds NaN or
+    Inf, or values large enough to need `_cpu_moments`' float64 path: the caller takes the
+    whole row then."""
     n = flat.numel()
     chunks = flat.split(CHUNK)
 
