@@ -6,14 +6,15 @@ import pytest
 from PIL import Image
 from rich.console import Console
 
-from logs import logged
+from logs import logged, with_value
 from walkthroughs.catalog import stage_index
 from walkthroughs.examples_build import PRESETS, example_files
 from walkthroughs.markdown import render_markdown, shape_table, write_files
 from walkthroughs.pictures import png_bytes
 from walkthroughs.source_excerpt import PROJECT_ROOT
-from walkthroughs.summary import fmt_count, fmt_item, fmt_shape, plural, render_summary, stage_rows, stage_title, text_widths
+from walkthroughs.summary import fmt_count, fmt_item, fmt_shape, plural, render_summary, stage_rows, stage_title, stats_parts, text_widths
 from walkthroughs.terminal import render_walkthrough
+from walkthroughs.terminal import shape_table as terminal_shape_table
 
 
 @pytest.fixture(scope="module")
@@ -125,6 +126,19 @@ def test_real_values_are_shown(tiny_log):
     render_walkthrough(header, events, summary, console, stage="text.logits")
     text = console.export_text()
     assert "range [" in text and "μ=" in text
+
+
+def test_a_nan_range_is_printed_and_flagged_and_an_integer_range_reads_as_integers(tiny_log):
+    header, events, summary, _ = tiny_log
+    logits = next(e for e in events if e.get("stage") == "text.logits" and e["kind"] == "module")
+    sick = with_value(logits, {"min": "nan", "max": "nan", "mean": "nan", "std": "nan", "nan": 3, "inf": 1}, "outputs", 0, "stats")
+    ids = {"path": "", "shape": [1], "dtype": "int64", "stats": {"min": 108929.0, "max": 108929.0, "mean": 108929.0, "std": 0.0, "nan": 0, "inf": 0}}
+    console = Console(width=160, no_color=True, record=True, file=open("/dev/null", "w"))
+    console.print(terminal_shape_table(sick))
+    text = console.export_text()
+    assert "range [nan, nan] μ=nan σ=nan NaN×3 Inf×1" in text  # not taken for rich markup
+    assert "range [nan, nan] μ=nan σ=nan **NaN×3** **Inf×1** |" in "\n".join(shape_table(sick))
+    assert stats_parts(ids) == ("range [108929, 108929] μ=108929.0 σ=0.0", [])
 
 
 @pytest.mark.parametrize("preset", PRESETS)

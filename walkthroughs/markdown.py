@@ -19,7 +19,7 @@ from .defaults import DEFAULT_DEPTH
 from .header import RANDOM_TEXT, mode_label, random_weights
 from .regenerate import regenerate_command
 from .source_excerpt import PROJECT_ROOT, excerpt
-from .summary import display_path, fmt_count, fmt_item, nonfinite_line, phase_label, plural, table_items
+from .summary import display_path, fmt_count, fmt_item, nonfinite_line, phase_label, plural, stats_parts, table_items
 from .tree import build_tree, walk
 
 GROUPS = [
@@ -104,8 +104,8 @@ def shape_table(event: dict) -> list[str]:
         for item in shown:
             cells = [side, md_code(display_path(item["path"])), md_code(fmt_item(item)), item.get("dtype", "")]
             if real:
-                s = item.get("stats")
-                cells.append(f"[{s['min']}, {s['max']}] μ={s['mean']} σ={s['std']}" + (f" **NaN×{s['nan']}**" if s["nan"] else "") + (f" **Inf×{s['inf']}**" if s["inf"] else "") if s else "")
+                line, flags = stats_parts(item)
+                cells.append(" ".join([line, *(f"**{flag}**" for flag in flags)]) if line else "")
             lines.append("| " + " | ".join(md_escape_cell(c) for c in cells) + " |")
         if hidden:
             lines.append(f"| {side} | … {hidden} more | | |" + (" |" if real else ""))

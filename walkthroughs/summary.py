@@ -45,6 +45,27 @@ def fmt_item(item: dict) -> str:
     return fmt_shape(item)
 
 
+INTEGER_DTYPES = ("int64", "int32", "int16", "int8", "uint8", "bool")
+
+
+def stats_parts(item: dict) -> tuple[str, list[str]]:
+    """An item's value summary in one line, "range [min, max] μ=mean σ=std", and its NaN and Inf
+    counts as flags for the caller to make loud ("", [] where it has none). An integer or
+    boolean tensor's range reads as integers."""
+    s = item.get("stats")
+    if not s:
+        return "", []
+    lo, hi = s["min"], s["max"]
+    if item.get("dtype") in INTEGER_DTYPES:
+        lo, hi = (int(v) if type(v) is float else v for v in (lo, hi))  # "nan" stays a word
+    return f"range [{lo}, {hi}] μ={s['mean']} σ={s['std']}", nonfinite_counts(s)
+
+
+def nonfinite_counts(stats: dict) -> list[str]:
+    """A value summary's NaN and Inf counts, where not zero: ["NaN×3", "Inf×1"]."""
+    return [f"{name}×{stats[key]}" for name, key in (("NaN", "nan"), ("Inf", "inf")) if stats.get(key)]
+
+
 def table_items(items: list[dict]) -> tuple[list[dict], int]:
     """The first `MAX_TABLE_ITEMS` of an event's inputs or outputs, and how many are left out."""
     return items[:MAX_TABLE_ITEMS], max(len(items) - MAX_TABLE_ITEMS, 0)
@@ -118,7 +139,7 @@ def nonfinite_line(events: list[dict]) -> str | None:
         return None
     e, item = found
     s = item["stats"]
-    counts = " and ".join(f"{name}×{s[key]}" for name, key in (("NaN", "nan"), ("Inf", "inf")) if s.get(key))
+    counts = " and ".join(nonfinite_counts(s))
     where = e["path"] or e["name"]
     return (f"NaN/Inf first appear in stage {e.get('stage')}, event {e['seq']} ({where}, output {display_path(item['path'])}): "
             f"{counts}; everything computed from it is suspect")

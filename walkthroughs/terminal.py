@@ -18,16 +18,18 @@ from .catalog import stage_index
 from .context import all_stage_contexts
 from .header import mode_label
 from .source_excerpt import excerpt
-from .summary import display_path, fmt_count, fmt_item, plural, print_nonfinite, result_lines, stage_title, table_items
+from .summary import display_path, fmt_count, fmt_item, plural, print_nonfinite, result_lines, stage_title, stats_parts, table_items
 from .tree import build_tree
 
 
-def stats_line(item: dict) -> str:
-    s = item.get("stats")
-    if not s:
-        return ""
-    flags = " ".join(f"[bold red]{k.upper()}×{s[k]}[/]" for k in ("nan", "inf") if s[k])
-    return f"range [{s['min']}, {s['max']}] μ={s['mean']} σ={s['std']} {flags}".rstrip()
+def stats_cell(item: dict) -> Text:
+    """The values column: the summary as plain text (a range of "[nan, nan]" is not markup), its
+    NaN and Inf flags in bold red."""
+    line, flags = stats_parts(item)
+    cell = Text(line)
+    for flag in flags:
+        cell.append(" ").append(flag, style="bold red")
+    return cell
 
 
 def prose(text: str) -> Text:
@@ -53,7 +55,7 @@ def shape_table(event: dict) -> Table:
         for item in shown:
             cells = [side, display_path(item["path"]), fmt_item(item), item.get("dtype", "")]
             if real:
-                cells.append(stats_line(item))
+                cells.append(stats_cell(item))
             table.add_row(*cells)
         if hidden:
             table.add_row(side, f"… {hidden} more", *[""] * (3 if real else 2))
