@@ -434,3 +434,13 @@ def test_the_quiz_wraps_long_lines_at_spaces_on_a_narrow_terminal(monkeypatch, c
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) > 1 and all(len(line) <= 60 for line in lines)
     assert "[4, P, W] = [4, 1600, 1280]" in lines[0] and all(line.startswith("    ") for line in lines[1:])
+
+
+def test_a_prompt_holding_rich_markup_is_shown_as_text_by_every_view(tmp_path):
+    prompt = "What is [/] this [red]thing?"
+    log = tmp_path / "markup.jsonl"
+    assert invoke("run", "--model", "tiny", "--prompt", prompt, "--max-new-tokens", "1", "--format", "json", "-o", str(log)).exit_code == 0
+    walkthrough = invoke("render", str(log), "--format", "walkthrough")
+    diff = invoke("diff", str(log), str(log))
+    for result in (walkthrough, diff):
+        assert result.exit_code == 0 and prompt in result.stdout

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from tracer.symbols import SymbolTable
@@ -323,13 +324,19 @@ def _headline(diff: Diff) -> str:
 
 
 def render_terminal(diff: Diff, console: Console) -> None:
-    def table(title: str, *columns: str, right: tuple[int, ...] = ()) -> Table:
-        t = Table(box=box.SIMPLE_HEAD, pad_edge=False, title=title, title_justify="left", title_style="bold")
+    """The diff as rich tables. Everything taken from the logs (prompts, file names, config
+    values) is escaped: a prompt holding "[/]" is text, not markup."""
+    class _Table(Table):
+        def add_row(self, *cells: str, change: str | None = None) -> None:
+            super().add_row(*(escape(str(c)) for c in cells), *([change] if change is not None else []))
+
+    def table(title: str, *columns: str, right: tuple[int, ...] = ()) -> _Table:
+        t = _Table(box=box.SIMPLE_HEAD, pad_edge=False, title=escape(title), title_justify="left", title_style="bold")
         for i, c in enumerate(columns):
             t.add_column(c, justify="right" if i in right else "left", overflow="fold")
         return t
 
-    console.print(f"[bold]llama-trace diff[/] A: {diff.a.label}  B: {diff.b.label}")
+    console.print(f"[bold]llama-trace diff[/] A: {escape(diff.a.label)}  B: {escape(diff.b.label)}")
     console.print(_headline(diff))
     t = table("runs", "", "A", "B", "")
     for k, x, y in diff.runs:
@@ -349,7 +356,7 @@ def render_terminal(diff: Diff, console: Console) -> None:
         for row in diff.symbols:
             t.add_row(*row)
         console.print(t)
-    console.print(f"symbols unchanged: {', '.join(diff.symbols_same) or 'none'}")
+    console.print(f"symbols unchanged: {', '.join(diff.symbols_same) or 'none'}", markup=False)
 
     t = None
     phase = object()
@@ -361,7 +368,7 @@ def render_terminal(diff: Diff, console: Console) -> None:
             t = table(f"output shapes · {phase_label(phase, diff.a.events if phase is None or s.status != 'added' else diff.b.events)}",
                       "#", "stage", "A", "B", "change", right=(0,))
         style = {"changed": "yellow", "added": "green", "removed": "red"}.get(s.status, "dim")
-        t.add_row(str(i), s.stage, s.a, s.b, f"[{style}]{s.change_text()}[/]")
+        t.add_row(str(i), s.stage, s.a, s.b, change=f"[{style}]{escape(s.change_text())}[/]")
     if t is not None:
         console.print(t)
 

@@ -155,7 +155,7 @@ def step_through(header: dict, events: list[dict], summary: dict, console: Conso
     if start_stage:
         found = find_stage(rows, start_stage)
         if found is None:
-            console.print(f"[yellow]no stage matches {start_stage!r}[/]; starting at stage 1")
+            console.print(f"[yellow]no stage matches {escape(repr(start_stage))}[/]; starting at stage 1")
         else:
             index = found
     shown: list[str] = []

@@ -53,7 +53,7 @@ def shape_table(event: dict) -> Table:
     for side, items in (("in", event.get("inputs", [])), ("out", event.get("outputs", []))):
         shown, hidden = table_items(items)
         for item in shown:
-            cells = [side, display_path(item["path"]), fmt_item(item), item.get("dtype", "")]
+            cells = [Text(side), Text(display_path(item["path"])), Text(fmt_item(item)), Text(item.get("dtype", ""))]  # text, not markup: a prompt may hold "[/]"
             if real:
                 cells.append(stats_cell(item))
             table.add_row(*cells)
@@ -142,7 +142,7 @@ def render_walkthrough(header: dict, events: list[dict], summary: dict, console:
         console.print(Rule(f"[bold]{i}. {title}[/] [dim]({beside})[/]", align="left"))
         render_stage_body(events, row, ctx, console, depth)
     if stage and not shown:
-        console.print(f"[yellow]no stage matches {stage!r}[/]; stages: {', '.join(catalog)}")
+        console.print(f"[yellow]no stage matches {escape(repr(stage))}[/]; stages: {', '.join(catalog)}")
     lines = result_lines(header, summary)
     if lines:
         console.print()
