@@ -59,6 +59,7 @@ CHILD = textwrap.dedent(
     fused_stats.FOLD = 4  # at most 4 programs: each takes more steps (4 -> 16 -> 64 -> 256)
     emit("more steps per program", torch.randn(4 * 1024 * 16 * 3 + 17, generator=g))
     emit("most steps per program", torch.randn(4 * 1024 * 64 * 2 + 3, generator=g))
+    emit("every slice whole: no masked loads", (torch.randn(4 * 1024 * 16 * 2, generator=g) - 2).bfloat16())
     fused_stats.FOLD = 512
     emit("many programs, one step each", torch.randn(1024 * 500 + 1, generator=g).half())
 
@@ -102,7 +103,7 @@ def results():
 
 KERNEL_CASES = ["bf16, one partial step short", "fp16", "fp32, not contiguous", "fp32 with NaN and Inf",
                 "all NaN", "Inf only", "bf16 additive mask", "more steps per program", "most steps per program",
-                "many programs, one step each"]
+                "every slice whole: no masked loads", "many programs, one step each"]
 
 
 @pytest.mark.parametrize("name", KERNEL_CASES)
@@ -189,3 +190,21 @@ def test_a_table_refuses_a_tensor_it_cannot_hold():
     with pytest.raises(ValueError):
         table.add(torch.ones(3))
     assert table.used == fused_stats.ROWS  # nothing written past the last row
+
+
+def test_a_whole_slice_is_read_in_16_byte_loads_on_sm90():
+    """Compiled ahead of time for an H100/H200 (no GPU needed), the kernel's unmasked path reads
+    a thread's 8 bf16 elements with one vector load; only the masked tail reads them one by one."""
+    compiler = pytest.importorskip("triton.compiler")
+    from triton.backends.compiler import GPUTarget
+
+    from tracer import fused_stats
+
+    aligned = [["tt.divisibility", 16]]  # what Triton specialises a 16-byte aligned pointer to
+    signature = {"x_ptr": "*bf16", "n": "i32", "stats_ptr": "*fp64", "part_ptr": "*fp64", "count_ptr": "*i32", "ticket_ptr": "*i32",
+                 "row": "i32", "BLOCK": "constexpr", "STEPS": "constexpr", "FOLD": "constexpr"}
+    source = compiler.ASTSource(fn=fused_stats._moments, signature=signature,
+                                constexprs={"BLOCK": fused_stats.BLOCK, "STEPS": 16, "FOLD": fused_stats.FOLD},
+                                attrs={(i,): aligned for i in (0, 2, 3, 4, 5)})
+    ptx = compiler.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": fused_stats.WARPS}).asm["ptx"]
+    assert ptx.count("ld.global.v4.b32") == 1 and ptx.count("ld.global.b16") == 8  # the whole-slice step; the tail's

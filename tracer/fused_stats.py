@@ -13,7 +13,13 @@ Launch shape: a program takes one step of BLOCK elements while FOLD programs cov
 else 4, 16, ... steps. (Sixteen steps at least, as before the tenth session, left a [1, 24, 4096]
 tensor waiting out sixteen memory round trips in a row: 11.1 µs of device time on an H200, now
 5.6. More programs than FOLD, or one 8192-element load per program, were slower for the largest
-tensors: benchmarks/RESULTS.md.)
+tensors: benchmarks/RESULTS.md. Compiled for sm_90, BLOCK 2048 or 4096 takes 170 to 210 registers
+a thread, against 88 to 96 at 1024: fewer programs fit on an SM, which may be why.)
+
+Loads: a program whose slice lies wholly inside x reads it without a mask. Masked by `n`, which
+is not specialised, every load was 2 bytes (the PTX reads a thread's 8 bf16 elements one by one);
+unmasked, it is one 16-byte load. Only the last program takes the masked path. (Found in the
+PTX, eleventh session; not yet timed on a GPU.)
 
 Launching: Triton's launcher works out the kernel's specialisation, the current stream and the
 launch hooks, and asks the driver about every tensor pointer, at each call (14-22 µs of host time
@@ -58,29 +64,14 @@ def _moments(x_ptr, n, stats_ptr, part_ptr, count_ptr, ticket_ptr, row,
     max in fp32, sums in float64 (in fp32, two of bf16's lowest values, as in an additive mask,
     already overflow), NaN and Inf counts in int32, accumulated lane by lane and reduced once;
     the last program to finish folds every program's partials into stats[row] (its ticket,
-    taken after the partials are stored, says it is last) and sets the ticket back to zero."""
+    taken after the partials are stored, says it is last) and sets the ticket back to zero.
+    A program whose slice lies wholly inside x reads it without a mask (see `_accumulate`)."""
     pid = tl.program_id(0)
     start = pid.to(tl.int64) * (BLOCK * STEPS)
-    offs = tl.arange(0, BLOCK)
-    lo = tl.full([BLOCK], float("inf"), tl.float32)
-    hi = tl.full([BLOCK], float("-inf"), tl.float32)
-    total = tl.zeros([BLOCK], tl.float64)
-    squares = tl.zeros([BLOCK], tl.float64)
-    nans = tl.zeros([BLOCK], tl.int32)
-    infs = tl.zeros([BLOCK], tl.int32)
-    for step in tl.range(STEPS):
-        idx = start + step * BLOCK + offs
-        inside = idx < n
-        x = tl.load(x_ptr + idx, mask=inside, other=0.0).to(tl.float32)
-        is_nan = x != x
-        ordered = inside & ~is_nan
-        lo = tl.minimum(lo, tl.where(ordered, x, float("inf")))
-        hi = tl.maximum(hi, tl.where(ordered, x, float("-inf")))
-        wide = x.to(tl.float64)
-        total += wide
-        squares += wide * wide
-        nans += (inside & is_nan).to(tl.int32)
-        infs += (inside & (tl.abs(x) == float("inf"))).to(tl.int32)
+    if start + BLOCK * STEPS <= n:
+        lo, hi, total, squares, nans, infs = _accumulate(x_ptr, start, n, BLOCK, STEPS, False)
+    else:
+        lo, hi, total, squares, nans, infs = _accumulate(x_ptr, start, n, BLOCK, STEPS, True)
     part = part_ptr + pid * 4
     tl.store(part + 0, tl.min(lo, axis=0).to(tl.float64))
     tl.store(part + 1, tl.max(hi, axis=0).to(tl.float64))
@@ -95,6 +86,40 @@ def _moments(x_ptr, n, stats_ptr, part_ptr, count_ptr, ticket_ptr, row,
     if ticket == programs - 1:
         _fold(stats_ptr, part_ptr, count_ptr, row, programs, n, FOLD)
         tl.atomic_xchg(ticket_ptr, 0, sem="release", scope="gpu")  # for the next launch on this stream
+
+
+@triton.jit
+def _accumulate(x_ptr, start, n, BLOCK: tl.constexpr, STEPS: tl.constexpr, MASKED: tl.constexpr):
+    """STEPS steps of BLOCK elements from x[start], lane by lane: (min, max, sum, sum of squares,
+    NaN count, Inf count), each [BLOCK]. Unmasked (MASKED False: the caller knows the slice lies
+    inside x), a thread reads its 8 bf16 elements of a step in one 16-byte load; with a mask on an
+    `n` Triton knows nothing of, it reads them one by one (8 loads of 2 bytes, in the PTX Triton
+    3.6 compiles for sm_90)."""
+    offs = tl.arange(0, BLOCK)
+    lo = tl.full([BLOCK], float("inf"), tl.float32)
+    hi = tl.full([BLOCK], float("-inf"), tl.float32)
+    total = tl.zeros([BLOCK], tl.float64)
+    squares = tl.zeros([BLOCK], tl.float64)
+    nans = tl.zeros([BLOCK], tl.int32)
+    infs = tl.zeros([BLOCK], tl.int32)
+    for step in tl.range(STEPS):
+        idx = start + step * BLOCK + offs
+        if MASKED:
+            inside = idx < n
+            x = tl.load(x_ptr + idx, mask=inside, other=0.0).to(tl.float32)
+        else:
+            inside = offs >= 0  # every lane
+            x = tl.load(x_ptr + idx).to(tl.float32)
+        is_nan = x != x
+        ordered = inside & ~is_nan
+        lo = tl.minimum(lo, tl.where(ordered, x, float("inf")))
+        hi = tl.maximum(hi, tl.where(ordered, x, float("-inf")))
+        wide = x.to(tl.float64)
+        total += wide
+        squares += wide * wide
+        nans += (inside & is_nan).to(tl.int32)
+        infs += (inside & (tl.abs(x) == float("inf"))).to(tl.int32)
+    return lo, hi, total, squares, nans, infs
 
 
 @triton.jit
