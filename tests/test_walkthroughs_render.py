@@ -141,6 +141,23 @@ def test_a_nan_range_is_printed_and_flagged_and_an_integer_range_reads_as_intege
     assert stats_parts(ids) == ("range [108929, 108929] μ=108929.0 σ=0.0", [])
 
 
+@pytest.mark.parametrize("field", ["dtype", "device", "stage", "src file", "module path"])
+def test_markup_in_a_log_field_is_shown_as_text_not_taken_for_rich_markup(tiny_log, field):
+    header, events, summary, _ = tiny_log
+    odd = "x[/]y[bold]"  # "[/]" taken as markup closes a tag that is not open: rich raises
+    first = next(i for i, e in enumerate(events) if e["kind"] == "module" and e.get("src") and e.get("stage"))
+    if field in ("dtype", "device"):
+        header = with_value(header, odd, field)
+    else:
+        where = {"stage": ("stage",), "src file": ("src", "file"), "module path": ("path",)}[field]
+        events = [*events[:first], with_value(events[first], odd, *where), *events[first + 1:]]
+    shows = {render_summary: ("dtype", "device", "stage"), render_walkthrough: ("dtype", "stage", "src file", "module path")}
+    for draw, fields in shows.items():
+        console = Console(width=160, no_color=True, record=True, file=open("/dev/null", "w"))
+        draw(header, events, summary, console)
+        assert (odd in console.export_text()) == (field in fields)
+
+
 @pytest.mark.parametrize("preset", PRESETS)
 def test_committed_example_pages_do_not_drift(preset):
     files = example_files(preset)

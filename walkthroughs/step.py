@@ -114,7 +114,7 @@ def render_stage(header: dict, events: list[dict], summary: dict, console: Conso
     title, beside = stage_title(row, events, catalog)
     model = header["model"]
     console.clear()
-    console.print(Rule(f"[bold]Llama 3.2 Vision {escape(model['preset'])}[/] · {mode_label(header)} · stage {index + 1}/{len(rows)}", align="left"))
+    console.print(Rule(f"[bold]Llama 3.2 Vision {escape(str(model['preset']))}[/] · " + escape(f"{mode_label(header)} · stage {index + 1}/{len(rows)}"), align="left"))
     console.print(Text(f"stage {index + 1}/{len(rows)}: {title}", style="bold") + Text(f"  ({beside})", style="dim"))
     print_nonfinite(events, console)
     render_stage_body(events, row, ctx, console, depth, details)
@@ -204,7 +204,7 @@ def step_through(header: dict, events: list[dict], summary: dict, console: Conso
             status("code and modules " + ("shown." if details else "hidden: d shows them again."))
         elif key == "?" or key == "h":
             console.print(Text.from_markup(HELP_TEXT))
-            console.print("stages: " + " ".join(f"{i}:{row['stage']}" for i, (row, _) in enumerate(rows, 1)), style="dim")
+            console.print("stages: " + " ".join(f"{i}:{row['stage']}" for i, (row, _) in enumerate(rows, 1)), style="dim", markup=False)
             status()
         elif key.startswith("g"):
             target = key[1:].strip()

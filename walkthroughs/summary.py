@@ -224,7 +224,7 @@ def _row_cells(i: int, row: dict, catalog: dict, timing: bool) -> list[str]:
     e = row["first"]
     title = title_of(row["stage"], catalog, "")
     outs = first_tensor(e.get("outputs", []))
-    cells = [str(i), f"{stage_label(row)}\n[dim]{title}[/]", fmt_shape(outs).replace(" = ", "\n= ") if outs else "",
+    cells = [str(i), f"{escape(stage_label(row))}\n[dim]{escape(title)}[/]", escape(fmt_shape(outs).replace(" = ", "\n= ")) if outs else "",
              fmt_count(row["params"]) if row["params"] else "", fmt_count(row["flops"]) if row["flops"] else ""]
     if timing:
         cells.append(f"{row['time_ms']:.1f}")
@@ -258,9 +258,10 @@ def render_summary(header: dict, events: list[dict], summary: dict, console: Con
     w, h = image.get("size", ["?", "?"])
     values_off = " (no value summaries)" if header.get("mode") == "real" and header.get("values") is False else ""
     console.print(
-        f"[bold]llama-trace[/] {escape(str(model.get('preset')))} · {mode_label(header)}{values_off} · {header.get('dtype')} on {header.get('device')} · "
-        f"image {escape(str(image.get('path')))} ({w}x{h} {image.get('mode')}) · {summary.get('prompt_tokens')} prompt tokens"
-        + (f" ({header['inputs']['layout']} layout)" if header.get("inputs", {}).get("layout") else "")
+        f"[bold]llama-trace[/] {escape(str(model.get('preset')))} · " + escape(
+            f"{mode_label(header)}{values_off} · {header.get('dtype')} on {header.get('device')} · image {image.get('path')} ({w}x{h} "
+            f"{image.get('mode')}) · {summary.get('prompt_tokens')} prompt tokens"
+            + (f" ({header['inputs']['layout']} layout)" if header.get("inputs", {}).get("layout") else ""))
     )
     timing = header.get("timing", False)
     rows = stage_rows(events)
@@ -291,7 +292,7 @@ def render_summary(header: dict, events: list[dict], summary: dict, console: Con
             if table is not None:
                 console.print(table)
             phase = row["phase"]
-            table = new_table(phase_label(phase, events))
+            table = new_table(escape(phase_label(phase, events)))
         table.add_row(*row_cells)
     if table is not None:
         console.print(table)
@@ -299,7 +300,7 @@ def render_summary(header: dict, events: list[dict], summary: dict, console: Con
     if summary.get("error"):
         err = summary["error"]
         src = err.get("src", {})
-        console.print(f"[bold red]failed[/] in stage {err.get('stage')} at {src.get('file')}:{src.get('line')}: {err.get('type')}: {escape(str(err.get('message')))}")
+        console.print("[bold red]failed[/] " + escape(f"in stage {err.get('stage')} at {src.get('file')}:{src.get('line')}: {err.get('type')}: {err.get('message')}"))
     for line in result_lines(header, summary):
         console.print(line, markup=False)
     total = sum(e.get("flops", 0) for e in events)

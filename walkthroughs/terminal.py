@@ -79,11 +79,11 @@ def module_tree(events: list[dict], event: dict, depth: int) -> Tree | None:
 
     def add(branch: Tree, n, level: int) -> None:
         for child in n.children:
-            sub = branch.add(child.label)
+            sub = branch.add(Text(child.label))
             if level + 1 < depth:
                 add(sub, child, level + 1)
 
-    tree = Tree(node.label, guide_style="dim")
+    tree = Tree(Text(node.label), guide_style="dim")
     add(tree, node, 0)
     return tree
 
@@ -113,7 +113,7 @@ def render_stage_body(events: list[dict], row: dict, ctx: dict, console: Console
         return
     src = e.get("src")
     if src:
-        console.print(Panel(code_panel(src), title=f"{src['file']}:{src['line']}", title_align="left", box=box.ROUNDED, expand=True))
+        console.print(Panel(code_panel(src), title=Text(f"{src['file']}:{src['line']}"), title_align="left", box=box.ROUNDED, expand=True))
     tree = module_tree(events, e, depth)
     if tree is not None:
         console.print(tree)
@@ -125,7 +125,7 @@ def render_walkthrough(header: dict, events: list[dict], summary: dict, console:
     catalog = stage_index()
     model = header["model"]
     image = header["inputs"].get("image") or {}
-    console.print(Rule(f"[bold]Llama 3.2 Vision {escape(model['preset'])}[/] — traced in {mode_label(header)}, {header['dtype']}"))
+    console.print(Rule(f"[bold]Llama 3.2 Vision {escape(str(model['preset']))}[/] — " + escape(f"traced in {mode_label(header)}, {header['dtype']}")))
     console.print(  # the user's text, not markup: a prompt may hold "[/]"
         f"image {image.get('path')} {image.get('size', ['?', '?'])[0]}x{image.get('size', ['?', '?'])[1]} {image.get('mode')} · "
         f"prompt {header['inputs'].get('prompt')!r} ({summary.get('prompt_tokens')} tokens, {header['inputs'].get('layout')} layout)",
@@ -139,7 +139,7 @@ def render_walkthrough(header: dict, events: list[dict], summary: dict, console:
         shown += 1
         title, beside = stage_title(row, events, catalog)
         console.print()
-        console.print(Rule(f"[bold]{i}. {title}[/] [dim]({beside})[/]", align="left"))
+        console.print(Rule(f"[bold]{i}. {escape(title)}[/] [dim]({escape(beside)})[/]", align="left"))
         render_stage_body(events, row, ctx, console, depth)
     if stage and not shown:
         console.print(f"[yellow]no stage matches {escape(repr(stage))}[/]; stages: {', '.join(catalog)}")
