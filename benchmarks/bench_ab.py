@@ -16,9 +16,9 @@ from __future__ import annotations
 import argparse
 import collections
 import gc
-import time
 import statistics
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -311,7 +311,7 @@ def _cpu_moments(rows: torch.Tensor, out: torch.Tensor | None = None) -> list[li
     else:  # counted before the rows change in place; rows with NaN left out of `largest`
         largest = max((abs(v) for v in lo + hi if v == v), default=0.0)
         nan, inf = torch.isnan(rows).sum(dim=1).tolist(), torch.isinf(rows).sum(dim=1).tolist()
-    wide = 4 * largest * largest * n >= 2.0**127  # an fp32 sum of squared deviations could overflow
+    wide = _too_wide_for_fp32(largest, n)
     total = rows.sum(dim=1, dtype=torch.float64 if wide else None)  # [k]
     center = (total / n).to(rows.dtype)  # [k]
     if wide:  # float64 accumulators, over (x - c) / 2: x - c may pass the dtype's largest value
@@ -326,8 +326,14 @@ def _cpu_moments(rows: torch.Tensor, out: torch.Tensor | None = None) -> list[li
             for a, b, t, d, s, p, q in zip(lo, hi, total.tolist(), drift, spread, nan, inf)]
 
 
+def _too_wide_for_fp32(largest: float, n: int) -> bool:
+    """Whether n squared deviations of values up to `largest` in magnitude could overflow an fp32
+    sum (their deviations reach 2 * largest)."""
+    return 4 * largest * largest * n >= 2.0**127
+
+
 def _chunked_moments(flat: torch.Tensor, dtype: torch.dtype, space: torch.Tensor) -> list[list[float]] | None:
-    """`_cpu_moments` of one long row, `flat` [n] (contiguous), a CHUNK at a time, in `dtype`:
+    """`_cpu_moments` of one long row, `flat` [n], a CHUNK at a time, in `dtype`:
     each chunk is read from memory once per sweep, converted into `space` [CHUNK] where it is
     in another dtype, and its other passes find it in the cache (`_cpu_moments` takes the whole
     row through memory seven times). Two sweeps: the min, max and sum, then the deviations from
@@ -340,15 +346,14 @@ def _chunked_moments(flat: torch.Tensor, dtype: torch.dtype, space: torch.Tensor
     def converted(chunk: torch.Tensor) -> torch.Tensor:
         return chunk if chunk.dtype == dtype else space[: chunk.numel()].copy_(chunk)
 
-    los, his, total = [], [], 0.0
+    lo, hi, total = math.inf, -math.inf, 0.0
     for chunk in chunks:
         rows = converted(chunk)  # [CHUNK]
-        los.append(rows.amin().item())
-        his.append(rows.amax().item())
-        total += rows.sum().item()
-    lo, hi = min(los), max(his)
-    largest = max(-lo, hi)
-    if not math.isfinite(sum(los) + sum(his)) or 4 * largest * largest * n >= 2.0**127:  # NaN or Inf; see `_cpu_moments`
+        low, high = rows.amin().item(), rows.amax().item()
+        if not math.isfinite(low + high):  # NaN or Inf: Python's min and max would not see a NaN
+            return None
+        lo, hi, total = min(lo, low), max(hi, high), total + rows.sum().item()
+    if _too_wide_for_fp32(max(-lo, hi), n):
         return None
     center = torch.tensor(total / n, dtype=dtype).item()  # the mean, rounded to `dtype`
     drift = spread = 0.0
@@ -482,7 +487,7 @@ class ValueStats:
         (`_chunked_moments`), through one CHUNK-long buffer kept for the rest of the trace: with
         tiny's two [1, 24, 128256] logits tensors, that took 15% off the prefill's time in
         `ValueStats` (`benchmarks/RESULTS.md`, eleventh session). A tensor with NaN, Inf or huge
-        values is summarised whole, from an fp32 copy."""
+        values is summarised whole, from a copy in that dtype."""
         dtype = torch.float64 if x.dtype in WIDE else torch.float32
         if not x.is_cpu:
             flat = x.reshape(-1).to(dtype)  # [n]

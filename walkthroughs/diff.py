@@ -21,6 +21,7 @@ from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from tracer.symbols import SymbolTable
 
@@ -323,15 +324,16 @@ def _headline(diff: Diff) -> str:
             f"{len(diff.config)} config fields differ ({diff.config_same} the same) · {len(diff.symbols)} symbols differ")
 
 
-def render_terminal(diff: Diff, console: Console) -> None:
-    """The diff as rich tables. Everything taken from the logs (prompts, file names, config
-    values) is escaped: a prompt holding "[/]" is text, not markup."""
-    class _Table(Table):
-        def add_row(self, *cells: str, change: str | None = None) -> None:
-            super().add_row(*(escape(str(c)) for c in cells), *([change] if change is not None else []))
+def _text(*cells) -> list[Text]:
+    """Table cells from the logs' values, as text: a prompt holding "[/]" is not rich markup."""
+    return [Text(str(c)) for c in cells]
 
-    def table(title: str, *columns: str, right: tuple[int, ...] = ()) -> _Table:
-        t = _Table(box=box.SIMPLE_HEAD, pad_edge=False, title=escape(title), title_justify="left", title_style="bold")
+
+def render_terminal(diff: Diff, console: Console) -> None:
+    """The diff as rich tables. What comes from the logs (prompts, file names, config values)
+    goes in as text (`_text`) or escaped: a prompt holding "[/]" is not markup."""
+    def table(title: str, *columns: str, right: tuple[int, ...] = ()) -> Table:
+        t = Table(box=box.SIMPLE_HEAD, pad_edge=False, title=escape(title), title_justify="left", title_style="bold")
         for i, c in enumerate(columns):
             t.add_column(c, justify="right" if i in right else "left", overflow="fold")
         return t
@@ -340,13 +342,13 @@ def render_terminal(diff: Diff, console: Console) -> None:
     console.print(_headline(diff))
     t = table("runs", "", "A", "B", "")
     for k, x, y in diff.runs:
-        t.add_row(k, x, y, "" if x == y else "differs")
+        t.add_row(*_text(k, x, y, "" if x == y else "differs"))
     console.print(t)
 
     if diff.config:
         t = table(f"config: {len(diff.config)} fields differ", "field", "A", "B")
         for row in diff.config:
-            t.add_row(*row)
+            t.add_row(*_text(*row))
         console.print(t)
     else:
         console.print("[bold]config[/]: the same")
@@ -354,7 +356,7 @@ def render_terminal(diff: Diff, console: Console) -> None:
     if diff.symbols:
         t = table(f"symbols: {len(diff.symbols)} differ", "symbol", "A", "B")
         for row in diff.symbols:
-            t.add_row(*row)
+            t.add_row(*_text(*row))
         console.print(t)
     console.print(f"symbols unchanged: {', '.join(diff.symbols_same) or 'none'}", markup=False)
 
@@ -368,18 +370,18 @@ def render_terminal(diff: Diff, console: Console) -> None:
             t = table(f"output shapes · {phase_label(phase, diff.a.events if phase is None or s.status != 'added' else diff.b.events)}",
                       "#", "stage", "A", "B", "change", right=(0,))
         style = {"changed": "yellow", "added": "green", "removed": "red"}.get(s.status, "dim")
-        t.add_row(str(i), s.stage, s.a, s.b, change=f"[{style}]{escape(s.change_text())}[/]")
+        t.add_row(*_text(str(i), s.stage, s.a, s.b), Text(s.change_text(), style=style))
     if t is not None:
         console.print(t)
 
     t = table("parameters, FLOPs and events per stage", "stage", "params", "FLOPs", "events")
     for s in _cost_rows(diff):
-        t.add_row(_stage_name(s), _counts(s.params), _counts(s.flops), _counts(s.events, str))
+        t.add_row(*_text(_stage_name(s), _counts(s.params), _counts(s.flops), _counts(s.events, str)))
     console.print(t)
 
     t = table("totals", "", "A", "B", "")
     for k, x, y in diff.totals:
-        t.add_row(k, x, y, "" if x == y else "differs")
+        t.add_row(*_text(k, x, y, "" if x == y else "differs"))
     console.print(t)
 
 

@@ -45,19 +45,20 @@ def fmt_item(item: dict) -> str:
     return fmt_shape(item)
 
 
-INTEGER_DTYPES = ("int64", "int32", "int16", "int8", "uint8", "bool")
+INTEGER_DTYPES = ("int64", "int32", "int16", "int8", "uint64", "uint32", "uint16", "uint8", "bool")
 
 
 def stats_parts(item: dict) -> tuple[str, list[str]]:
     """An item's value summary in one line, "range [min, max] μ=mean σ=std", and its NaN and Inf
     counts as flags for the caller to make loud ("", [] where it has none). An integer or
-    boolean tensor's range reads as integers."""
+    boolean tensor's range reads as integers while they are exact: summaries keep 6 significant
+    digits, so past a million it stays a float (1.09951e+12 would print as 1099510000000)."""
     s = item.get("stats")
     if not s:
         return "", []
     lo, hi = s["min"], s["max"]
     if item.get("dtype") in INTEGER_DTYPES:
-        lo, hi = (int(v) if type(v) is float else v for v in (lo, hi))  # "nan" stays a word
+        lo, hi = (int(v) if type(v) is float and abs(v) < 1e6 else v for v in (lo, hi))  # "nan" stays a word
     return f"range [{lo}, {hi}] μ={s['mean']} σ={s['std']}", nonfinite_counts(s)
 
 
