@@ -68,6 +68,11 @@ class ModelArgs:
     name: str = field(default="custom", compare=False)
 
     def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            problem = _field_problem(f.type, value)
+            if problem:
+                raise ConfigError(f"invalid model config {self.name!r}: {f.name}={value!r} {problem}")
         checks = [
             (self.dim % self.n_heads == 0, "dim must be divisible by n_heads"),
             (self.n_heads % self.n_kv_heads == 0, "n_heads must be divisible by n_kv_heads"),
@@ -139,13 +144,32 @@ class ModelArgs:
         if unknown:
             raise ConfigError(f"unknown config key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(known))}")
         values = dict(data)
-        if "vision_return_intermediate" in values:
+        if isinstance(values.get("vision_return_intermediate"), list):
             values["vision_return_intermediate"] = tuple(values["vision_return_intermediate"])
         values.setdefault("name", name)
         try:
             return cls(**values)
         except TypeError as err:
             raise ConfigError(str(err)) from None
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _field_problem(kind: str, value) -> str | None:
+    """What is wrong with `value` for a field annotated `kind` ("int", "float | None", ...), or
+    None: every size is a positive integer, every float a finite number above zero (a JSON
+    config may say NaN, Infinity, 8.0 or "8")."""
+    if kind == "int" and not (type(value) is int and value > 0):
+        return "must be a positive integer"
+    if kind.startswith("float") and not (value is None and "None" in kind or _is_number(value) and math.isfinite(value) and value > 0):
+        return "must be a finite number above zero" + (" (or null)" if "None" in kind else "")
+    if kind == "bool" and not isinstance(value, bool):
+        return "must be true or false"
+    if kind.startswith("tuple[int") and not (isinstance(value, tuple) and all(type(v) is int for v in value)):
+        return "must be a list of integers"
+    return None
 
 
 # Keys Meta's params.json may hold, and the defaults Meta's ModelArgs gives the optional ones.
@@ -201,11 +225,11 @@ def from_params(data: dict, where: str = "params.json", name: str = "checkpoint"
     values = {**PARAMS_JSON_OPTIONAL, **data}
     if values["n_kv_heads"] is None:
         values["n_kv_heads"] = values["n_heads"]
-    if "vision_return_intermediate" in values:
+    if isinstance(values.get("vision_return_intermediate"), list):
         values["vision_return_intermediate"] = tuple(values["vision_return_intermediate"])
     try:
         return ModelArgs(name=name, **values, **runtime)
-    except TypeError as err:
+    except (ConfigError, TypeError) as err:
         raise ConfigError(f"{path}: {err}") from None
 
 

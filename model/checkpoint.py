@@ -259,6 +259,9 @@ def _rope_fields(text: dict, where: str) -> tuple[float, bool]:
         params["rope_theta"] = text["rope_theta"]
     if not isinstance(params, dict) or "rope_theta" not in params:
         raise CheckpointError(f"{where}: text_config.rope_parameters must be an object with rope_theta; got {params!r}")
+    if "rope_parameters" in text and "rope_theta" in text and text["rope_theta"] != params["rope_theta"]:
+        raise CheckpointError(f"{where}: text_config.rope_theta {text['rope_theta']!r} differs from rope_parameters.rope_theta "
+                              f"{params['rope_theta']!r}; keep one of them")
     kind = params.get("rope_type", params.get("type", "default"))
     if kind == "default":
         return float(params["rope_theta"]), False
@@ -290,6 +293,10 @@ def _positive_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
+def _positive_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
 def _int_list(value, what: str, where: str) -> list[int]:
     if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
         raise CheckpointError(f"{where}: {what} must be a list of integers, got {value!r}")
@@ -315,9 +322,10 @@ def args_from_hf_config(config: dict, where: str = HF_CONFIG, name: str = "check
     _check_keys(vision, _HF_VISION_KEYS, _HF_VISION_REQUIRED, "vision_config", where)
     for section, section_name in ((text, "text_config"), (vision, "vision_config")):
         bad = [f"{k}={v!r}" for k, v in section.items() if k in _HF_POSITIVE_INTS and not _positive_int(v)]
-        bad += [f"{k}={v!r}" for k, v in section.items() if k in ("rms_norm_eps", "norm_eps") and not isinstance(v, (int, float))]
+        bad += [f"{k}={v!r}" for k, v in section.items() if k in ("rms_norm_eps", "norm_eps") and not _positive_number(v)]
         if bad:
-            raise CheckpointError(f"{where}: {section_name} has invalid value(s) {_listed(bad)}; sizes must be positive integers")
+            raise CheckpointError(f"{where}: {section_name} has invalid value(s) {_listed(bad)}; "
+                                  "sizes must be positive integers, epsilons finite numbers above zero")
 
     fixed = [
         (text.get("model_type", "mllama_text_model") == "mllama_text_model", "text_config.model_type must be 'mllama_text_model'"),

@@ -73,6 +73,25 @@ def test_params_json_is_strict(tmp_path, change, message):
         from_params_json(path)
 
 
+@pytest.mark.parametrize(
+    "key, value, message",
+    [("norm_eps", "NaN", "norm_eps=nan must be a finite number above zero"),  # JSON's NaN and Infinity parse
+     ("rope_theta", "Infinity", "rope_theta=inf must be a finite number"),
+     ("norm_eps", '"1e-5"', "norm_eps='1e-5' must be a finite number"),
+     ("n_layers", "8.0", "n_layers=8.0 must be a positive integer"),
+     ("n_layers", '"8"', "n_layers='8' must be a positive integer"),
+     ("n_heads", "0", "n_heads=0 must be a positive integer"),
+     ("dim", "true", "dim=True must be a positive integer"),
+     ("ffn_dim_multiplier", "-1.3", "ffn_dim_multiplier=-1.3 must be a finite number above zero \\(or null\\)"),
+     ("use_scaled_rope", '"yes"', "use_scaled_rope='yes' must be true or false")],
+)
+def test_params_json_values_of_the_wrong_kind_are_named_with_the_file(tmp_path, key, value, message):
+    path = tmp_path / "params.json"
+    path.write_text(json.dumps(META_11B_PARAMS).replace(f'"{key}": {json.dumps(META_11B_PARAMS[key])}', f'"{key}": {value}'))
+    with pytest.raises(ConfigError, match=f"^{path}: .*{message}"):
+        from_params_json(path)
+
+
 def test_text_only_params_json_is_refused(tmp_path):
     text_only = {k: v for k, v in META_11B_PARAMS.items() if not k.startswith("vision")}
     path = tmp_path / "params.json"

@@ -387,6 +387,9 @@ def test_config_files_must_be_json(micro_meta, micro_hf):
     (lambda c: c["vision_config"].update(supported_aspect_ratios=[[1, 1], [2, 2]]), "supported_aspect_ratios"),
     (lambda c: c.update(quantization_config={"quant_method": "bitsandbytes"}), "quantized"),
     (lambda c: c["vision_config"].update(hidden_size="64"), "invalid value(s) hidden_size='64'"),
+    (lambda c: c["text_config"].update(rms_norm_eps=float("nan")), "rms_norm_eps=nan; sizes must be positive integers, epsilons finite"),
+    (lambda c: c["text_config"]["rope_parameters"].update(rope_theta=float("inf")), "rope_theta=inf must be a finite number above zero"),
+    (lambda c: c["text_config"].update(rope_theta=10000.0), "rope_theta 10000.0 differs from rope_parameters.rope_theta"),
 ])
 def test_hf_config_errors(micro_hf, change, fragment):
     edit_json(micro_hf / "config.json", change)
