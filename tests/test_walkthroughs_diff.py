@@ -21,6 +21,7 @@ from walkthroughs.run import run
 GOLDEN = Path(__file__).with_name("golden")
 REGEN = os.environ.get("LLAMA_TRACE_REGEN") == "1"
 LONG_PROMPT = "Describe this image in one sentence, then name every color you can see in it."
+ODD_PROMPT = "What is this?\nAnswer | briefly, <b>bold</b> `code` *not*."  # two lines, a pipe, HTML, Markdown
 runner = CliRunner()
 
 
@@ -35,6 +36,7 @@ def logs(tmp_path_factory):
         "90b-instruct.jsonl": dict(image_path=None, prompt=DEFAULT_PROMPT, preset="90b-instruct"),
         "square.jsonl": dict(image_path=square, prompt=DEFAULT_PROMPT, preset="11b-instruct"),
         "long-prompt.jsonl": dict(image_path=None, prompt=LONG_PROMPT, preset="11b-instruct"),
+        "odd-prompt.jsonl": dict(image_path=None, prompt=ODD_PROMPT, preset="11b-instruct"),
     }
     paths = {}
     for name, kw in runs.items():
@@ -148,3 +150,11 @@ def test_piped_text_takes_the_columns_asked_for(logs, tmp_path, monkeypatch):
     assert result.exit_code == 0 and max(len(line) for line in result.stdout.splitlines()) <= 80
     written = _diff_text(logs, tmp_path, "11b_vs_90b", "terminal")  # a file keeps the golden files' fixed width
     assert max(len(line) for line in written.splitlines()) > 80
+
+
+def test_a_prompt_with_line_breaks_pipes_and_html_is_one_escaped_cell_of_the_markdown_diff(logs, tmp_path):
+    out = tmp_path / "odd.md"
+    result = runner.invoke(app, ["diff", str(logs["odd-prompt.jsonl"]), str(logs["11b-instruct.jsonl"]), "--format", "markdown", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    row = next(line for line in out.read_text(encoding="utf-8").splitlines() if line.startswith("| prompt |"))
+    assert "What is this?↵ Answer \\| briefly, \\<b\\>bold\\</b\\> \\`code\\` \\*not\\*." in row and row.endswith("| differs |")

@@ -158,6 +158,15 @@ def test_markup_in_a_log_field_is_shown_as_text_not_taken_for_rich_markup(tiny_l
         assert (odd in console.export_text()) == (field in fields)
 
 
+def test_a_prompt_with_line_breaks_keeps_every_table_row_of_the_page_on_one_line(tmp_path):
+    header, events, summary, image = logged("11b-instruct", prompt="What is this?\nAnswer | briefly.")
+    files = render_markdown(header, events, summary, tmp_path / "page.md", image=image)
+    text = files[tmp_path / "page.md"]
+    rows = [line for line in text.splitlines() if line.startswith("| ")]
+    assert all(line.endswith("|") for line in rows)  # a broken row leaves its tail on a line of its own
+    assert any("What is this?↵ Answer \\| briefly." in line for line in rows)
+
+
 @pytest.mark.parametrize("preset", PRESETS)
 def test_committed_example_pages_do_not_drift(preset):
     files = example_files(preset)

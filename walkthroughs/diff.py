@@ -26,6 +26,7 @@ from rich.text import Text
 from tracer.symbols import SymbolTable
 
 from .context import run_context
+from .markdown import md_code, md_escape_cell, md_one_line, md_text
 from .summary import first_tensor, fmt_count, fmt_shape, phase_label, phase_length, stage_rows
 
 ARROW = "→"
@@ -386,21 +387,27 @@ def render_terminal(diff: Diff, console: Console) -> None:
 
 
 def _md_cell(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ") or " "
+    return md_escape_cell(str(text)) or " "
 
 
-def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
+def _md_value(text: str) -> str:
+    """A value from a log (a prompt, a path, a config value) as a cell that shows it as it is."""
+    return md_one_line(md_text(str(text))) or " "
+
+
+def _md_table(header: list[str], rows: list[list[str]], values: tuple[int, ...] = ()) -> list[str]:
+    """A Markdown table; the columns numbered in `values` hold the logs' values (`_md_value`)."""
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
+    lines += ["| " + " | ".join((_md_value if i in values else _md_cell)(c) for i, c in enumerate(row)) + " |" for row in rows]
     return lines
 
 
 def render_markdown(diff: Diff) -> str:
-    out = ["# llama-trace diff", "", f"A: `{diff.a.label}`  ", f"B: `{diff.b.label}`", "", _headline(diff), "", "## Runs", ""]
-    out += _md_table(["", "A", "B", ""], [[k, x, y, "" if x == y else "differs"] for k, x, y in diff.runs])
+    out = ["# llama-trace diff", "", f"A: {md_code(diff.a.label)}  ", f"B: {md_code(diff.b.label)}", "", _headline(diff), "", "## Runs", ""]
+    out += _md_table(["", "A", "B", ""], [[k, x, y, "" if x == y else "differs"] for k, x, y in diff.runs], values=(1, 2))
     out += ["", "## Config", ""]
     if diff.config:
-        out += _md_table(["field", "A", "B"], [list(r) for r in diff.config])
+        out += _md_table(["field", "A", "B"], [list(r) for r in diff.config], values=(1, 2))
     else:
         out.append("The same.")
     out += ["", "## Symbols", ""]

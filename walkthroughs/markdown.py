@@ -54,7 +54,13 @@ def reference_link(ref: str, repo: str) -> str:
 
 
 def md_escape_cell(text: str) -> str:
-    return text.replace("|", "\\|")
+    """Text for a table cell: | escaped, and on one line (see `md_one_line`)."""
+    return md_one_line(text.replace("|", "\\|"))
+
+
+def md_one_line(text: str) -> str:
+    """A table row must stay on one line: each line break in `text` (a multi-line prompt) shown as ↵."""
+    return re.sub(r"\r\n|\r|\n", "↵ ", text)
 
 
 MD_SPECIALS = r"[\\`*_\[\]!<>&~|]"  # what md_text escapes; html.inline reads the escapes back
