@@ -444,3 +444,18 @@ def test_a_prompt_holding_rich_markup_is_shown_as_text_by_every_view(tmp_path):
     diff = invoke("diff", str(log), str(log))
     for result in (walkthrough, diff):
         assert result.exit_code == 0 and prompt in result.stdout
+
+
+def test_render_and_diff_refuse_an_output_named_like_a_log_or_being_a_log_they_read(tmp_path):
+    log = tmp_path / "tiny.jsonl"
+    assert invoke("run", "--model", "tiny", "--max-new-tokens", "1", "--format", "json", "-o", str(log)).exit_code == 0
+    before = log.read_bytes()
+    renamed = tmp_path / "tiny.txt"
+    renamed.write_bytes(before)  # a log under another name
+    for args in (["render", str(log), "-o", str(tmp_path / "view.jsonl")],
+                 ["diff", str(log), str(log), "-o", str(log), "--force"],
+                 ["render", str(renamed), "-o", str(renamed), "--force"],
+                 ["diff", str(log), str(renamed), "-o", str(renamed), "--force"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2 and "-o " in result.output, args
+    assert log.read_bytes() == before and renamed.read_bytes() == before and not (tmp_path / "view.jsonl").exists()

@@ -160,6 +160,18 @@ def _stdout_if_dash(output: Optional[Path]) -> Optional[Path]:
     return None if output is not None and str(output) == "-" else output
 
 
+def _check_view_output(output: Optional[Path], logs: tuple[Path, ...], force: bool) -> None:
+    """-o of a command that reads logs and writes a view of them (render, diff): not one of the
+    logs it reads, --force or not, and not named like a log (it would hold no log)."""
+    if output is None:
+        return
+    if output.suffix.lower() in (".jsonl", ".json"):
+        fail(f"-o {output}: this command writes a view of logs, not a log; name the file .txt, .md or .html")
+    if any(output.resolve() == log.resolve() for log in logs):
+        fail(f"-o {output} is a log this command reads; choose another -o path")
+    _check_output(output, force)
+
+
 def _check_output(path: Path, force: bool) -> None:
     from tracer.log import is_special_file
 
@@ -379,6 +391,7 @@ def render(
 
     output = _stdout_if_dash(output)
     fmt = fmt or _format_for(output, RenderFormat)
+    _check_view_output(output, (log,), force)
     _check_target(fmt.value, output, force, stage, depth)
     try:
         header, events, summary = load_run_log(log)
@@ -408,8 +421,7 @@ def diff(
 
     output = _stdout_if_dash(output)
     fmt = fmt or _format_for(output, DiffFormat)
-    if output is not None:
-        _check_output(output, force)
+    _check_view_output(output, (log_a, log_b), force)
     logs = []
     for path in (log_a, log_b):
         try:
