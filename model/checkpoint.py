@@ -38,6 +38,7 @@ import re
 import warnings
 import zipfile
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -70,6 +71,12 @@ def _listed(names: Iterable[str]) -> str:
 
 def _one_line(text: str) -> str:
     return " ".join(str(text).split())
+
+
+def _gist(err: BaseException, limit: int = 200) -> str:
+    """An error's message on one line, cut at a word and marked "…" past `limit` characters."""
+    text = _one_line(err) or type(err).__name__
+    return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " …"
 
 
 # =====================================================================================================
@@ -153,8 +160,10 @@ def _meta_shard_files(folder: Path, names: list[str]) -> tuple[Path, ...]:
         raise CheckpointError(f"{folder} holds both consolidated.pth and {_listed(sorted(numbered.values()))}; keep one set of weights")
     if plain:
         return (folder / plain[0],)
-    if sorted(numbered) != list(range(len(numbered))):
-        raise CheckpointError(f"{folder}: model-parallel shards {_listed(sorted(numbered.values()))} are not numbered 00..{len(numbered) - 1:02d}; a shard is missing")
+    gaps = [f"consolidated.{i:02d}.pth" for i in range(max(numbered)) if i not in numbered]
+    if gaps:
+        raise CheckpointError(f"{folder}: model-parallel shard(s) {_listed(gaps)} missing (here: {_listed(sorted(numbered.values()))}); "
+                              "copy every shard of the checkpoint")
     return tuple(folder / numbered[i] for i in range(len(numbered)))
 
 
@@ -434,7 +443,7 @@ def _load_pth(path: Path) -> dict[str, torch.Tensor]:
     except PermissionError:
         raise _permission_denied(path) from None
     except (RuntimeError, OSError, EOFError, ValueError) as err:
-        raise CheckpointError(f"{path}: cannot read it as a torch checkpoint ({_one_line(err)[:200] or type(err).__name__}); "
+        raise CheckpointError(f"{path}: cannot read it as a torch checkpoint ({_gist(err)}); "
                               "the file is truncated or corrupt, or not saved by torch.save: re-download it") from None
     if not isinstance(sd, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in sd.items()):
         raise CheckpointError(f"{path}: expected a flat dict of tensor names to tensors (Meta's consolidated layout), "
@@ -859,6 +868,18 @@ def _hf_recipes(model: nn.Module, args: ModelArgs, ratios: list[list[int]], sour
     return out
 
 
+def _shard_share(pairs: list[tuple[tuple[int, ...], tuple[int, ...]]]) -> Fraction | None:
+    """The share r < 1 where every (shape, expected) pair differs in one dimension only, the shape
+    holding r of the expected there: m of k model-parallel shards, the others left out. Else None."""
+    shares = set()
+    for shape, expected in pairs:
+        differ = [(a, b) for a, b in zip(shape, expected) if a != b]
+        if len(shape) != len(expected) or len(differ) != 1 or not 0 < differ[0][0] < differ[0][1]:
+            return None
+        shares.add(Fraction(*differ[0]))
+    return shares.pop() if len(shares) == 1 else None
+
+
 def _check_recipes(recipes: dict[str, _Recipe], source: _Source, ignorable: set[str], where: str) -> None:
     """Missing, unexpected, mis-shaped and non-float tensors, all reported in one line."""
     needed = {r.key: r.shape for r in recipes.values()}
@@ -876,6 +897,10 @@ def _check_recipes(recipes: dict[str, _Recipe], source: _Source, ignorable: set[
         problems.append(f"{len(unexpected)} unexpected: {_listed(unexpected)}")
     if misshaped:
         problems.append(f"{len(misshaped)} with the wrong shape: {_listed(misshaped)}")
+        share = _shard_share([(tuple(source.shape(k)), tuple(s)) for k, s in needed.items() if k in have and source.shape(k) != s])
+        if share:
+            problems.append(f"each of them {share} of its expected size along one dimension, as if the weights were split into "
+                            f"{share.denominator} model-parallel shards with {share.numerator} of them here: are shard files missing?")
     if problems:
         raise CheckpointError(f"{where}: the tensors do not fit the model its config describes ({'; '.join(problems)}); "
                               "check that the config file and the weights belong together and are complete")

@@ -347,7 +347,7 @@ def test_folder_errors(tmp_path, micro_meta):
 def test_meta_shard_set_errors(micro_sd, tmp_path):
     ck.write_meta_checkpoint(tmp_path, MICRO, micro_sd, shards=2)
     shutil.copy(tmp_path / "consolidated.01.pth", tmp_path / "consolidated.03.pth")
-    expect_error("a shard is missing", tmp_path, meta=True)
+    expect_error("model-parallel shard(s) consolidated.02.pth missing", tmp_path, meta=True)
     (tmp_path / "consolidated.03.pth").rename(tmp_path / "consolidated.02.pth")
     expect_error("3 shards cannot split n_kv_heads=2", tmp_path, meta=True)
     (tmp_path / "consolidated.02.pth").unlink()
@@ -357,6 +357,10 @@ def test_meta_shard_set_errors(micro_sd, tmp_path):
     expect_error("replicated tensor text_model.norm.weight differs", tmp_path, meta=True)
     shutil.copy(tmp_path / "consolidated.01.pth", tmp_path / "consolidated.pth")
     expect_error("holds both consolidated.pth", tmp_path, meta=True)
+    (tmp_path / "consolidated.pth").unlink()
+    (tmp_path / "consolidated.01.pth").unlink()  # one shard of two, alone: it looks like a whole checkpoint
+    expect_error("1/2 of its expected size along one dimension, as if the weights were split into 2 model-parallel shards with 1 of them here",
+                 tmp_path, meta=True)
 
 
 @pytest.mark.parametrize("change, fragment", [
