@@ -496,3 +496,12 @@ def test_hf_tile_tables_that_differ_per_aspect_ratio(micro_hf):
 def test_bad_arguments(micro_meta):
     expect_error("not a floating-point dtype", micro_meta, meta=True, dtype=torch.int64)
     expect_error("args_override", micro_meta, args_override={"vision_widht": 3})
+
+
+def test_a_long_torch_error_is_cut_at_a_word():
+    from model.checkpoint import _gist
+
+    err = RuntimeError("PytorchStreamReader failed reading zip archive:\nfailed finding central directory. " * 5)
+    gist = _gist(err)
+    assert len(gist) <= 202 and gist.endswith("directory. PytorchStreamReader failed reading …") and "\n" not in gist
+    assert _gist(EOFError()) == "EOFError"
