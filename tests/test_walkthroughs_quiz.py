@@ -3,7 +3,7 @@
 import re
 
 import pytest
-from logs import logged
+from logs import lines_of, logged
 from typer.testing import CliRunner
 
 from tracer.log import build_lines, load_log
@@ -175,3 +175,25 @@ def test_answers_from_standard_input(log, log_path):
                            input=f"{qs[0].answer}\n{qs[1].answer}\n")
     assert result.exit_code == 0, result.output
     assert last_line(result.stdout) == "score: 2/2"
+
+
+def test_other_ways_of_writing_a_shape_are_read(log):
+    env = symbol_env(log[0])
+    for written in ("1x18x4096", "1 × 18 × 4096", "torch.Size([1, 18, 4096])", "B x S x D"):
+        assert parse_answer(written, env) == [1, 18, 4096], written
+
+
+def test_a_letter_whose_size_only_coincides_is_wrong(tmp_path):
+    """In tiny, D = W = 64: naming W for the text width gives the right numbers, for the wrong reason."""
+    header, events, summary, _ = logged("tiny", max_new_tokens=1)
+    q = next(q for q in questions(header, events, summary, 40, 0) if q.answer_sym[-1:] == ["D"])
+    env = symbol_env(header, events)
+    assert env["W"] == env["D"]
+    log_file = tmp_path / "tiny.jsonl"
+    log_file.write_text("\n".join(lines_of(header, events, summary)) + "\n", encoding="utf-8")
+    for answer, verdict in (([*(s or str(d) for s, d in zip(q.answer_sym[:-1], q.answer[:-1])), "W"], "wrong: W = 64 only happens to equal D here"),
+                            ([*(s or str(d) for s, d in zip(q.answer_sym, q.answer))], "right: ")):
+        file = tmp_path / "answers.txt"
+        file.write_text("\n" * (q.number - 1) + "[" + ", ".join(answer) + "]\n", encoding="utf-8")
+        out = runner.invoke(app, ["quiz", "--log", str(log_file), "--seed", "0", "--questions", "40", "--answers", str(file)]).stdout
+        assert verdict in out.split(f"Question {q.number}/", 1)[1].split("Question ", 1)[0], answer

@@ -93,20 +93,36 @@ def symbol_env(header: dict, events: list[dict] | None = None) -> dict[str, int]
     return SymbolTable(log_symbols(header, events or [])).env
 
 
-def parse_answer(text: str, env: dict[str, int]) -> list[int] | None:
-    """`1,1,4,1601,4096`, `[1, 1, 4, 1601, 4096]`, `(B, I, C, N, D)` or `[B, I, C, N, 4096]` -> sizes; None if unreadable."""
+def answer_parts(text: str) -> list[str] | None:
+    """An answer's dimensions as written: `[B, S, D]`, `(1, 18, 64)`, `1 18 64`, `1x18x64`,
+    `torch.Size([1, 18, 64])`; None if there are none."""
     text = (text or "").strip()
     if "=" in text:  # "[B, S, D] = [1, 18, 4096]": the sizes decide
         text = text.rsplit("=", 1)[1].strip()
+    if text.startswith("torch.Size(") and text.endswith(")"):
+        text = text[len("torch.Size("):-1].strip()
     if text[:1] in "[(" and text[-1:] in "])":
         text = text[1:-1]
+    if "," not in text and re.fullmatch(r"[\w*]+(\s*[x×]\s*[\w*]+)+", text):  # 1x18x64, B×S×D
+        text = re.sub(r"\s*[x×]\s*", ",", text)
     parts = [p.strip() for p in text.split(",")] if "," in text else text.split()
     if parts and parts[-1] == "":  # a trailing comma: (4,)
         parts.pop()
-    if not parts or any(not p for p in parts):
-        return None
-    sizes = [evaluate(p, env) for p in parts]
+    return None if not parts or any(not p for p in parts) else parts
+
+
+def parse_answer(text: str, env: dict[str, int]) -> list[int] | None:
+    """`1,1,4,1601,4096`, `[1, 1, 4, 1601, 4096]`, `(B, I, C, N, D)` or `[B, I, C, N, 4096]` -> sizes; None if unreadable."""
+    parts = answer_parts(text)
+    sizes = [evaluate(p, env) for p in parts] if parts else [None]
     return None if any(s is None for s in sizes) else sizes
+
+
+def wrong_letters(text: str, expected: list[str | None], env: dict[str, int]) -> list[tuple[str, str]]:
+    """(given, expected) for each dimension answered with a single shape letter other than the
+    one the trace labels it with: their sizes agree only by chance (in tiny, W = D = 64)."""
+    parts = answer_parts(text) or []
+    return [(given, want) for given, want in zip(parts, expected) if given in env and want is not None and given != want]
 
 
 def symbol_table_lines(symbols: dict[str, int], width: int = 96) -> list[str]:
@@ -157,9 +173,13 @@ def run_quiz(header: dict, events: list[dict], summary: dict, n: int, seed: int,
         if not typed:
             echo(f"  your answer: {'(none)' if raw is None else raw.strip()}")
         got = None if raw is None else parse_answer(raw, env)
-        if got is not None and got == q.answer:
+        swapped = wrong_letters(raw, q.answer_sym, env) if got == q.answer else []
+        if got is not None and got == q.answer and not swapped:
             right += 1
             echo(f"  right: {q.expected}")
+        elif swapped:
+            named = "; ".join(f"{given} = {env[given]} only happens to equal {want} here" for given, want in swapped)
+            echo(f"  wrong: {named}; the output is {q.expected}")
         else:
             why = "" if got is not None or raw is None else " (could not read it as a shape)"
             symbolic = got is not None and re.search(r"[A-Za-z]", raw or "")
