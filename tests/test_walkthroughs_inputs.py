@@ -274,6 +274,10 @@ def test_i16_note_counts_clipped_pixels(tmp_path):
     loaded = load_image(tmp_path / "d.png")
     assert loaded.image.getpixel((3, 0)) == (255, 255, 255) and loaded.image.getpixel((1, 0)) == (100, 100, 100)
     assert "values 0..65535" in loaded.notes[0] and "(2 pixels, 33.3%, clipped)" in loaded.notes[0]
+    almost = np.full((200, 300), 1000, dtype=np.uint16)
+    almost[0, :9] = 7  # 59991 of 60000 clipped: not "100%"
+    Image.fromarray(almost).save(tmp_path / "e.png")
+    assert "(59991 pixels, 99.9%, clipped)" in load_image(tmp_path / "e.png").notes[0]
 
 
 def test_a_float_image_of_values_in_0_to_1_gets_a_note(tmp_path):

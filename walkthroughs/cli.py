@@ -143,6 +143,8 @@ def _check_target(fmt: str, output: Optional[Path], force: bool, stage: Optional
             fail(f"no stage id starts with {stage!r}; they start with {', '.join(tops)} (e.g. --stage vision)")
     if depth < 0:
         fail(f"--depth must be 0 or more (got {depth})")
+    if fmt == "json" and depth != DEFAULT_DEPTH:
+        fail("--depth chooses how much of the module tree a view shows; the json log always holds every module (render it with --depth later)")
 
 
 _SUFFIX_FORMATS = {".jsonl": "json", ".json": "json", ".md": "markdown", ".markdown": "markdown", ".html": "html", ".htm": "html"}
@@ -372,6 +374,7 @@ def _render(header, events, summary, fmt: str, output: Optional[Path], stage=Non
     console = Console(record=True, no_color=True, width=100, file=open(os.devnull, "w"))
     draw(console)
     _write(output, console.export_text())
+    typer.echo(f"wrote {output}")
 
 
 @app.command()

@@ -225,10 +225,12 @@ def _clip_note(im: Image.Image) -> str | None:
 
     values = np.asarray(im)
     clipped = int(np.count_nonzero((values < 0) | (values > 255)))
-    share = 100 * clipped / values.size
+    share = f"{100 * clipped / values.size:.3g}"
+    if share == "100" and clipped < values.size:  # 59991 of 60000 is not all of them
+        share = "99.9"
     return (
         f"{im.mode} image with values {lo:g}..{hi:g}: Pillow's convert(\"RGB\"), which Meta's reference uses, clips them to"
-        f" 0..255 instead of scaling ({clipped} pixels, {share:.3g}%, clipped); save it as 8-bit to keep the detail"
+        f" 0..255 instead of scaling ({clipped} pixels, {share}%, clipped); save it as 8-bit to keep the detail"
     )
 
 
