@@ -197,3 +197,9 @@ def test_tiny_real_mode_has_values_and_a_next_token():
     assert logits["stats"]["nan"] == 0 and logits["stats"]["std"] > 0
     assert 0 <= result.summary["next_token"]["id"] < 128256
     assert len(result.summary["top5"]) == 5
+
+
+def test_sampling_and_no_values_in_meta_mode_get_a_note_that_they_change_nothing():
+    noted = run(None, preset="11b-instruct", timing=False, temperature=0.7, max_new_tokens=1).header["inputs"]["notes"]
+    assert any(n.startswith("--temperature: meta mode computes shapes only") for n in noted)
+    assert not any("meta mode" in n for n in run(None, preset="tiny", timing=False, temperature=0.7, max_new_tokens=1).header["inputs"]["notes"])

@@ -237,6 +237,10 @@ def run(
     else:
         mode = mode or default_mode(preset)
         run_device = "meta" if mode == "meta" else device
+        moot = [option for option, given in (("--temperature", temperature > 0), ("--no-values", not values)) if given]
+        if mode == "meta" and moot:
+            notes.append(f"{' and '.join(moot)}: meta mode computes shapes only, no values to sample from or summarise;"
+                         " --model tiny or --checkpoint DIR for real ones")
         tokenizer = get_tokenizer()
         instruct = layout == "chat" if layout else default_layout(preset) == "chat"
     budget = inputs.prompt_budget(tokenizer, args.max_seq_len, chat=instruct)
