@@ -19,7 +19,7 @@ a thread, against 88 to 96 at 1024: fewer programs fit on an SM, which may be wh
 Loads: a program whose slice lies wholly inside x reads it without a mask. Masked by `n`, which
 is not specialised, every load was 2 bytes (the PTX reads a thread's 8 bf16 elements one by one);
 unmasked, it is one 16-byte load. Only the last program takes the masked path. (Found in the
-PTX, eleventh session; not yet timed on a GPU.)
+PTX, eleventh session, which `benchmarks/kernel_ptx.py` prints without a GPU; not yet timed on one.)
 
 Launching: Triton's launcher works out the kernel's specialisation, the current stream and the
 launch hooks, and asks the driver about every tensor pointer, at each call (14-22 µs of host time
