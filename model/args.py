@@ -153,17 +153,23 @@ class ModelArgs:
             raise ConfigError(str(err)) from None
 
 
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+def is_positive_int(value) -> bool:
+    """A size as a config may give it: an int above zero (not a bool, not 8.0 or "8")."""
+    return type(value) is int and value > 0
+
+
+def is_positive_number(value) -> bool:
+    """An epsilon, a base or a ratio: an int or float, finite, above zero (not NaN, not "1e-5")."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
 
 
 def _field_problem(kind: str, value) -> str | None:
     """What is wrong with `value` for a field annotated `kind` ("int", "float | None", ...), or
     None: every size is a positive integer, every float a finite number above zero (a JSON
     config may say NaN, Infinity, 8.0 or "8")."""
-    if kind == "int" and not (type(value) is int and value > 0):
+    if kind == "int" and not is_positive_int(value):
         return "must be a positive integer"
-    if kind.startswith("float") and not (value is None and "None" in kind or _is_number(value) and math.isfinite(value) and value > 0):
+    if kind.startswith("float") and not (value is None and "None" in kind or is_positive_number(value)):
         return "must be a finite number above zero" + (" (or null)" if "None" in kind else "")
     if kind == "bool" and not isinstance(value, bool):
         return "must be true or false"

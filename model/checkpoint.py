@@ -45,7 +45,8 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import nn
 
-from .args import PARAMS_JSON_OPTIONAL, PARAMS_JSON_REQUIRED, ConfigError, ModelArgs, from_params, read_json_object
+from .args import (PARAMS_JSON_OPTIONAL, PARAMS_JSON_REQUIRED, ConfigError, ModelArgs, from_params, is_positive_int, is_positive_number,
+                   read_json_object)
 from .build import build_model
 from .multimodal import CrossAttentionTransformer
 
@@ -298,14 +299,6 @@ _HF_POSITIVE_INTS = frozenset({
 })
 
 
-def _positive_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
-
-
-def _positive_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
-
-
 def _int_list(value, what: str, where: str) -> list[int]:
     if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
         raise CheckpointError(f"{where}: {what} must be a list of integers, got {value!r}")
@@ -330,8 +323,8 @@ def args_from_hf_config(config: dict, where: str = HF_CONFIG, name: str = "check
     _check_keys(text, _HF_TEXT_KEYS, _HF_TEXT_REQUIRED, "text_config", where)
     _check_keys(vision, _HF_VISION_KEYS, _HF_VISION_REQUIRED, "vision_config", where)
     for section, section_name in ((text, "text_config"), (vision, "vision_config")):
-        bad = [f"{k}={v!r}" for k, v in section.items() if k in _HF_POSITIVE_INTS and not _positive_int(v)]
-        bad += [f"{k}={v!r}" for k, v in section.items() if k in ("rms_norm_eps", "norm_eps") and not _positive_number(v)]
+        bad = [f"{k}={v!r}" for k, v in section.items() if k in _HF_POSITIVE_INTS and not is_positive_int(v)]
+        bad += [f"{k}={v!r}" for k, v in section.items() if k in ("rms_norm_eps", "norm_eps") and not is_positive_number(v)]
         if bad:
             raise CheckpointError(f"{where}: {section_name} has invalid value(s) {_listed(bad)}; "
                                   "sizes must be positive integers, epsilons finite numbers above zero")

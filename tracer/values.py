@@ -482,8 +482,9 @@ class ValueStats:
             self._done.append(([item], self._whole(x)))
 
     def _whole(self, x: torch.Tensor) -> torch.Tensor | list:
-        """x's moments at once, in fp32 (float64 for `WIDE`). On an accelerator from x itself where
-        it is a contiguous tensor of that dtype, else from a copy. On the CPU a chunk at a time
+        """The moments of x, a tensor over SMALL elements, alone (not in a batch), in fp32 (float64
+        for `WIDE`). On an accelerator from x itself where it is a contiguous tensor of that
+        dtype, else from a copy. On the CPU a chunk at a time
         (`_chunked_moments`), through one CHUNK-long buffer kept for the rest of the trace: with
         tiny's two [1, 24, 128256] logits tensors, that took 15% off the prefill's time in
         `ValueStats` (`benchmarks/RESULTS.md`, eleventh session). A tensor with NaN, Inf or huge
