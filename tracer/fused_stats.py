@@ -13,8 +13,9 @@ Launch shape: a program takes one step of BLOCK elements while FOLD programs cov
 else 4, 16, ... steps. (Sixteen steps at least, as before the tenth session, left a [1, 24, 4096]
 tensor waiting out sixteen memory round trips in a row: 11.1 µs of device time on an H200, now
 5.6. More programs than FOLD, or one 8192-element load per program, were slower for the largest
-tensors: benchmarks/RESULTS.md. Compiled for sm_90, BLOCK 2048 or 4096 takes 170 to 210 registers
-a thread, against 88 to 96 at 1024: fewer programs fit on an SM, which may be why.)
+tensors: benchmarks/RESULTS.md. Compiled for sm_90, BLOCK 2048 or 4096 takes 183 to 212 registers
+a thread, against 56 to 96 at 1024 (`benchmarks/kernel_ptx.py`): fewer programs fit on an SM,
+which may be why.)
 
 Loads: a program whose slice lies wholly inside x reads it without a mask. Masked by `n`, which
 is not specialised, every load was 2 bytes (the PTX reads a thread's 8 bf16 elements one by one);
@@ -144,6 +145,24 @@ def _fold(stats_ptr, part_ptr, count_ptr, row, programs, n, FOLD: tl.constexpr):
     tl.store(out + 3, tl.sum(squares, axis=0) - total * total / n.to(tl.float64))  # M2
     tl.store(out + 4, tl.sum(nans, axis=0).to(tl.float64))
     tl.store(out + 5, tl.sum(infs, axis=0).to(tl.float64))
+
+
+def compile_for(arch: int, dtype: str = "bf16", steps: int = 16, block: int | None = None, warps: int | None = None,
+                fold: int | None = None, kernel=None):
+    """`kernel` (this module's `_moments` by default) compiled ahead of time for an NVIDIA GPU
+    of compute capability arch/10 (90: H100, H200), which need not be here: Triton's compiler
+    and the ptxas its wheel ships. Pointers specialised as 16-byte aligned, as Triton does at
+    run time for a fresh allocation; `dtype` is Triton's name for x's ("bf16", "fp32"). The
+    result's `asm["ptx"]` shows the loads (`benchmarks/kernel_ptx.py`)."""
+    from triton.backends.compiler import GPUTarget
+
+    signature = {"x_ptr": f"*{dtype}", "n": "i32", "stats_ptr": "*fp64", "part_ptr": "*fp64", "count_ptr": "*i32",
+                 "ticket_ptr": "*i32", "row": "i32", "BLOCK": "constexpr", "STEPS": "constexpr", "FOLD": "constexpr"}
+    aligned = [["tt.divisibility", 16]]
+    source = triton.compiler.ASTSource(fn=kernel or _moments, signature=signature,
+                                       constexprs={"BLOCK": block or BLOCK, "STEPS": steps, "FOLD": fold or FOLD},
+                                       attrs={(i,): aligned for i in (0, 2, 3, 4, 5)})  # x, stats, part, count, ticket
+    return triton.compile(source, target=GPUTarget("cuda", arch, 32), options={"num_warps": warps or WARPS, "num_stages": STAGES})
 
 
 def launch_shape(n: int) -> tuple[int, int]:
