@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import torch  # noqa: E402
 
 import tracer  # noqa: E402
-from benchmarks_common import interleaved_samples, load_package, tiny_runs  # noqa: E402
+from benchmarks_common import interleaved_samples, load_package, time_calls, tiny_runs  # noqa: E402
 
 
 def main() -> None:
@@ -40,10 +40,9 @@ def main() -> None:
     torch.set_num_threads(1)
     old = load_package(opts.baseline / "tracer", "tracer_baseline")
 
-    inside = collections.Counter()  # CPU seconds inside each package's ValueStats, this run
-    for package in (tracer, old):
-        for name in ("add", "resolve"):
-            _time_inside(package.values.ValueStats, name, package.__name__, inside)
+    inside = collections.Counter()  # CPU seconds inside ValueStats (whichever copy's) in the run under way
+    time_calls([(package.values.ValueStats, name, "ValueStats") for package in (tracer, old) for name in ("add", "resolve")],
+               inside, clock=time.process_time)
 
     cases = {}
     for label, run in tiny_runs(opts.tokens).items():
@@ -58,7 +57,7 @@ def main() -> None:
             inside.clear()
             fn()
             if key in summaries:
-                summaries[key].append(sum(inside.values()))
+                summaries[key].append(inside["ValueStats"])
         return run
 
     cases = {key: measured(key, fn) for key, fn in cases.items()}
@@ -77,20 +76,6 @@ def main() -> None:
     print("|---|---|---|")
     for (label, name), t in summaries.items():
         print(f"| {label}: {name.removesuffix(', with values')} | {min(t) * 1000:.1f} | {statistics.median(t) * 1000:.1f} |")
-
-
-def _time_inside(owner, name: str, key: str, totals: collections.Counter) -> None:
-    """Wrap `owner.name` to add the CPU time of each call to `totals[key]`."""
-    inner = getattr(owner, name)
-
-    def timed(*args, **kwargs):
-        t0 = time.process_time()
-        try:
-            return inner(*args, **kwargs)
-        finally:
-            totals[key] += time.process_time() - t0
-
-    setattr(owner, name, timed)
 
 
 if __name__ == "__main__":

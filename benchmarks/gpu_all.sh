@@ -12,7 +12,8 @@ python3 -c "import torch, triton; print(torch.__version__, triton.__version__, t
 baseline=()  # an older tracer copy to time side by side, where one is unpacked in .gpu_baseline/tracer
 [ -d .gpu_baseline/tracer ] && baseline=(--baseline .gpu_baseline)
 # The fused kernels' direct launch, checked alone first (a fault there would end the process):
-# where it fails, every script below launches through Triton's own launcher (FUSED_DIRECT=0).
+# where it fails, the benchmark scripts below launch through Triton's own launcher (FUSED_DIRECT=0;
+# the CLI run at the end does not read it).
 timeout 120 python3 -c "import sys, torch; sys.path.insert(0, 'benchmarks'); from gpu_trace import probe_fused; r = probe_fused(torch.device('cuda')); print('fused probe:', r); sys.exit(r != 'ok')" \
   || export FUSED_DIRECT=0
 timeout 150 python3 benchmarks/gpu_profile.py --launch-shapes --kernels-only ${baseline[@]+"${baseline[@]}"} > "$out/gpu_kernels.txt"; echo "gpu_kernels rc=$?"

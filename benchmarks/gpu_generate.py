@@ -1,6 +1,7 @@
 """GPU check for generation (run on a CUDA machine): 11B-Instruct with random bf16 weights, one
-800x600 image and a 24-token prompt, prefill plus 8 decode steps, traced (module events and value
-summaries) against untraced, side by side in one process; peak GPU memory.
+800x600 image and a 24-token prompt, prefill plus 8 decode steps, side by side in one process:
+untraced; traced shapes only; traced with value summaries; and with tensors from 65536 elements
+on fused (`values.FUSED_MIN`). Peak GPU memory for each.
 
     python benchmarks/gpu_generate.py [--repeats 5]
 """

@@ -113,14 +113,13 @@ def launch_shapes(dev: torch.device, baseline: Path | None) -> None:
                 for key, value in {**default, **constants}.items():
                     setattr(fused_stats, key, value)
             table = module.Table(dev)
-            out = table.add(x)
-            row = (table.stats[out] if isinstance(out, int) else out[0]).tolist()
+            row = table.stats[table.add(x)].tolist()
             ok = row[:2] == ref[:2] and abs(row[2] - ref[2]) <= 1e-6 * x64.abs().sum().item() + 1e-9 and abs(row[3] - ref[3]) <= 1e-6 * ref[3]
             count = min(200, module.ROWS - 8)
             table = module.Table(dev)
             host, device = queued(lambda: table.add(x), count)
-            timed = table.stats[:count] if isinstance(out, int) else None  # [count, 6] (the baseline's rows: not checked)
-            ok = ok and (timed is None or torch.equal(timed, timed[:1].expand_as(timed)) and timed[0].tolist() == row)
+            timed = table.stats[:count]  # [count, 6]
+            ok = ok and torch.equal(timed, timed[:1].expand_as(timed)) and timed[0].tolist() == row
             spent[name] += device if ok else float("inf")
             line.append(f"{name} {host:.1f}/{device:.1f}{'' if ok else ' WRONG ' + str((row, ref))}")
         for name, fn in (("aminmax+sum", lambda: (torch.aminmax(x), x.sum(dtype=torch.float32))), ("copy to fp32", lambda: x.float())):

@@ -5,7 +5,9 @@ a 24-token prompt. Prefill time traced vs untraced, measured side by side in one
 - whole trace: entering the trace, the forward, and finishing it (labels, value read-back).
 
 Shapes only, and with value summaries: through the fused Triton kernels (`tracer/fused_stats.py`)
-for large tensors, and through ATen reductions alone, side by side. Outputs must be bitwise equal
+for large tensors (and from 65536 elements on), and through ATen reductions alone, side by side.
+The fused kernels are probed first (`probe_fused`); where the direct launch fails, once more
+through Triton's own launcher, and left out of the timings if that fails too. Outputs must be bitwise equal
 to the untraced run, and the two kinds of summary must agree. `--baseline DIR` times another copy
 of the `tracer` package too (DIR/tracer, e.g. from `git archive OLD tracer`), in the same run.
 

@@ -2,7 +2,7 @@
 scripts' case: an 800x600 image, 24 tokens) and a 16-token greedy generation (the bundled sample
 image, "Describe it."), one torch thread: untraced, traced shapes only and traced with value
 summaries (CPU time, min of the rounds); then traced with value summaries again, with a timer
-around each part of `tracer.values` and `Trace._finish`.
+(wall time, `benchmarks_common.time_calls`) around each part of `tracer.values` and `Trace._finish`.
 
 A part's time includes the parts it calls (`ValueStats.add` includes the copies into batches and
 the batches summarised when full; `resolve` the batches left at the end and the rounding), so
@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import torch  # noqa: E402
 
 import tracer  # noqa: E402
-from benchmarks_common import tiny_runs  # noqa: E402
+from benchmarks_common import time_calls, tiny_runs  # noqa: E402
 from tracer import capture, values  # noqa: E402
 
 PARTS = [  # (owner, attribute, label)
@@ -44,29 +44,6 @@ PARTS = [  # (owner, attribute, label)
 ]
 
 
-def timed(spent: collections.Counter, calls: collections.Counter):
-    """Wrap every part in PARTS with a timer that adds to `spent` and `calls`; returns an undo."""
-    originals = []
-    for owner, name, label in PARTS:
-        original = getattr(owner, name)
-        originals.append((owner, name, original))
-
-        def wrapper(*args, __original=original, __label=label, **kwargs):
-            t0 = time.perf_counter()
-            try:
-                return __original(*args, **kwargs)
-            finally:
-                spent[__label] += time.perf_counter() - t0
-                calls[__label] += 1
-
-        setattr(owner, name, wrapper)
-
-    def undo():
-        for owner, name, original in originals:
-            setattr(owner, name, original)
-    return undo
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=5)
@@ -79,13 +56,13 @@ def main() -> None:
         shapes = min(_cpu_time(lambda: run(tracer, False)) for _ in range(opts.rounds))
         traced = min(_cpu_time(lambda: run(tracer)) for _ in range(opts.rounds))
         spent, calls = collections.Counter(), collections.Counter()
-        undo = timed(spent, calls)
+        undo = time_calls(PARTS, spent, calls)  # wall time
         try:
             for _ in range(opts.rounds):
                 run(tracer)
         finally:
             undo()
-        print(f"\n| tiny {label}, 1 torch thread | calls per run | ms per run |")
+        print(f"\n| tiny {label}, 1 torch thread | calls per run | ms per run (parts: wall time) |")
         print("|---|---|---|")
         print(f"| untraced (CPU time, min of {opts.rounds}) | | {untraced * 1000:.1f} |")
         print(f"| traced shapes only (CPU time, min) | | {shapes * 1000:.1f} |")
