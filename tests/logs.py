@@ -2,12 +2,12 @@
 with one field changed, for the tests of what a malformed log says."""
 
 import copy
-import json
 
-from tracer.log import build_lines, load_lines
+from tracer.log import build_lines, dump_line, load_lines
+from walkthroughs.defaults import DEFAULT_PROMPT
 
 
-def logged(preset: str, prompt: str = "Describe this image in one sentence.", image=None, **options) -> tuple:
+def logged(preset: str, prompt: str = DEFAULT_PROMPT, image=None, **options) -> tuple:
     """(header, events, summary, image) of a run without timings (`options`: run's, e.g. max_new_tokens)."""
     from walkthroughs.run import run  # here: the tracer's tests use this module too
 
@@ -17,7 +17,7 @@ def logged(preset: str, prompt: str = "Describe this image in one sentence.", im
 
 def lines_of(header: dict, events: list[dict], summary: dict) -> list[str]:
     """A loaded log's lines as llama-trace writes them (no spaces after separators)."""
-    return [json.dumps(r, separators=(",", ":")) for r in (header, *({"type": "event", **e} for e in events), summary)]
+    return [dump_line(r) for r in (header, *({"type": "event", **e} for e in events), summary)]
 
 
 DELETE = object()  # as `changed`'s value: remove the field

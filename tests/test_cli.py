@@ -461,9 +461,12 @@ def test_render_and_diff_refuse_an_output_named_like_a_log_or_being_a_log_they_r
     assert log.read_bytes() == before and renamed.read_bytes() == before and not (tmp_path / "view.jsonl").exists()
 
 
-def test_depth_is_refused_for_the_json_log_and_a_view_written_to_a_file_says_where(tmp_path):
+def test_depth_is_refused_for_the_json_log(tmp_path):
     result = runner.invoke(app, ["run", "--model", "tiny", "--format", "json", "--depth", "3", "-o", str(tmp_path / "t.jsonl")])
     assert result.exit_code == 2 and "--depth" in result.output and not (tmp_path / "t.jsonl").exists()
+
+
+def test_a_view_written_to_a_file_says_where(tmp_path):
     log = tmp_path / "tiny.jsonl"
     assert invoke("run", "--model", "tiny", "--max-new-tokens", "1", "--format", "json", "-o", str(log)).exit_code == 0
     view = tmp_path / "view.txt"

@@ -5,7 +5,7 @@ import re
 import pytest
 from logs import logged
 
-from walkthroughs.annotations import annotate, fill, load_annotations
+from walkthroughs.annotations import annotate, fill, load_annotations, load_phrases
 from walkthroughs.catalog import load_catalog
 from walkthroughs.context import all_stage_contexts
 
@@ -34,7 +34,8 @@ def test_every_stage_has_prose():
 
 
 def test_no_hand_typed_numbers():
-    for stage_id, note in load_annotations().items():
+    notes = {**load_annotations(), **{f"phrase {name}": {"what": text} for name, text in load_phrases().items()}}
+    for stage_id, note in notes.items():
         texts = [note.get("what", ""), note.get("why", ""), note.get("hf", "")] + list(note.get("gotchas", []))
         for text in texts:
             bare = IDENTIFIER.sub(" ", PLACEHOLDER.sub(" ", text))

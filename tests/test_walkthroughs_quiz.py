@@ -183,9 +183,9 @@ def test_other_ways_of_writing_a_shape_are_read(log):
         assert parse_answer(written, env) == [1, 18, 4096], written
 
 
-def test_a_letter_whose_size_only_coincides_is_wrong(tmp_path):
+def test_a_letter_whose_size_only_coincides_is_wrong(tiny_log, tmp_path):
     """In tiny, D = W = 64: naming W for the text width gives the right numbers, for the wrong reason."""
-    header, events, summary, _ = logged("tiny", max_new_tokens=1)
+    header, events, summary, _ = tiny_log
     q = next(q for q in questions(header, events, summary, 40, 0) if q.answer_sym[-1:] == ["D"])
     env = symbol_env(header, events)
     assert env["W"] == env["D"]

@@ -1,5 +1,6 @@
 """Walkthrough renderers: Markdown pages with pictures, the rich terminal view, determinism."""
 
+import io
 import re
 
 import pytest
@@ -99,7 +100,7 @@ def test_markdown_and_pictures_are_byte_identical_across_runs(tmp_path):
 
 def test_terminal_walkthrough_fits_100_columns_without_colour(tiny_log):
     header, events, summary, _ = tiny_log
-    console = Console(width=100, no_color=True, record=True, force_terminal=False, file=open("/dev/null", "w"))
+    console = Console(width=100, no_color=True, record=True, force_terminal=False, file=io.StringIO())
     render_walkthrough(header, events, summary, console)
     text = console.export_text()
     assert "\x1b[" not in text
@@ -113,7 +114,7 @@ def test_terminal_walkthrough_fits_100_columns_without_colour(tiny_log):
 
 def test_stage_filter_and_depth(tiny_log):
     header, events, summary, _ = tiny_log
-    console = Console(width=100, no_color=True, record=True, file=open("/dev/null", "w"))
+    console = Console(width=100, no_color=True, record=True, file=io.StringIO())
     render_walkthrough(header, events, summary, console, stage="vision.global", depth=1)
     text = console.export_text()
     assert "(vision.global_layers" in text and "(vision.local_layers" not in text
@@ -122,7 +123,7 @@ def test_stage_filter_and_depth(tiny_log):
 
 def test_real_values_are_shown(tiny_log):
     header, events, summary, _ = tiny_log
-    console = Console(width=140, no_color=True, record=True, file=open("/dev/null", "w"))
+    console = Console(width=140, no_color=True, record=True, file=io.StringIO())
     render_walkthrough(header, events, summary, console, stage="text.logits")
     text = console.export_text()
     assert "range [" in text and "μ=" in text
@@ -133,7 +134,7 @@ def test_a_nan_range_is_printed_and_flagged_and_an_integer_range_reads_as_intege
     logits = next(e for e in events if e.get("stage") == "text.logits" and e["kind"] == "module")
     sick = with_value(logits, {"min": "nan", "max": "nan", "mean": "nan", "std": "nan", "nan": 3, "inf": 1}, "outputs", 0, "stats")
     ids = {"path": "", "shape": [1], "dtype": "int64", "stats": {"min": 108929.0, "max": 108929.0, "mean": 108929.0, "std": 0.0, "nan": 0, "inf": 0}}
-    console = Console(width=160, no_color=True, record=True, file=open("/dev/null", "w"))
+    console = Console(width=160, no_color=True, record=True, file=io.StringIO())
     console.print(terminal_shape_table(sick))
     text = console.export_text()
     assert "range [nan, nan] μ=nan σ=nan NaN×3 Inf×1" in text  # not taken for rich markup
@@ -153,7 +154,7 @@ def test_markup_in_a_log_field_is_shown_as_text_not_taken_for_rich_markup(tiny_l
         events = [*events[:first], with_value(events[first], odd, *where), *events[first + 1:]]
     shows = {render_summary: ("dtype", "device", "stage"), render_walkthrough: ("dtype", "stage", "src file", "module path")}
     for draw, fields in shows.items():
-        console = Console(width=160, no_color=True, record=True, file=open("/dev/null", "w"))
+        console = Console(width=160, no_color=True, record=True, file=io.StringIO())
         draw(header, events, summary, console)
         assert (odd in console.export_text()) == (field in fields)
 
@@ -191,7 +192,7 @@ def timed(tiny_log):
 @pytest.mark.parametrize("width", [60, 80, 100, 120])
 def test_summary_table_fits_the_console_and_keeps_every_number(tiny_log, width):
     header, events, summary = timed(tiny_log)
-    console = Console(width=width, no_color=True, record=True, file=open("/dev/null", "w"))
+    console = Console(width=width, no_color=True, record=True, file=io.StringIO())
     render_summary(header, events, summary, console)
     lines = console.export_text().splitlines()
     assert max(len(line) for line in lines) <= width
@@ -208,7 +209,7 @@ def test_summary_table_fits_the_console_and_keeps_every_number(tiny_log, width):
 @pytest.mark.parametrize("width", [100, 120])
 def test_summary_table_keeps_stage_names_whole_on_wide_consoles(tiny_log, width):
     header, events, summary = timed(tiny_log)
-    console = Console(width=width, no_color=True, record=True, file=open("/dev/null", "w"))
+    console = Console(width=width, no_color=True, record=True, file=io.StringIO())
     render_summary(header, events, summary, console)
     text = console.export_text()
     for row in stage_rows(events):

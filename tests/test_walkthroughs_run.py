@@ -202,4 +202,6 @@ def test_tiny_real_mode_has_values_and_a_next_token():
 def test_sampling_and_no_values_in_meta_mode_get_a_note_that_they_change_nothing():
     noted = run(None, preset="11b-instruct", timing=False, temperature=0.7, max_new_tokens=1).header["inputs"]["notes"]
     assert any(n.startswith("--temperature: meta mode computes shapes only") for n in noted)
+    noted = run(None, preset="11b-instruct", timing=False, values=False, temperature=0.7).header["inputs"]["notes"]
+    assert any(n.startswith("--temperature and --no-values: meta mode computes shapes only") for n in noted)
     assert not any("meta mode" in n for n in run(None, preset="tiny", timing=False, temperature=0.7, max_new_tokens=1).header["inputs"]["notes"])

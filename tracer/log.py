@@ -25,7 +25,8 @@ class LogError(ValueError):
     """A log file that cannot be read back."""
 
 
-def _dumps(obj) -> str:
+def dump_line(obj) -> str:
+    """One JSON Lines record as a log holds it: UTF-8 as is, no spaces, no NaN."""
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
@@ -48,9 +49,9 @@ def build_lines(trace, header: dict | None = None, summary: dict | None = None) 
     head = {"type": "header", "schema": SCHEMA_VERSION, **(header or {})}
     if trace.symbols.symbols:
         head.setdefault("symbols", trace.symbols.to_dict())
-    lines = [_dumps(head)]
+    lines = [dump_line(head)]
     for event in trace.events:
-        lines.append(_dumps({"type": "event", **event}))
+        lines.append(dump_line({"type": "event", **event}))
     closing = {
         "type": "summary",
         "events": len(trace.events),
@@ -58,7 +59,7 @@ def build_lines(trace, header: dict | None = None, summary: dict | None = None) 
         "error": trace.error,
         **(summary or {}),
     }
-    lines.append(_dumps(closing))
+    lines.append(dump_line(closing))
     return lines
 
 

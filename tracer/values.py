@@ -543,9 +543,12 @@ class ValueStats:
         self._scratch.clear()
 
 
+SIGNIFICANT_DIGITS = 6  # a value summary's numbers keep this many (`round_sig`)
+
+
 def round_sig(v: float) -> float | str:
-    """v to 6 significant digits (a zero without its sign: torch's min and max may pick either of
+    """v to SIGNIFICANT_DIGITS significant digits (a zero without its sign: torch's min and max may pick either of
     0.0 and -0.0); "nan", "inf" or "-inf" where it is not finite."""
     if v - v == 0.0:
-        return float("%.6g" % v) + 0.0
+        return float("%.*g" % (SIGNIFICANT_DIGITS, v)) + 0.0
     return "nan" if v != v else ("inf" if v > 0 else "-inf")

@@ -34,9 +34,13 @@ def load_annotations(path: Path = ANNOTATIONS) -> dict[str, dict]:
     return _load(path).get("stage", {})
 
 
+def load_phrases(path: Path = ANNOTATIONS) -> dict[str, str]:
+    """The phrases the context puts into the prose only when the run calls for it ([phrase] table)."""
+    return _load(path).get("phrase", {})
+
+
 def phrase(name: str) -> str:
-    """A phrase the context puts into the prose only when the run calls for it ([phrase] table)."""
-    return _load().get("phrase", {})[name]
+    return load_phrases()[name]
 
 
 # "`1` chunks" -> "`1` chunk": the nouns the prose counts, after a filled-in number of one

@@ -14,7 +14,7 @@ from typing import Optional
 
 import typer
 
-from .defaults import DEFAULT_DEPTH, DEFAULT_PROMPT, DEFAULT_TOP_P
+from .defaults import DEFAULT_DEPTH, DEFAULT_DEVICE, DEFAULT_DTYPE, DEFAULT_PROMPT, DEFAULT_TOP_P
 
 app = typer.Typer(
     add_completion=False,
@@ -162,16 +162,15 @@ def _stdout_if_dash(output: Optional[Path]) -> Optional[Path]:
     return None if output is not None and str(output) == "-" else output
 
 
-def _check_view_output(output: Optional[Path], logs: tuple[Path, ...], force: bool) -> None:
+def _check_view_output(output: Optional[Path], logs: tuple[Path, ...]) -> None:
     """-o of a command that reads logs and writes a view of them (render, diff): not one of the
     logs it reads, --force or not, and not named like a log (it would hold no log)."""
     if output is None:
         return
-    if output.suffix.lower() in (".jsonl", ".json"):
+    if _SUFFIX_FORMATS.get(output.suffix.lower()) == "json":
         fail(f"-o {output}: this command writes a view of logs, not a log; name the file .txt, .md or .html")
     if any(output.resolve() == log.resolve() for log in logs):
         fail(f"-o {output} is a log this command reads; choose another -o path")
-    _check_output(output, force)
 
 
 def _check_output(path: Path, force: bool) -> None:
@@ -216,7 +215,7 @@ _path.__name__ = "path"  # what --help shows as the type: <path>, as for a plain
 @app.command()  # walkthroughs/regenerate.py writes this command back from a log, its defaults left out: keep them in step
 def run(
     image: Optional[Path] = typer.Option(None, "--image", parser=_path, help="Image file (default: the bundled 1000x500 sample)."),
-    prompt: Optional[str] = typer.Option(None, "--prompt", help="Text that follows the image (default: 'Describe this image in one sentence.')."),
+    prompt: Optional[str] = typer.Option(None, "--prompt", help=f"Text that follows the image (default: {DEFAULT_PROMPT!r})."),
     prompt_file: Optional[Path] = typer.Option(None, "--prompt-file", parser=_path, help="Read the prompt from this UTF-8 text file, or from standard input with - (long or multi-line prompts)."),
     model: Optional[ModelName] = typer.Option(None, "--model", help="Model preset (default 11b-instruct; with --checkpoint, the checkpoint's own)."),
     mode: Optional[Mode] = typer.Option(None, "--mode", help="meta: shapes only, no weights (default for 11b/90b); real: random weights, real arithmetic (default for tiny)."),
@@ -228,8 +227,8 @@ def run(
     output: Optional[Path] = typer.Option(None, "-o", "--output", parser=_path, help="Write to this file instead of stdout."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output file."),
     no_timing: bool = typer.Option(False, "--no-timing", help="Leave timings out, so identical inputs give byte-identical logs."),
-    dtype: DType = typer.Option(DType.bf16, "--dtype", help="bf16 reproduces Meta's arithmetic; fp32 for exact comparisons."),
-    device: str = typer.Option("cpu", "--device", help="cpu or cuda, for real mode (meta mode needs no device)."),
+    dtype: DType = typer.Option(DType(DEFAULT_DTYPE), "--dtype", help="bf16 reproduces Meta's arithmetic; fp32 for exact comparisons."),
+    device: str = typer.Option(DEFAULT_DEVICE, "--device", help="cpu or cuda, for real mode (meta mode needs no device)."),
     max_seq_len: Optional[int] = typer.Option(None, "--max-seq-len", help="Context length: the positions of the KV cache (M) and, unless --max-new-tokens ends the text sooner, of the masks (T), as Meta's Llama.build max_seq_len (default: the model config's max_seq_len)."),
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Generate this many tokens, tracing every decode step (default: the prefill and its next token)."),
     temperature: float = typer.Option(0.0, "--temperature", help="0 = greedy (default); above 0, top-p sampling as Meta's generate."),
@@ -394,7 +393,7 @@ def render(
 
     output = _stdout_if_dash(output)
     fmt = fmt or _format_for(output, RenderFormat)
-    _check_view_output(output, (log,), force)
+    _check_view_output(output, (log,))
     _check_target(fmt.value, output, force, stage, depth)
     try:
         header, events, summary = load_run_log(log)
@@ -424,7 +423,9 @@ def diff(
 
     output = _stdout_if_dash(output)
     fmt = fmt or _format_for(output, DiffFormat)
-    _check_view_output(output, (log_a, log_b), force)
+    _check_view_output(output, (log_a, log_b))
+    if output is not None:
+        _check_output(output, force)
     logs = []
     for path in (log_a, log_b):
         try:

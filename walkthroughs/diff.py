@@ -27,7 +27,7 @@ from tracer.symbols import SymbolTable
 
 from .context import run_context
 from .markdown import md_code, md_escape_cell, md_one_line, md_text
-from .summary import first_tensor, fmt_count, fmt_shape, phase_label, phase_length, stage_rows
+from .summary import first_tensor, fmt_count, fmt_shape, phase_label, phase_length, plain, stage_rows
 
 ARROW = "→"
 _NAME = re.compile(r"[A-Za-z_][A-Za-z_0-9]*")
@@ -325,14 +325,9 @@ def _headline(diff: Diff) -> str:
             f"{len(diff.config)} config fields differ ({diff.config_same} the same) · {len(diff.symbols)} symbols differ")
 
 
-def _text(*cells) -> list[Text]:
-    """Table cells from the logs' values, as text: a prompt holding "[/]" is not rich markup."""
-    return [Text(str(c)) for c in cells]
-
-
 def render_terminal(diff: Diff, console: Console) -> None:
     """The diff as rich tables. What comes from the logs (prompts, file names, config values)
-    goes in as text (`_text`) or escaped: a prompt holding "[/]" is not markup."""
+    goes in as text (`summary.plain`) or escaped: a prompt holding "[/]" is not markup."""
     def table(title: str, *columns: str, right: tuple[int, ...] = ()) -> Table:
         t = Table(box=box.SIMPLE_HEAD, pad_edge=False, title=escape(title), title_justify="left", title_style="bold")
         for i, c in enumerate(columns):
@@ -343,13 +338,13 @@ def render_terminal(diff: Diff, console: Console) -> None:
     console.print(_headline(diff))
     t = table("runs", "", "A", "B", "")
     for k, x, y in diff.runs:
-        t.add_row(*_text(k, x, y, "" if x == y else "differs"))
+        t.add_row(*plain(k, x, y, "" if x == y else "differs"))
     console.print(t)
 
     if diff.config:
         t = table(f"config: {len(diff.config)} fields differ", "field", "A", "B")
         for row in diff.config:
-            t.add_row(*_text(*row))
+            t.add_row(*plain(*row))
         console.print(t)
     else:
         console.print("[bold]config[/]: the same")
@@ -357,7 +352,7 @@ def render_terminal(diff: Diff, console: Console) -> None:
     if diff.symbols:
         t = table(f"symbols: {len(diff.symbols)} differ", "symbol", "A", "B")
         for row in diff.symbols:
-            t.add_row(*_text(*row))
+            t.add_row(*plain(*row))
         console.print(t)
     console.print(f"symbols unchanged: {', '.join(diff.symbols_same) or 'none'}", markup=False)
 
@@ -371,18 +366,18 @@ def render_terminal(diff: Diff, console: Console) -> None:
             t = table(f"output shapes · {phase_label(phase, diff.a.events if phase is None or s.status != 'added' else diff.b.events)}",
                       "#", "stage", "A", "B", "change", right=(0,))
         style = {"changed": "yellow", "added": "green", "removed": "red"}.get(s.status, "dim")
-        t.add_row(*_text(str(i), s.stage, s.a, s.b), Text(s.change_text(), style=style))
+        t.add_row(*plain(str(i), s.stage, s.a, s.b), Text(s.change_text(), style=style))
     if t is not None:
         console.print(t)
 
     t = table("parameters, FLOPs and events per stage", "stage", "params", "FLOPs", "events")
     for s in _cost_rows(diff):
-        t.add_row(*_text(_stage_name(s), _counts(s.params), _counts(s.flops), _counts(s.events, str)))
+        t.add_row(*plain(_stage_name(s), _counts(s.params), _counts(s.flops), _counts(s.events, str)))
     console.print(t)
 
     t = table("totals", "", "A", "B", "")
     for k, x, y in diff.totals:
-        t.add_row(*_text(k, x, y, "" if x == y else "differs"))
+        t.add_row(*plain(k, x, y, "" if x == y else "differs"))
     console.print(t)
 
 
@@ -393,6 +388,11 @@ def _md_cell(text: str) -> str:
 def _md_value(text: str) -> str:
     """A value from a log (a prompt, a path, a config value) as a cell that shows it as it is."""
     return md_one_line(md_text(str(text))) or " "
+
+
+def _md_shape(text: str) -> str:
+    """A shape as code, as the page shows it: [BI, C*N8] as Markdown would set C in italics."""
+    return _md_cell(md_code(text)) if text and text != "—" else _md_cell(text)
 
 
 def _md_table(header: list[str], rows: list[list[str]], values: tuple[int, ...] = ()) -> list[str]:
@@ -422,7 +422,7 @@ def render_markdown(diff: Diff) -> str:
             events = diff.b.events if s.status == "added" else diff.a.events
             out += ["", f"## Output shapes · {phase_label(phase, events)}", ""]
             out += _md_table(["#", "stage", "A", "B", "change"], [])
-        out.append("| " + " | ".join(_md_cell(c) for c in [str(i), f"`{s.stage}`", s.a, s.b, s.change_text()]) + " |")
+        out.append("| " + " | ".join([str(i), f"`{s.stage}`", _md_shape(s.a), _md_shape(s.b), _md_value(s.change_text())]) + " |")
     out += ["", "## Parameters, FLOPs and events per stage", ""]
     out += _md_table(["stage", "params", "FLOPs", "events"],
                      [[f"`{_stage_name(s)}`", _counts(s.params), _counts(s.flops), _counts(s.events, str)] for s in _cost_rows(diff)])

@@ -4,12 +4,13 @@ the views show for that."""
 from __future__ import annotations
 
 RANDOM_TEXT = " (random weights: the text means nothing)"  # after generated text
+CHECKPOINT_PRESET = "checkpoint "  # a run from a checkpoint names its model this, then the folder's name
 
 
 def from_checkpoint(header: dict) -> bool:
     """Whether the run loaded a checkpoint (a log from before the path was recorded: by its preset)."""
     model = header.get("model", {})
-    return "checkpoint" in model or str(model.get("preset", "")).startswith("checkpoint ")
+    return "checkpoint" in model or str(model.get("preset", "")).startswith(CHECKPOINT_PRESET)
 
 
 def random_weights(header: dict) -> bool:

@@ -80,7 +80,7 @@ def md_code(text: str) -> str:
     return f"{'`' * (longest + 1)}{pad}{text}{pad}{'`' * (longest + 1)}"
 
 
-def mermaid(rows: list[tuple[dict, dict]], titles: dict[str, str]) -> list[str]:
+def mermaid(rows: list[tuple[dict, dict]], catalog: dict) -> list[str]:
     lines = ["```mermaid", "flowchart TD"]
     current = None
     prev = None
@@ -92,7 +92,7 @@ def mermaid(rows: list[tuple[dict, dict]], titles: dict[str, str]) -> list[str]:
             label = dict(GROUPS).get(group, group)
             lines.append(f'  subgraph g{i}["{label}"]')
             current = group
-        title = titles.get(row["stage"], row["stage"]).replace('"', "'")
+        title = title_of(row["stage"], catalog).replace('"', "'")
         lines.append(f'    s{i}["{i}. {title}"]')
         if prev is not None:
             lines.append(f"    s{prev} --> s{i}")
@@ -197,7 +197,7 @@ def render_markdown(header: dict, events: list[dict], summary: dict, page: Path,
         "",
         "## The flow",
         "",
-        *mermaid(rows, {k: v.title for k, v in catalog.items()}),
+        *mermaid(rows, catalog),
         "",
         "## Contents",
         "",

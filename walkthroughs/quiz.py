@@ -118,10 +118,10 @@ def parse_answer(text: str, env: dict[str, int]) -> list[int] | None:
     return None if any(s is None for s in sizes) else sizes
 
 
-def wrong_letters(text: str, expected: list[str | None], env: dict[str, int]) -> list[tuple[str, str]]:
-    """(given, expected) for each dimension answered with a single shape letter other than the
-    one the trace labels it with: their sizes agree only by chance (in tiny, W = D = 64)."""
-    parts = answer_parts(text) or []
+def wrong_letters(parts: list[str], expected: list[str | None], env: dict[str, int]) -> list[tuple[str, str]]:
+    """(given, expected) for each dimension (`answer_parts`) answered with a single shape letter
+    other than the one the trace labels it with: their sizes agree only by chance (in tiny,
+    W = D = 64)."""
     return [(given, want) for given, want in zip(parts, expected) if given in env and want is not None and given != want]
 
 
@@ -144,7 +144,7 @@ def run_quiz(header: dict, events: list[dict], summary: dict, n: int, seed: int,
     the quiz."""
     qs = questions(header, events, summary, n, seed)
     symbols = log_symbols(header, events)
-    env = symbol_env(header, events)
+    env = SymbolTable(symbols).env  # `symbol_env`: with the products (BI, BIC)
     model = header.get("model", {}).get("preset", "?")
     echo(f"llama-trace quiz · {model} · {plural(len(qs), 'question')} · seed {seed}")
     if len(qs) < n:
@@ -173,8 +173,8 @@ def run_quiz(header: dict, events: list[dict], summary: dict, n: int, seed: int,
         if not typed:
             echo(f"  your answer: {'(none)' if raw is None else raw.strip()}")
         got = None if raw is None else parse_answer(raw, env)
-        swapped = wrong_letters(raw, q.answer_sym, env) if got == q.answer else []
-        if got is not None and got == q.answer and not swapped:
+        swapped = wrong_letters(answer_parts(raw), q.answer_sym, env) if got == q.answer else []
+        if got == q.answer and not swapped:
             right += 1
             echo(f"  right: {q.expected}")
         elif swapped:

@@ -2,9 +2,8 @@
 
 Built from the log's header: the model or checkpoint, and every option whose value differs from
 what `run` would choose by itself (image, prompt, mode, layout, dtype, device, context length,
-generation and sampling, ops, values, timing). The defaults it leaves out are `llama-trace run`'s:
-the prompt, top-p and depth from their constants; bf16 and the device (cpu, or meta) are
-walkthroughs/cli.py's option defaults, to keep in step.
+generation and sampling, ops, values, timing). The defaults it leaves out are `llama-trace run`'s
+(walkthroughs/defaults.py).
 """
 
 from __future__ import annotations
@@ -13,7 +12,7 @@ import shlex
 
 from model import ModelArgs, get_preset
 
-from .defaults import DEFAULT_DEPTH, DEFAULT_PROMPT, DEFAULT_TOP_P
+from .defaults import DEFAULT_DEPTH, DEFAULT_DEVICE, DEFAULT_DTYPE, DEFAULT_PROMPT, DEFAULT_TOP_P
 from .header import from_checkpoint
 from .run import default_layout, default_mode
 
@@ -56,9 +55,9 @@ def regenerate_command(header: dict, output: str, fmt: str = "markdown", depth: 
         args += ["--mode", header.get("mode")]
     if inputs.get("layout") and inputs.get("layout") != default["layout"]:
         args += ["--layout", inputs["layout"]]
-    if header.get("dtype", "bf16") != "bf16":
+    if header.get("dtype", DEFAULT_DTYPE) != DEFAULT_DTYPE:
         args += ["--dtype", header["dtype"]]
-    if header.get("device") not in (None, "cpu", "meta"):
+    if header.get("device") not in (None, DEFAULT_DEVICE, "meta"):
         args += ["--device", header["device"]]
     max_seq_len = (model.get("config") or {}).get("max_seq_len")
     if max_seq_len is not None and max_seq_len != default["max_seq_len"]:

@@ -27,7 +27,8 @@ from tracer.capture import Trace
 
 from . import inputs
 from .catalog import trace_options
-from .defaults import DEFAULT_PROMPT, DEFAULT_TOP_P
+from .defaults import DEFAULT_DEVICE, DEFAULT_DTYPE, DEFAULT_PROMPT, DEFAULT_TOP_P
+from .header import CHECKPOINT_PRESET
 from .sample_image import SAMPLE_IMAGE
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -205,8 +206,8 @@ def run(
     ops: bool = False,
     timing: bool = True,
     values: bool = True,
-    device: str = "cpu",
-    dtype: str = "bf16",
+    device: str = DEFAULT_DEVICE,
+    dtype: str = DEFAULT_DTYPE,
     seed: int = 0,
     max_new_tokens: int | None = None,
     temperature: float = 0.0,
@@ -227,7 +228,7 @@ def run(
     image, image_info, notes = loaded.image, loaded.info, list(loaded.notes)
     if checkpoint is not None:  # real weights: the config, chunk size included, comes from the checkpoint
         mode, run_device = "real", device
-        preset = f"checkpoint {Path(checkpoint).resolve().name}"
+        preset = CHECKPOINT_PRESET + Path(checkpoint).resolve().name
         instruct = layout == "chat" if layout else instruct_checkpoint(checkpoint)
         if not layout:
             notes.append(f"{'chat' if instruct else 'completion'} prompt layout: the checkpoint's path "

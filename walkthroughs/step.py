@@ -24,7 +24,7 @@ from .catalog import stage_index
 from .context import all_stage_contexts
 from .defaults import DEFAULT_DEPTH
 from .header import mode_label
-from .summary import print_nonfinite, result_lines, stage_title
+from .summary import print_nonfinite, print_results, stage_title
 from .terminal import render_stage_body
 
 NEXT = {"n", " ", "\r", "\n", "j", "\x1b[C", "\x1b[B"}
@@ -119,8 +119,7 @@ def render_stage(header: dict, events: list[dict], summary: dict, console: Conso
     print_nonfinite(events, console)
     render_stage_body(events, row, ctx, console, depth, details)
     if index == len(rows) - 1:
-        for line in result_lines(header, summary):
-            console.print(line, markup=False)
+        print_results(header, summary, console)
 
 
 def find_stage(rows: list[tuple[dict, dict]], target: str) -> int | None:

@@ -8,6 +8,9 @@ from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
+
+from tracer.values import SIGNIFICANT_DIGITS
 
 from .catalog import stage_index, title_of
 from .header import RANDOM_TEXT, mode_label, random_weights
@@ -51,14 +54,14 @@ INTEGER_DTYPES = ("int64", "int32", "int16", "int8", "uint64", "uint32", "uint16
 def stats_parts(item: dict) -> tuple[str, list[str]]:
     """An item's value summary in one line, "range [min, max] μ=mean σ=std", and its NaN and Inf
     counts as flags for the caller to make loud ("", [] where it has none). An integer or
-    boolean tensor's range reads as integers while they are exact: summaries keep 6 significant
-    digits, so past a million it stays a float (1.09951e+12 would print as 1099510000000)."""
+    boolean tensor's range reads as integers while they are exact: summaries keep
+    SIGNIFICANT_DIGITS, so past 10**6 it stays a float (1.09951e+12 would print as 1099510000000)."""
     s = item.get("stats")
     if not s:
         return "", []
     lo, hi = s["min"], s["max"]
     if item.get("dtype") in INTEGER_DTYPES:
-        lo, hi = (int(v) if type(v) is float and abs(v) < 1e6 else v for v in (lo, hi))  # "nan" stays a word
+        lo, hi = (int(v) if type(v) is float and abs(v) < 10**SIGNIFICANT_DIGITS else v for v in (lo, hi))  # "nan" stays a word
     return f"range [{lo}, {hi}] μ={s['mean']} σ={s['std']}", nonfinite_counts(s)
 
 
@@ -216,6 +219,20 @@ def result_lines(header: dict, summary: dict) -> list[str]:
     return lines
 
 
+def print_results(header: dict, summary: dict, console: Console, gap: bool = False) -> None:
+    """`result_lines` as text (generated text may hold "[/]"), after a blank line where `gap` and there are any."""
+    lines = result_lines(header, summary)
+    if gap and lines:
+        console.print()
+    for line in lines:
+        console.print(line, markup=False)
+
+
+def plain(*cells) -> list[Text]:
+    """Table cells holding what a log says (a prompt, a path, a shape), as text, not rich markup."""
+    return [Text(str(c)) for c in cells]
+
+
 def stage_label(row: dict) -> str:
     """A row's stage id, with its call count where it ran more than once: `text.layer ×8`."""
     return row["stage"] + (f" ×{row['calls']}" if row["calls"] > 1 else "")
@@ -302,7 +319,6 @@ def render_summary(header: dict, events: list[dict], summary: dict, console: Con
         err = summary["error"]
         src = err.get("src", {})
         console.print("[bold red]failed[/] " + escape(f"in stage {err.get('stage')} at {src.get('file')}:{src.get('line')}: {err.get('type')}: {err.get('message')}"))
-    for line in result_lines(header, summary):
-        console.print(line, markup=False)
+    print_results(header, summary, console)
     total = sum(e.get("flops", 0) for e in events)
     console.print(f"{len(events)} events · {fmt_count(total)} FLOPs in matmuls and attention · shape letters: see model/args.py")

@@ -16,9 +16,10 @@ from rich.tree import Tree
 from .annotations import annotate
 from .catalog import stage_index
 from .context import all_stage_contexts
+from .defaults import DEFAULT_DEPTH
 from .header import mode_label
 from .source_excerpt import excerpt
-from .summary import display_path, fmt_count, fmt_item, plural, print_nonfinite, result_lines, stage_title, stats_parts, table_items
+from .summary import display_path, fmt_count, fmt_item, plain, plural, print_nonfinite, print_results, stage_title, stats_parts, table_items
 from .tree import build_tree
 
 
@@ -53,7 +54,7 @@ def shape_table(event: dict) -> Table:
     for side, items in (("in", event.get("inputs", [])), ("out", event.get("outputs", []))):
         shown, hidden = table_items(items)
         for item in shown:
-            cells = [Text(side), Text(display_path(item["path"])), Text(fmt_item(item)), Text(item.get("dtype", ""))]  # text, not markup: a prompt may hold "[/]"
+            cells = plain(side, display_path(item["path"]), fmt_item(item), item.get("dtype", ""))
             if real:
                 cells.append(stats_cell(item))
             table.add_row(*cells)
@@ -121,7 +122,7 @@ def render_stage_body(events: list[dict], row: dict, ctx: dict, console: Console
         console.print(Text(f"Meta: {info.meta}   HF: {info.hf}", style="dim"))
 
 
-def render_walkthrough(header: dict, events: list[dict], summary: dict, console: Console, stage: str | None = None, depth: int = 2) -> None:
+def render_walkthrough(header: dict, events: list[dict], summary: dict, console: Console, stage: str | None = None, depth: int = DEFAULT_DEPTH) -> None:
     catalog = stage_index()
     model = header["model"]
     image = header["inputs"].get("image") or {}
@@ -143,8 +144,4 @@ def render_walkthrough(header: dict, events: list[dict], summary: dict, console:
         render_stage_body(events, row, ctx, console, depth)
     if stage and not shown:
         console.print(f"[yellow]no stage matches {escape(repr(stage))}[/]; stages: {', '.join(catalog)}")
-    lines = result_lines(header, summary)
-    if lines:
-        console.print()
-    for line in lines:
-        console.print(line, markup=False)
+    print_results(header, summary, console, gap=True)
