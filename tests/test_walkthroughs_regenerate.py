@@ -38,6 +38,11 @@ def test_every_option_that_differs_is_named():
     assert note is None
 
 
+def test_sampling_at_the_default_top_p_leaves_top_p_out():
+    h = header(generation={"max_new_tokens": 4, "temperature": 0.7, "top_p": 0.9, "seed": 5})
+    assert "--top-p" not in shlex.split(regenerate_command(h, "p.md")[0])
+
+
 def test_checkpoints_long_prompts_and_old_logs_say_what_they_need():
     command, note = regenerate_command(header(model={"preset": "checkpoint ck", "checkpoint": "~/ck", "config": {"max_seq_len": 512}}, mode="real"), "p.md")
     assert command.startswith("llama-trace run --checkpoint '~/ck' --layout chat ") and note is None
