@@ -67,3 +67,19 @@ def test_the_printed_command_writes_the_same_page(tmp_path, monkeypatch):
         args = shlex.split(command)[1:]
     assert "--seed 3" in command and "--allow-special" in command and "--depth 3" in command
     assert pages[1] == pages[0]
+
+
+def test_the_page_is_named_as_the_user_gave_it_beside_the_image(tmp_path, monkeypatch):
+    """Both paths relative to where the run started: `-o docs/a.md` stays so (not `a.md`, which
+    from there would write elsewhere), and the page says what they are relative to."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "photos").mkdir()
+    Image.new("RGB", (300, 200), (10, 200, 30)).save("photos/g.png")
+    result = runner.invoke(app, ["run", "--model", "tiny", "--image", "photos/g.png", "--no-timing", "-o", "docs/a.md"])
+    assert result.exit_code == 0, result.output
+    line = next(line for line in (tmp_path / "docs/a.md").read_text(encoding="utf-8").splitlines() if "regenerate it with" in line)
+    assert "--image photos/g.png" in line and "-o docs/a.md`" in line
+    assert "(paths relative to the folder the run started in)" in line
+    assert regenerate_command(header(), "p.md")[1] is None  # a page beside where it ran: nothing to say
+    assert regenerate_command(header(), "/abs/p.md")[1] is None

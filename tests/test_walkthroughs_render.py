@@ -2,6 +2,7 @@
 
 import io
 import re
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -84,15 +85,16 @@ def test_a_page_of_some_stages(tiny_log, tmp_path):
     sections = re.findall(r"^## (\d+)\. (.*)$", text, re.MULTILINE)
     assert [title for _, title in sections] == ["Encoder attention mask"] and int(sections[0][0]) > 1  # numbered as in the whole run
     assert sorted(p.name for p in files if p.suffix == ".png") == ["p.encoder_mask.png"]  # only its own picture
-    assert "--stage vision.encoder_mask --format markdown -o p.md" in text
+    assert f"--stage vision.encoder_mask --format markdown -o {tmp_path / 'p.md'}" in text  # the path as given
 
 
-def test_markdown_and_pictures_are_byte_identical_across_runs(tmp_path):
+def test_markdown_and_pictures_are_byte_identical_across_runs(tmp_path, monkeypatch):
     a, b = tmp_path / "a", tmp_path / "b"
     for out in (a, b):
         out.mkdir()
+        monkeypatch.chdir(out)  # the same -o, as a user would give it, in two folders
         header, events, summary, image = logged("tiny")  # a run of its own each time
-        write_files(render_markdown(header, events, summary, out / "page.md", image=image))
+        write_files(render_markdown(header, events, summary, Path("page.md"), image=image))
     assert sorted(p.name for p in a.iterdir()) == sorted(p.name for p in b.iterdir())
     for p in a.iterdir():
         assert p.read_bytes() == (b / p.name).read_bytes(), p.name

@@ -347,7 +347,7 @@ def _render(header, events, summary, fmt: str, output: Optional[Path], stage=Non
     if fmt == "html":
         from .html import render_html
 
-        text = render_html(header, events, summary, image=image, depth=depth, name=output.name if output else "page.html", stage=stage)
+        text = render_html(header, events, summary, image=image, depth=depth, name=str(output) if output else "page.html", stage=stage)
         if output is None:
             sys.stdout.write(text)
         else:

@@ -20,7 +20,9 @@ def example_files(preset: str) -> dict[Path, object]:
 
     result = run(None, DEFAULT_PROMPT, preset=preset, timing=False)
     header, events, summary = load_lines(build_lines(result.trace, result.header, result.summary))
-    return render_markdown(header, events, summary, EXAMPLES / f"{preset}.md", image=result.image)
+    page = EXAMPLES / f"{preset}.md"
+    as_typed = str(page.relative_to(EXAMPLES.parents[1]))  # the command runs from the project root
+    return render_markdown(header, events, summary, page, image=result.image, regenerate_as=("markdown", as_typed))
 
 
 def main() -> None:

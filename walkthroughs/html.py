@@ -306,7 +306,7 @@ def data_uri(image: Image.Image) -> str:
 def render_html(header: dict, events: list[dict], summary: dict, image: Image.Image | None = None, depth: int = DEFAULT_DEPTH,
                 name: str = "page.html", stage: str | None = None) -> str:
     """The whole page as one HTML string: no network, pictures inline, stages collapsible. `name`
-    is the file it goes to, for the command that regenerates it; `stage` as for `render_markdown`."""
+    is the file it goes to, as the user gave it, for the command that regenerates it; `stage` as for `render_markdown`."""
     files = render_markdown(header, events, summary, PAGE, image=image, depth=depth, regenerate_as=("html", name), stage=stage)
     text = files[PAGE]
     images = {Path(path).name: data_uri(pic) for path, pic in files.items() if isinstance(pic, Image.Image)}

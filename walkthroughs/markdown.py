@@ -156,7 +156,8 @@ def tree_lines(events: list[dict], event: dict, depth: int) -> list[str]:
 def render_markdown(header: dict, events: list[dict], summary: dict, page: Path, image: Image.Image | None = None, depth: int = DEFAULT_DEPTH,
                     regenerate_as: tuple[str, str] | None = None, stage: str | None = None) -> dict[Path, object]:
     """The page text and its pictures: {path: str | PIL image}. Nothing is written here. The page
-    says how to regenerate it: as `regenerate_as` = (format, file name), by default this page. With
+    says how to regenerate it: as `regenerate_as` = (format, path as the user gave it), by default
+    (markdown, `page`). With
     `stage`, only the stages whose id starts with it get a section (numbered as in the whole run)."""
     page = Path(page)
     page_dir = page.parent
@@ -169,7 +170,7 @@ def render_markdown(header: dict, events: list[dict], summary: dict, page: Path,
     inputs = header["inputs"]
     img = inputs.get("image") or {}
 
-    fmt, name = regenerate_as or ("markdown", page.name)
+    fmt, name = regenerate_as or ("markdown", str(page))
     command, note = regenerate_command(header, name, fmt, depth, stage)
     out = [f"# Llama 3.2 Vision {md_text(model['preset'])}, traced stage by stage", ""]
     alarm = nonfinite_line(events)

@@ -9,6 +9,7 @@ generation and sampling, ops, values, timing). The defaults it leaves out are `l
 from __future__ import annotations
 
 import shlex
+from pathlib import Path
 
 from model import ModelArgs, get_preset
 
@@ -21,7 +22,8 @@ LONGEST_INLINE_PROMPT = 200  # characters; a longer (or multi-line) prompt is re
 
 def regenerate_command(header: dict, output: str, fmt: str = "markdown", depth: int = DEFAULT_DEPTH,
                        stage: str | None = None) -> tuple[str, str | None]:
-    """(command, note): the command writes the page again, in `fmt`, to `output`, with the module
+    """(command, note): the command writes the page again, in `fmt`, to `output` (the path as the
+    user gave it, like the log's image path: both relative to where the run started), with the module
     trees `depth` deep and only the stages `stage` starts (all by default); the note, where there is one, says what the command needs that the log
     cannot give (a checkpoint folder an old log does not name, a long prompt's file)."""
     model, inputs = header.get("model", {}), header.get("inputs", {})
@@ -42,6 +44,8 @@ def regenerate_command(header: dict, output: str, fmt: str = "markdown", depth: 
     image = (inputs.get("image") or {}).get("file")
     if image and image != "bundled":
         args += ["--image", image]
+    if any(path != Path(path).name and not Path(path).is_absolute() for path in (output, image if image != "bundled" else None) if path):
+        notes.append("paths relative to the folder the run started in")
     prompt = inputs.get("prompt", DEFAULT_PROMPT)
     if prompt != DEFAULT_PROMPT:
         if len(prompt) > LONGEST_INLINE_PROMPT or "\n" in prompt:
