@@ -5,21 +5,10 @@ Meta's `params.json`, so a reader can hold the two side by side. Meta hard-codes
 vision encoder's sizes inside `CrossAttentionTransformerVision`; here they are fields
 (`vision_*`) so the `tiny` preset can shrink them while keeping every stage.
 
-Shape letters used throughout the project (code comments, logs, walkthroughs):
-
-    B   batch size                I   images per sample          C   chunks (tiles) per image
-    R   chunk size in pixels      P   patches per chunk          N   tokens per chunk = P + 1 (class token)
-    N8  N padded to a multiple of 8                              W   vision width
-    D   text model width          S   tokens in this step        V   vision keys = I * C * N
-    T   text length (the tokens and the masks)                   K   vocabulary size
-    M   cache length (max_seq_len: the KV caches, the causal mask)
-    H   text attention heads      Hkv key/value heads            Dh  text head width
-    Hv  vision attention heads    Dhv vision head width          L   intermediate taps
-    F   text feed-forward width   Fv  vision feed-forward width  X   cross-attention layers
-    Hc, Wc  height and width in pixels of the canvas an image is padded to
-    T <= M: as Meta's generate, T = min(prompt + tokens to generate, max_seq_len)
-    Dh/2 (RoPE's frequency pairs) and products such as C*N8 are written as expressions;
-    BI = B*I and BIC = B*I*C as one symbol, where Meta folds them into one dim.
+Shape letters: `SHAPE_LETTERS` below is the project's one key, used by code comments, logs and
+walkthroughs (the pages print it). T <= M: as in Meta's `generate`, T = min(prompt + tokens to
+generate, max_seq_len). Products such as C*N8 and Dh/2 (RoPE's frequency pairs) are written as
+expressions; BI = B*I and BIC = B*I*C as one symbol, where Meta folds them into one dim.
 """
 
 from __future__ import annotations
@@ -29,6 +18,19 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+
+
+SHAPE_LETTERS = {  # letter -> what it counts
+    "B": "batch size", "I": "images per sample", "C": "chunks (tiles) per image", "R": "chunk size in pixels",
+    "Hc": "canvas height in pixels", "Wc": "canvas width in pixels",
+    "P": "patches per chunk", "N": "tokens per chunk, P + 1 (the class token)", "N8": "N padded to a multiple of 8",
+    "W": "vision width", "Hv": "vision attention heads", "Dhv": "vision head width", "Fv": "vision feed-forward width",
+    "L": "intermediate taps", "V": "vision keys, I*C*N",
+    "D": "text model width", "H": "text attention heads", "Hkv": "key/value heads", "Dh": "text head width",
+    "F": "text feed-forward width", "X": "cross-attention layers", "K": "vocabulary size",
+    "T": "text positions: the prompt plus the tokens to generate, at most M",
+    "M": "cache length (max_seq_len: the KV caches, the causal mask)", "S": "tokens in this step",
+}
 
 
 class ConfigError(ValueError):

@@ -9,10 +9,14 @@ import math
 
 import torch
 
+# Llama 3.1+ long-context scaling (Meta keeps these as locals of `apply_scaling`)
+SCALE_FACTOR, LOW_FREQ_FACTOR, HIGH_FREQ_FACTOR, OLD_CONTEXT_LEN = 8, 1, 4, 8192
+
 
 def apply_scaling(freqs: torch.Tensor) -> torch.Tensor:
-    """Llama 3.1+ long-context scaling: slow the low frequencies by 8x, blend the middle band."""
-    scale_factor, low_freq_factor, high_freq_factor, old_context_len = 8, 1, 4, 8192
+    """Slow the low frequencies (wavelengths past OLD_CONTEXT_LEN / LOW_FREQ_FACTOR positions) by
+    SCALE_FACTOR, keep the high ones (under OLD_CONTEXT_LEN / HIGH_FREQ_FACTOR), blend between."""
+    scale_factor, low_freq_factor, high_freq_factor, old_context_len = SCALE_FACTOR, LOW_FREQ_FACTOR, HIGH_FREQ_FACTOR, OLD_CONTEXT_LEN
     low_freq_wavelen = old_context_len / low_freq_factor
     high_freq_wavelen = old_context_len / high_freq_factor
     wavelen = 2 * math.pi / freqs

@@ -66,3 +66,33 @@ def test_prose_follows_the_model(contexts):
 def test_a_count_of_one_takes_the_singular():
     text = fill("`{a}` chunks, `{b}` empty slots, all `{c}` empty slots", {"a": 1, "b": 1, "c": 3}, "test")
     assert text == "`1` chunk, `1` empty slot, all `3` empty slots"
+
+
+def _names_in(source: str) -> list[str]:
+    """'MllamaVisionModel.forward (F.pad) + multi_modal_projector' -> the names to look for."""
+    return [re.sub(r"\(.*?\)", "", part).strip().split(".")[0] for part in source.split(" + ")]
+
+
+def test_every_meta_and_hf_reference_names_code_that_exists():
+    """Each stage's "where Meta / HF does this" points at a file of the installed packages that
+    defines or uses the named function, class or attribute (a split_to_tiles once pointed at a
+    file that does not hold it)."""
+    import pathlib
+
+    import llama_models
+    import transformers
+
+    roots = {"meta": pathlib.Path(llama_models.__file__).parent, "hf": pathlib.Path(transformers.__file__).parent}
+    wrong = []
+    for stage in load_catalog():
+        for side, ref in (("meta", stage.meta), ("hf", stage.hf)):
+            if ".py: " not in ref:  # none, or another library's class by name ("torchvision ToTensor")
+                continue
+            file, _, names = ref.partition(": ")
+            path = roots[side] / file if (roots[side] / file).exists() else roots[side] / "models" / file
+            if not path.is_file():
+                wrong.append(f"{stage.id}: {side} file {file} not found")
+                continue
+            text = path.read_text(encoding="utf-8")
+            wrong += [f"{stage.id}: {name} not in {file}" for name in _names_in(names) if not re.search(rf"\b{re.escape(name)}\b", text)]
+    assert not wrong, wrong

@@ -9,6 +9,7 @@ from PIL import Image
 from rich.console import Console
 
 from logs import logged, with_value
+from model import SHAPE_LETTERS
 from walkthroughs.catalog import stage_index
 from walkthroughs.examples_build import PRESETS, example_files
 from walkthroughs.markdown import render_markdown, shape_table, write_files
@@ -41,6 +42,29 @@ def test_page_has_a_section_for_every_stage_in_the_trace(page_11b):
         assert f". {catalog[sid].title}" in text
     assert text.count("\n## ") >= len(stages)
     assert "```mermaid" in text and "<" not in text.replace("<|", "").replace("->", "")  # no raw HTML
+
+
+def test_the_legend_explains_every_letter_the_page_uses(page_11b):
+    """The page's legend is the project's one key: each shape letter of the run (Hc and Wc
+    included, which an older legend left out) with its meaning, T told apart from M."""
+    page, header, _, _ = page_11b
+    legend = next(line for line in page.read_text().splitlines() if line.startswith("Shape letters:"))
+    letters = [name for name in header["symbols"] if re.fullmatch(r"[A-Z][A-Za-z0-9]*", name)]
+    assert set(letters) <= set(SHAPE_LETTERS) and {"Hc", "Wc", "T", "M"} <= set(letters)
+    for letter in letters:
+        assert f" {letter} {SHAPE_LETTERS[letter]};" in f" {legend}", letter
+    assert "at most M" in SHAPE_LETTERS["T"]
+
+
+def test_the_flowchart_shows_the_decoder_layers_taking_turns(page_11b):
+    """Cross-attention runs between self-attention layers, not after them all: the one dotted
+    edge back in the chart joins those two stages."""
+    page, _, _, _ = page_11b
+    text = page.read_text()
+    titles = dict(re.findall(r'    (s\d+)\["\d+\. ([^"]+)"\]', text))
+    back = re.findall(r"    (s\d+) -\.->\|in turn\| (s\d+)", text)
+    catalog = stage_index()
+    assert [(titles[a], titles[b]) for a, b in back] == [(catalog["text.cross_attention"].title, catalog["text.self_attention"].title)]
 
 
 def test_every_picture_link_exists_and_is_a_png(page_11b):
@@ -236,3 +260,22 @@ def test_stage_title_of_a_stage_outside_the_catalog_is_its_id():
     known = next(iter(catalog))
     assert stage_title({"stage": known, "phase": "prefill"}, [], catalog) == (catalog[known].title, f"{known} · prefill")
     assert stage_title({"stage": "custom.block", "phase": None}, [], catalog) == ("custom.block", "custom.block")
+
+
+def test_the_cross_attention_picture_shows_the_mask_the_model_uses():
+    """Cell by cell, the picture's colour is what Meta's mask holds after the row mask: rows
+    before the image token are all zeros (they attend to every key, empty slots too, and are
+    erased later), not blocked, as an older picture drew them."""
+    import torch
+
+    from model.multimodal import _get_xattn_mask, _pad_masks
+    from walkthroughs import pictures
+
+    n_text, image_pos, chunks, max_chunks = 9, 3, 2, 4
+    per_chunk = _pad_masks([[[image_pos, -1]]], [[chunks]], n_text, max_chunks, torch.float32)  # [B, T, I, C]
+    masks, rows = _get_xattn_mask(per_chunk, 1, "cpu", torch.float32)  # one token per chunk: [1, 1, T, C], [1, 1, T, 1]
+    picture = pictures.xattn_mask_picture(n_text, image_pos, chunks, max_chunks, cell=12, chunk_w=60)
+    for t in range(n_text):
+        for c in range(max_chunks):
+            expected = pictures.ERASED if rows[0, 0, t, 0] == 0 else pictures.ATTEND if masks[0, 0, t, c] == 0 else pictures.BLOCKED
+            assert picture.getpixel((40 + c * 60 + 30, 24 + t * 12 + 5)) == expected, (t, c)

@@ -75,7 +75,9 @@ def run_context(header: dict, events: list[dict], summary: dict) -> dict:
         "n_rep": heads,
         "n_learnable": cfg["n_learnable_embeddings"],
         "vision_dim": (len(taps) + 1) * cfg["vision_width"],
+        "preset_chunk_sizes": preset_chunk_sizes(),
         "rope_theta": int(cfg["rope_theta"]),
+        **rope_scaling(),
         "norm_eps": cfg["norm_eps"],
         "total_flops": fmt_count(total),
         "vision_flops_share": share(flops(events, "vision.", "image.", "xattn."), total),  # the image side
@@ -83,6 +85,22 @@ def run_context(header: dict, events: list[dict], summary: dict) -> dict:
         "xattn_kv_flops_share": share(flops(events, "xattn."), total),
     }
     return ctx
+
+
+def preset_chunk_sizes() -> str:
+    """The full-size presets' chunk sizes, "`11b` 448 px, …": the one size that differs between
+    checkpoints of the same architecture (model/args.py, after Meta's sku_list)."""
+    from model import PRESETS
+
+    return ", ".join(f"`{name}` {args.vision_chunk_size} px" for name, args in PRESETS.items() if name != "tiny")
+
+
+def rope_scaling() -> dict:
+    """The Llama3 RoPE scaling's numbers, for the prose (model/rope.py)."""
+    from model import rope
+
+    return {"rope_factor": rope.SCALE_FACTOR, "rope_low_wavelen": rope.OLD_CONTEXT_LEN // rope.LOW_FREQ_FACTOR,
+            "rope_high_wavelen": rope.OLD_CONTEXT_LEN // rope.HIGH_FREQ_FACTOR}
 
 
 def _fusion(cfg: dict) -> list[int]:

@@ -11,6 +11,8 @@ from pathlib import Path
 
 from PIL import Image
 
+from model import SHAPE_LETTERS
+
 from . import pictures
 from .annotations import annotate
 from .catalog import stage_index, title_of
@@ -80,7 +82,23 @@ def md_code(text: str) -> str:
     return f"{'`' * (longest + 1)}{pad}{text}{pad}{'`' * (longest + 1)}"
 
 
-def mermaid(rows: list[tuple[dict, dict]], catalog: dict) -> list[str]:
+def interleaved(a: dict, b: dict, by_seq: dict[int, dict]) -> bool:
+    """Whether stage row b, first seen after row a, ran between a's calls rather than inside one
+    (the decoder's cross-attention layers between its self-attention layers)."""
+    if a["phase"] != b["phase"] or a["last"] < b["first"]["seq"]:
+        return False
+    event = by_seq.get(b["first"].get("parent"))
+    while event is not None:
+        if event.get("stage") == a["stage"]:
+            return False
+        event = by_seq.get(event.get("parent"))
+    return True
+
+
+def mermaid(rows: list[tuple[dict, dict]], catalog: dict, events: list[dict]) -> list[str]:
+    """The stages as a flowchart in order of first appearance; a dotted edge back where two
+    stages take turns."""
+    by_seq = {e["seq"]: e for e in events}
     lines = ["```mermaid", "flowchart TD"]
     current = None
     prev = None
@@ -96,6 +114,8 @@ def mermaid(rows: list[tuple[dict, dict]], catalog: dict) -> list[str]:
         lines.append(f'    s{i}["{i}. {title}"]')
         if prev is not None:
             lines.append(f"    s{prev} --> s{i}")
+            if interleaved(rows[prev - 1][0], row, by_seq):
+                lines.append(f"    s{i} -.->|in turn| s{prev}")
         prev = i
     lines += ["  end", "```"]
     return lines
@@ -153,6 +173,12 @@ def tree_lines(events: list[dict], event: dict, depth: int) -> list[str]:
     return out
 
 
+def shape_key() -> str:
+    """The project's shape letters with their meanings, as one sentence for a page's legend."""
+    key = "; ".join(f"{letter} {meaning}" for letter, meaning in SHAPE_LETTERS.items())
+    return key + "; products are written out (C*N8), or run together where Meta folds dims into one (BI = B*I, BIC = B*I*C)"
+
+
 def render_markdown(header: dict, events: list[dict], summary: dict, page: Path, image: Image.Image | None = None, depth: int = DEFAULT_DEPTH,
                     regenerate_as: tuple[str, str] | None = None, stage: str | None = None) -> dict[Path, object]:
     """The page text and its pictures: {path: str | PIL image}. Nothing is written here. The page
@@ -190,15 +216,11 @@ def render_markdown(header: dict, events: list[dict], summary: dict, page: Path,
         f"| cost | {ctx['total_flops']} FLOPs in matmuls and attention; the image side takes {ctx['vision_flops_share']} (the encoder and projection {ctx['encoder_flops_share']}) |",
         f"| versions | llama-trace {header['versions']['llama-trace']}, torch {header['versions']['torch']}, config {model['config_hash']} |",
         "",
-        "Shape letters: B batch, I images, C chunks, R chunk pixels, P patches, N = P + 1 tokens per chunk, "
-        "N8 = N padded to a multiple of 8, W vision width, D text width, T text length, M cache length, S tokens in this step, "
-        "V = I·C·N vision tokens, H/Hkv/Dh text heads/KV heads/head width, Hv/Dhv vision heads/head width, "
-        "F/Fv feed-forward widths, L intermediate taps, X cross-attention layers, K vocabulary "
-        f"(see {source_ref('model/args.py', page_dir)}).",
+        f"Shape letters: {shape_key()} (see {source_ref('model/args.py', page_dir)}).",
         "",
         "## The flow",
         "",
-        *mermaid(rows, catalog),
+        *mermaid(rows, catalog, events),
         "",
         "## Contents",
         "",
@@ -280,7 +302,8 @@ def _pictures(header, events, summary, ctx, stem, image) -> dict[str, tuple[Imag
         )
         pics[f"{stem}.xattn_mask.png"] = (
             pictures.xattn_mask_picture(ctx["prompt_tokens"], ctx["image_pos"], ctx["chunks"], ctx["max_chunks"]),
-            f"Cross-attention mask: {ctx['prompt_tokens']} prompt rows x {ctx['max_chunks']} chunk blocks of {ctx['N']} vision tokens; green = may attend",
+            f"Cross-attention mask after the row mask: {ctx['prompt_tokens']} prompt rows x {ctx['max_chunks']} chunk blocks of {ctx['N']} vision tokens; "
+            f"green = attends, dark = blocked, blue = a row before the image token: all zeros, so it attends to every key, and its output is zeroed later",
         )
     return pics
 

@@ -16,6 +16,7 @@ GRID = (255, 210, 0)
 ATTEND = (110, 190, 120)
 BLOCKED = (45, 45, 55)
 PAD = (200, 120, 60)
+ERASED = (150, 170, 215)  # attends, but its output is zeroed afterwards
 GREY = (128, 128, 128)
 TEXT = (20, 20, 20)
 BG = (250, 250, 250)
@@ -70,9 +71,11 @@ def chunks_picture(image: Image.Image, resized, canvas, rows: int, cols: int, ma
 
 
 def xattn_mask_picture(n_text: int, image_pos: int | None, chunks: int, max_chunks: int, cell: int = 12, chunk_w: int = 60) -> Image.Image:
-    """Rows: prompt positions; columns: the max_chunks chunk blocks of vision tokens. Green where
-    the position may attend, dark where the mask holds finfo.min. Rows before the image token
-    see nothing (and their cross-attention output is zeroed)."""
+    """The expanded cross-attention mask as the model uses it, after the row mask. Rows: prompt
+    positions; columns: the max_chunks chunk blocks of vision tokens. Green where the position
+    attends, dark where the mask holds finfo.min. Rows before the image token see no chunk, so
+    the row mask turned them to all zeros: they attend to every key, empty slots included, and
+    their output is zeroed afterwards (blue)."""
     left, top = 40, 24
     w = left + max_chunks * chunk_w + 10
     h = top + n_text * cell + 10
@@ -84,9 +87,10 @@ def xattn_mask_picture(n_text: int, image_pos: int | None, chunks: int, max_chun
         y = top + t * cell
         if t % 5 == 0:
             draw.text((4, y), str(t), fill=TEXT)
+        erased = image_pos is None or t < image_pos
         for c in range(max_chunks):
-            sees = image_pos is not None and t >= image_pos and c < chunks
-            draw.rectangle([left + c * chunk_w, y, left + (c + 1) * chunk_w - 2, y + cell - 2], fill=ATTEND if sees else BLOCKED)
+            colour = ERASED if erased else ATTEND if c < chunks else BLOCKED
+            draw.rectangle([left + c * chunk_w, y, left + (c + 1) * chunk_w - 2, y + cell - 2], fill=colour)
     return out
 
 

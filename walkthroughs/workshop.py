@@ -156,7 +156,7 @@ def render_workshop(big: dict, tiny: dict) -> str:
         f"(`vision.patch_embed` → `{s.get('vision.patch_embed')}`), plus a class token: N = {b['N']} tokens, "
         f"padded to N8 = {b['N8']} (`vision.pad8` → `{s.get('vision.pad8')}`). "
         f"{b['vision_layers']} local layers of width W = {b['W']} run first, then {b['global_layers']} gated global layers; "
-        f"the encoder returns the last features with {b['n_taps']} intermediate taps (layers {b['taps']}): "
+        f"the encoder returns the last features with {b['n_taps']} intermediate taps (the inputs of local layers {b['taps']}): "
         f"(`{b['n_taps']}` + 1) x {b['W']} = {b['vision_dim']} wide (`vision.encoder` → `{s.get('vision.encoder')}`). "
         f"A projection brings them to the text width D = {b['D']} (`vision.projection` → `{s.get('vision.projection')}`).",
         "",
