@@ -82,23 +82,32 @@ def md_code(text: str) -> str:
     return f"{'`' * (longest + 1)}{pad}{text}{pad}{'`' * (longest + 1)}"
 
 
-def interleaved(a: dict, b: dict, by_seq: dict[int, dict]) -> bool:
-    """Whether stage row b, first seen after row a, ran between a's calls rather than inside one
-    (the decoder's cross-attention layers between its self-attention layers)."""
-    if a["phase"] != b["phase"] or a["last"] < b["first"]["seq"]:
-        return False
-    event = by_seq.get(b["first"].get("parent"))
-    while event is not None:
-        if event.get("stage") == a["stage"]:
-            return False
-        event = by_seq.get(event.get("parent"))
-    return True
+def taking_turns(rows: list[tuple[dict, dict]], events: list[dict]) -> set[int]:
+    """The indices i of the rows whose stage first ran between two calls of row i-1's stage, in
+    the same phase (the prefill, or one decode step) and not inside one of those calls: the
+    decoder's cross-attention layers between its self-attention layers."""
+    phase, parent, stage = {}, {}, {}  # by seq: the phase event it ran in, its parent, its stage
+    for e in events:  # a parent comes before its children
+        parent[e["seq"]], stage[e["seq"]] = e.get("parent"), e.get("stage")
+        phase[e["seq"]] = e["seq"] if e["kind"] == "phase" else phase.get(e.get("parent"))
+    turns = set()
+    for i in range(1, len(rows)):
+        a, b = rows[i - 1][0], rows[i][0]
+        first = b["first"]["seq"]
+        up = parent[first]
+        while up is not None and stage[up] != a["stage"]:
+            up = parent.get(up)
+        inside = up is not None
+        if a["phase"] == b["phase"] and not inside and any(
+                stage[seq] == a["stage"] and phase[seq] == phase[first] for seq in stage if seq > first):
+            turns.add(i)
+    return turns
 
 
 def mermaid(rows: list[tuple[dict, dict]], catalog: dict, events: list[dict]) -> list[str]:
     """The stages as a flowchart in order of first appearance; a dotted edge back where two
-    stages take turns."""
-    by_seq = {e["seq"]: e for e in events}
+    stages take turns (`taking_turns`)."""
+    turns = taking_turns(rows, events)
     lines = ["```mermaid", "flowchart TD"]
     current = None
     prev = None
@@ -114,7 +123,7 @@ def mermaid(rows: list[tuple[dict, dict]], catalog: dict, events: list[dict]) ->
         lines.append(f'    s{i}["{i}. {title}"]')
         if prev is not None:
             lines.append(f"    s{prev} --> s{i}")
-            if interleaved(rows[prev - 1][0], row, by_seq):
+            if i - 1 in turns:
                 lines.append(f"    s{i} -.->|in turn| s{prev}")
         prev = i
     lines += ["  end", "```"]

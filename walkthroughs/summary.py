@@ -91,8 +91,8 @@ def fmt_count(n: int | float) -> str:
 
 
 def stage_rows(events: list[dict]) -> list[dict]:
-    """One row per stage, in order of first appearance: its first outermost event, the seq of its
-    last, call count, parameters, FLOPs and time."""
+    """One row per stage, in order of first appearance: its first outermost event, call count,
+    parameters, FLOPs and time."""
     rows: dict[tuple, dict] = {}
     counted: set[tuple] = set()  # (phase, stage, path): a module's parameters count once, however often it runs
     by_seq = {e["seq"]: e for e in events}
@@ -107,7 +107,6 @@ def stage_rows(events: list[dict]) -> list[dict]:
         if row is None:
             row = rows[key] = {"stage": stage, "phase": e.get("phase"), "first": e, "calls": 0, "params": 0, "flops": 0, "time_ms": 0.0}
         if outermost:
-            row["last"] = e["seq"]
             row["calls"] += 1
             if (*key, e["path"]) not in counted:
                 counted.add((*key, e["path"]))
