@@ -83,3 +83,10 @@ def test_the_page_is_named_as_the_user_gave_it_beside_the_image(tmp_path, monkey
     assert "(paths relative to the folder the run started in)" in line
     assert regenerate_command(header(), "p.md")[1] is None  # a page beside where it ran: nothing to say
     assert regenerate_command(header(), "/abs/p.md")[1] is None
+
+
+def test_a_log_of_a_preset_this_version_lacks_still_gets_a_command():
+    """A page rendered from a log whose preset this llama-trace does not know (an edited log, or
+    another version's) once stopped with a traceback here."""
+    command, note = regenerate_command(header(model={"preset": "nope", "config": {"max_seq_len": 512}}), "p.md")
+    assert command.startswith("llama-trace run --model nope --mode meta ") and note == "this llama-trace has no preset 'nope'"

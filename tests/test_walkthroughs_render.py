@@ -192,6 +192,24 @@ def test_markup_in_a_log_field_is_shown_as_text_not_taken_for_rich_markup(tiny_l
         assert (odd in console.export_text()) == (field in fields)
 
 
+def test_control_characters_in_a_log_reach_no_view_raw(tmp_path):
+    """An escape sequence or a bell in a prompt or the image's file name (a prompt file may hold
+    any bytes) is shown as its escape, never sent to the terminal or written into a page, where
+    it would recolour the terminal or corrupt the file."""
+    raw = "Two\x1b[31mred\x1b[0m\x07bell\rover"
+    header, events, summary, image = logged("tiny", prompt=raw)
+    header = with_value(header, "photo\x1b[2J.png", "inputs", "image", "path")
+    texts = []
+    for draw in (render_summary, render_walkthrough):
+        console = Console(width=160, no_color=True, record=True, file=io.StringIO())
+        draw(header, events, summary, console)
+        texts.append(console.export_text())
+    texts.append(files_text(render_markdown(header, events, summary, tmp_path / "p.md", image=image)))
+    for text in texts:
+        assert not re.search(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]", text)
+    assert "Two\\x1b[31mred" in texts[1] and "photo\\x1b[2J.png" in texts[0]
+
+
 def test_a_prompt_with_line_breaks_keeps_every_table_row_of_the_page_on_one_line(tmp_path):
     header, events, summary, image = logged("11b-instruct", prompt="What is this?\nAnswer | briefly.")
     files = render_markdown(header, events, summary, tmp_path / "page.md", image=image)

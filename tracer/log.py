@@ -221,6 +221,9 @@ def _event_problem(e: dict, index: int) -> str:
     for key, default, allowed in _EVENT_FIELDS:
         if type(e.get(key, default)) not in allowed:
             return f"'{key}' must be {_kinds(allowed)} ({found(e, key)})"
+    parent = e.get("parent")
+    if parent is not None and not 0 <= parent < index:  # a call starts before the calls inside it: no cycles
+        return f"its 'parent' is {parent}: a parent must be an earlier event (0 to {index - 1})"
     for side in ("inputs", "outputs"):
         for i, item in enumerate(e.get(side, [])):
             if type(item) is not dict:

@@ -21,7 +21,7 @@ from .defaults import DEFAULT_DEPTH
 from .header import RANDOM_TEXT, mode_label, random_weights
 from .regenerate import regenerate_command
 from .source_excerpt import PROJECT_ROOT, excerpt
-from .summary import display_path, fmt_count, fmt_item, nonfinite_line, phase_label, plural, stats_parts, table_items
+from .summary import display_path, fmt_count, fmt_item, nonfinite_line, phase_label, plural, stats_parts, table_items, visible
 from .tree import build_tree, walk
 
 GROUPS = [
@@ -72,7 +72,7 @@ _MD_SPECIAL = re.compile(f"({MD_SPECIALS})")
 def md_text(text: str) -> str:
     """The user's text (a prompt, generated text, a file name) as Markdown that shows it as it is:
     the inline specials backslash-escaped, | included (so it may also stand in a table cell)."""
-    return _MD_SPECIAL.sub(r"\\\1", text)
+    return _MD_SPECIAL.sub(r"\\\1", visible(text))
 
 
 def md_code(text: str) -> str:
@@ -214,7 +214,7 @@ def render_markdown(header: dict, events: list[dict], summary: dict, page: Path,
     out += [
         f"Every shape, count and number on this page comes from one `llama-trace` run of the "
         f"{md_text(model['preset'])} configuration in **{mode_label(header)}** ({header['dtype']}); "
-        f"regenerate it with {md_code(command)}" + (f" ({md_text(note)})." if note else "."),
+        f"regenerate it with {md_code(visible(command))}" + (f" ({md_text(note)})." if note else "."),
         "",
         "| input | value |",
         "|---|---|",

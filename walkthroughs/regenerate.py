@@ -11,10 +11,11 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-from model import ModelArgs, get_preset
+from model import PRESETS, ModelArgs, get_preset
 
 from .defaults import DEFAULT_DEPTH, DEFAULT_DEVICE, DEFAULT_DTYPE, DEFAULT_PROMPT, DEFAULT_TOP_P
 from .header import from_checkpoint
+from .summary import visible
 from .run import default_layout, default_mode
 
 LONGEST_INLINE_PROMPT = 200  # characters; a longer (or multi-line) prompt is read from a file
@@ -37,10 +38,14 @@ def regenerate_command(header: dict, output: str, fmt: str = "markdown", depth: 
         if checkpoint is None:
             notes.append("DIR: the checkpoint folder (a log written before the path was recorded does not name it)")
         default = {"max_seq_len": ModelArgs().max_seq_len, "mode": "real", "layout": None}
-    else:
+    elif preset in PRESETS:
         args += ["--model", preset]
         default = {"max_seq_len": get_preset(preset).max_seq_len, "mode": default_mode(preset),
                    "layout": default_layout(preset)}
+    else:  # a log from another llama-trace, or edited
+        args += ["--model", preset]
+        notes.append(f"this llama-trace has no preset {preset!r}")
+        default = {"max_seq_len": None, "mode": None, "layout": None}
     image = (inputs.get("image") or {}).get("file")
     if image and image != "bundled":
         args += ["--image", image]
@@ -48,7 +53,7 @@ def regenerate_command(header: dict, output: str, fmt: str = "markdown", depth: 
         notes.append("paths relative to the folder the run started in")
     prompt = inputs.get("prompt", DEFAULT_PROMPT)
     if prompt != DEFAULT_PROMPT:
-        if len(prompt) > LONGEST_INLINE_PROMPT or "\n" in prompt:
+        if len(prompt) > LONGEST_INLINE_PROMPT or "\n" in prompt or visible(prompt) != prompt:  # not for a command line
             args += ["--prompt-file", "prompt.txt"]
             notes.append("prompt.txt: the prompt of this page, as a UTF-8 text file")
         else:

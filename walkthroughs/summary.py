@@ -20,6 +20,16 @@ MAX_SHOWN_INTS = 4  # a list of ints this short is shown whole, e.g. a canvas si
 MAX_TABLE_ITEMS = 8  # inputs (and outputs) listed per event in a walkthrough's tables: e.g. all 8 candidate canvases of the 11B
 
 
+_CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]")  # control characters, line breaks aside
+
+
+def visible(text: str) -> str:
+    """Text from a log (a prompt, a file name) with its control characters shown as `\\x1b`
+    escapes, so that no escape sequence, bell or carriage return reaches a terminal or a page
+    raw. Line breaks stay: each view shows them its own way."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m[0]):02x}", text)
+
+
 def fmt_shape(item: dict) -> str:
     shape = item.get("shape")
     if shape is None:
@@ -28,7 +38,7 @@ def fmt_shape(item: dict) -> str:
             return f"image {w}x{h} {item['image']['mode']}"
         if "values" in item:
             return f"{item.get('length', len(item['values']))} ints"
-        return str(item.get("value", item.get("type", "")))
+        return visible(str(item.get("value", item.get("type", ""))))
     sym = item.get("sym")
     concrete = "[" + ", ".join(str(s) for s in shape) + "]"
     if not sym:
@@ -230,7 +240,7 @@ def print_results(header: dict, summary: dict, console: Console, gap: bool = Fal
 
 def plain(*cells) -> list[Text]:
     """Table cells holding what a log says (a prompt, a path, a shape), as text, not rich markup."""
-    return [Text(str(c)) for c in cells]
+    return [Text(visible(str(c))) for c in cells]
 
 
 def stage_label(row: dict) -> str:
@@ -276,10 +286,10 @@ def render_summary(header: dict, events: list[dict], summary: dict, console: Con
     w, h = image.get("size", ["?", "?"])
     values_off = " (no value summaries)" if header.get("mode") == "real" and header.get("values") is False else ""
     console.print(
-        f"[bold]llama-trace[/] {escape(str(model.get('preset')))} · " + escape(
+        f"[bold]llama-trace[/] {escape(visible(str(model.get('preset'))))} · " + escape(visible(
             f"{mode_label(header)}{values_off} · {header.get('dtype')} on {header.get('device')} · image {image.get('path')} ({w}x{h} "
             f"{image.get('mode')}) · {summary.get('prompt_tokens')} prompt tokens"
-            + (f" ({header['inputs']['layout']} layout)" if header.get("inputs", {}).get("layout") else ""))
+            + (f" ({header['inputs']['layout']} layout)" if header.get("inputs", {}).get("layout") else "")))
     )
     timing = header.get("timing", False)
     rows = stage_rows(events)

@@ -19,7 +19,7 @@ from .context import all_stage_contexts
 from .defaults import DEFAULT_DEPTH
 from .header import mode_label
 from .source_excerpt import excerpt
-from .summary import display_path, fmt_count, fmt_item, plain, plural, print_nonfinite, print_results, stage_title, stats_parts, table_items
+from .summary import display_path, fmt_count, fmt_item, plain, plural, print_nonfinite, print_results, stage_title, stats_parts, table_items, visible
 from .tree import build_tree
 
 
@@ -128,8 +128,8 @@ def render_walkthrough(header: dict, events: list[dict], summary: dict, console:
     image = header["inputs"].get("image") or {}
     console.print(Rule(f"[bold]Llama 3.2 Vision {escape(str(model['preset']))}[/] — " + escape(f"traced in {mode_label(header)}, {header['dtype']}")))
     console.print(  # the user's text, not markup: a prompt may hold "[/]"
-        f"image {image.get('path')} {image.get('size', ['?', '?'])[0]}x{image.get('size', ['?', '?'])[1]} {image.get('mode')} · "
-        f"prompt {header['inputs'].get('prompt')!r} ({summary.get('prompt_tokens')} tokens, {header['inputs'].get('layout')} layout)",
+        visible(f"image {image.get('path')} {image.get('size', ['?', '?'])[0]}x{image.get('size', ['?', '?'])[1]} {image.get('mode')} · "
+        f"prompt {header['inputs'].get('prompt')!r} ({summary.get('prompt_tokens')} tokens, {header['inputs'].get('layout')} layout)"),
         markup=False,
     )
     print_nonfinite(events, console)
