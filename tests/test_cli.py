@@ -420,8 +420,8 @@ def test_the_output_suffix_picks_the_format_when_none_is_given(tmp_path):
     assert page.read_text().startswith("#") and list(tmp_path.glob("page.*.png"))
     text = tmp_path / "summary.txt"
     assert invoke("render", str(log), "-o", str(text)).exit_code == 0 and text.read_text().startswith("llama-trace tiny")
-    assert invoke("render", str(log), "--format", "terminal", "-o", str(tmp_path / "t.md")).exit_code == 0
-    assert (tmp_path / "t.md").read_text().startswith("llama-trace tiny")  # --format wins
+    assert invoke("render", str(log), "--format", "terminal", "-o", str(tmp_path / "t.txt")).exit_code == 0
+    assert (tmp_path / "t.txt").read_text().startswith("llama-trace tiny")  # a suffix no format claims: --format's
 
 
 def test_the_quiz_wraps_long_lines_at_spaces_on_a_narrow_terminal(monkeypatch, capsys):
@@ -471,3 +471,20 @@ def test_a_view_written_to_a_file_says_where(tmp_path):
     assert invoke("run", "--model", "tiny", "--max-new-tokens", "1", "--format", "json", "-o", str(log)).exit_code == 0
     view = tmp_path / "view.txt"
     assert invoke("render", str(log), "-o", str(view)).stdout == f"wrote {view}\n" and view.read_text().strip()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "--model", "tiny", "--format", "json", "-o", "j.md"], "-o j.md names a markdown file but --format is json"),
+    (["run", "--model", "tiny", "--format", "markdown", "-o", "p.jsonl"], "-o p.jsonl names a json file but --format is markdown"),
+    (["render", "LOG", "--format", "walkthrough", "-o", "w.html"], "-o w.html names a html file but --format is walkthrough"),
+    (["diff", "LOG", "LOG", "-o", "d.html"], "`llama-trace diff` does not write html; name the file .md or .txt"),
+    (["render", "LOG", "-o", "v.jsonl"], "`llama-trace render` does not write a log; name the file .md, .html or .txt"),
+])
+def test_an_output_suffix_that_contradicts_the_format_is_refused(tmp_path, monkeypatch, args, message):
+    """A JSON log named .md, terminal text named .html: refused before anything runs, with
+    what the command can write (diff -o d.html once wrote plain text into d.html)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "LOG").write_text("")
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and message in result.output.replace("\n", " ")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["LOG"]

@@ -150,11 +150,23 @@ def _check_target(fmt: str, output: Optional[Path], force: bool, stage: Optional
 _SUFFIX_FORMATS = {".jsonl": "json", ".json": "json", ".md": "markdown", ".markdown": "markdown", ".html": "html", ".htm": "html"}
 
 
-def _format_for(output: Optional[Path], formats: type[Enum]) -> Enum:
-    """The format an -o file's suffix names (trace.jsonl: json; page.md: markdown), where the
-    command has it; else terminal."""
-    name = _SUFFIX_FORMATS.get(output.suffix.lower()) if output is not None else None
-    return formats(name) if name in formats.__members__ else formats("terminal")
+def _format_for(output: Optional[Path], fmt: Optional[Enum], formats: type[Enum], command: str) -> Enum:
+    """The format to write: `fmt` where given, else the one the -o file's suffix names
+    (trace.jsonl: json; page.md: markdown), else terminal. Refused: a suffix naming a format
+    the command lacks (diff -o d.html), or another one than --format (--format json -o j.md)."""
+    named = _SUFFIX_FORMATS.get(output.suffix.lower()) if output is not None else None
+    if named is not None and named not in formats.__members__:
+        what = "a log" if named == "json" else f"{named}"
+        fail(f"-o {output}: `llama-trace {command}` does not write {what}; name the file {_suffixes(formats)}")
+    if fmt is not None and named is not None and fmt.value != named:
+        fail(f"-o {output} names a {named} file but --format is {fmt.value}; leave --format out, or name the file for it")
+    return fmt or formats(named or "terminal")
+
+
+def _suffixes(formats: type[Enum]) -> str:
+    """The -o suffixes a command's formats take, for an error: ".md, .html or .txt"."""
+    names = [suffix for suffix, name in _SUFFIX_FORMATS.items() if name in formats.__members__ and suffix in (".jsonl", ".md", ".html")]
+    return ", ".join(names) + " or .txt (terminal text)"
 
 
 def _stdout_if_dash(output: Optional[Path]) -> Optional[Path]:
@@ -164,12 +176,8 @@ def _stdout_if_dash(output: Optional[Path]) -> Optional[Path]:
 
 def _check_view_output(output: Optional[Path], logs: tuple[Path, ...]) -> None:
     """-o of a command that reads logs and writes a view of them (render, diff): not one of the
-    logs it reads, --force or not, and not named like a log (it would hold no log)."""
-    if output is None:
-        return
-    if _SUFFIX_FORMATS.get(output.suffix.lower()) == "json":
-        fail(f"-o {output}: this command writes a view of logs, not a log; name the file .txt, .md or .html")
-    if any(output.resolve() == log.resolve() for log in logs):
+    logs it reads, --force or not (`_format_for` refuses a name like a log's)."""
+    if output is not None and any(output.resolve() == log.resolve() for log in logs):
         fail(f"-o {output} is a log this command reads; choose another -o path")
 
 
@@ -250,7 +258,7 @@ def run(
     _start_up_done()
 
     output = _stdout_if_dash(output)
-    fmt = fmt or _format_for(output, Format)
+    fmt = _format_for(output, fmt, Format, "run")
     _check_target(fmt.value, output, force, stage, depth)
     if prompt is not None and prompt_file is not None:
         fail("pass the prompt either with --prompt or with --prompt-file, not both")
@@ -392,7 +400,7 @@ def render(
     from .run import image_for_log
 
     output = _stdout_if_dash(output)
-    fmt = fmt or _format_for(output, RenderFormat)
+    fmt = _format_for(output, fmt, RenderFormat, "render")
     _check_view_output(output, (log,))
     _check_target(fmt.value, output, force, stage, depth)
     try:
@@ -422,7 +430,7 @@ def diff(
     from .log_check import load_run_log
 
     output = _stdout_if_dash(output)
-    fmt = fmt or _format_for(output, DiffFormat)
+    fmt = _format_for(output, fmt, DiffFormat, "diff")
     _check_view_output(output, (log_a, log_b))
     if output is not None:
         _check_output(output, force)
