@@ -430,9 +430,12 @@ def _load_pth(path: Path) -> dict[str, torch.Tensor]:
         sd = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as err:
         culprit = re.search(r"GLOBAL (\S+) was not an allowed global", str(err))
-        what = f" (it calls {culprit[1]})" if culprit else ""
-        raise CheckpointError(f"{path}: refused to unpickle: the file would run code when loaded{what}; nothing was executed. "
-                              "Only tensors are accepted: get the weights from a trusted source") from None
+        if culprit:
+            raise CheckpointError(f"{path}: refused to unpickle: the file would run code when loaded (it calls {culprit[1]}); "
+                                  "nothing was executed. Only tensors are accepted: get the weights from a trusted source") from None
+        stop = re.search(r"WeightsUnpickler error: *([^\n.]+)", str(err))  # e.g. random bytes: "Unsupported operand 227"
+        raise CheckpointError(f"{path}: cannot read it as a torch checkpoint (the safe loader stopped: {stop[1].strip() if stop else 'unreadable'}); "
+                              "nothing was executed. The file is truncated or corrupt, or not saved by torch.save: re-download it") from None
     except PermissionError:
         raise _permission_denied(path) from None
     except (RuntimeError, OSError, EOFError, ValueError) as err:

@@ -469,6 +469,14 @@ def test_truncated_pth(micro_meta):
     expect_error("truncated or corrupt", micro_meta, meta=True)
 
 
+def test_random_bytes_as_pth_read_as_corrupt_not_as_code(micro_meta):
+    """Random bytes stop the safe unpickler too; they are damage, not code (they were called a
+    file that would run code)."""
+    (micro_meta / "consolidated.00.pth").write_bytes(bytes(range(256)) * 4)
+    message = expect_error("cannot read it as a torch checkpoint", micro_meta, meta=True)
+    assert "truncated or corrupt" in message and "run code" not in message
+
+
 def test_pth_that_would_run_code_is_refused_not_run(micro_meta, tmp_path):
     marker = tmp_path / "pwned"
     ck.write_malicious_pth(micro_meta / "consolidated.00.pth", marker)
