@@ -85,6 +85,21 @@ def test_every_picture_link_exists_and_is_a_png(page_11b):
             assert im.format == "PNG"
 
 
+def test_picture_links_hold_for_a_page_name_with_spaces(tiny_log, tmp_path):
+    """A link target may not contain a space: "my page.canvas.png" is written my%20page…, so
+    Markdown viewers show the pictures, and the HTML page still embeds all of them."""
+    from urllib.parse import unquote
+
+    from walkthroughs.html import render_html
+
+    header, events, summary, image = tiny_log
+    page = tmp_path / "my page (v2).md"
+    write_files(render_markdown(header, events, summary, page, image=image))
+    links = re.findall(r"!\[[^\]]*\]\(([^)\s]+)\)", page.read_text())  # CommonMark's plain link destination
+    assert len(links) == 4 and all((tmp_path / unquote(link)).is_file() for link in links)
+    assert render_html(header, events, summary, image=image, name="my page.html").count('src="data:image/png;base64,') == 4
+
+
 def test_code_links_point_at_our_source(page_11b):
     # a page inside the project (the examples) links each code excerpt to its line
     page = PROJECT_ROOT / "walkthroughs" / "examples" / "11b-instruct.md"  # kept current by test_committed_example_pages_do_not_drift

@@ -19,6 +19,7 @@ import base64
 import html
 import re
 from pathlib import Path
+from urllib.parse import unquote
 
 from PIL import Image
 
@@ -137,7 +138,7 @@ def inline(text: str, images: dict[str, str] | None = None) -> str:
         if m.group("escaped") is not None:
             out.append(esc(m.group("escaped")))
         elif m.group("isrc") is not None:
-            src = (images or {}).get(m.group("isrc"))
+            src = (images or {}).get(unquote(m.group("isrc")))  # markdown.py quotes the file name
             out.append(f'<img alt="{esc(m.group("ialt"))}" src="{src}">' if src else esc(m.group("ialt")))
         elif m.group("href") is not None:
             label, href = inline(m.group("label"), images), m.group("href")

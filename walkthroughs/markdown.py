@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from urllib.parse import quote
 
 from PIL import Image
 
@@ -270,7 +271,7 @@ def render_markdown(header: dict, events: list[dict], summary: dict, page: Path,
         for key in placed.get(sid, []):
             name = f"{stem}.{key}.png"
             if name in pics:
-                out += [f"![{pics[name][1]}]({name})", "", f"*{pics[name][1]}*", ""]
+                out += [f"![{pics[name][1]}]({quote(name)})", "", f"*{pics[name][1]}*", ""]  # a link: "my page.canvas.png" as my%20page…
         out += shape_table(e) + [""]
         out += code_block(e.get("src"), page_dir) + [""]
         tree = tree_lines(events, e, depth)
