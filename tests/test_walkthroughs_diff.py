@@ -158,3 +158,17 @@ def test_a_prompt_with_line_breaks_pipes_and_html_is_one_escaped_cell_of_the_mar
     assert result.exit_code == 0, result.output
     row = next(line for line in out.read_text(encoding="utf-8").splitlines() if line.startswith("| prompt |"))
     assert "What is this?↵ Answer \\| briefly, \\<b\\>bold\\</b\\> \\`code\\` \\*not\\*." in row and row.endswith("| differs |")
+
+
+def test_runs_that_differ_in_weights_sampling_and_options_say_so():
+    """Two tiny runs with the same shapes but other weights (the seed), sampling, ops and
+    results: the runs table names each difference (it once called them identical)."""
+    from logs import logged
+
+    greedy = Log("a", *logged("tiny")[:3])
+    sampled = Log("b", *logged("tiny", seed=2, temperature=0.8, max_new_tokens=3, ops=True)[:3])
+    runs = {k: (x, y) for k, x, y in compare(greedy, sampled).runs}
+    assert runs["weights"] == ("random, seed 0", "random, seed 2")
+    assert runs["generation"] == ("prefill only (picks the next token)", "top-p 0.9 at temperature 0.8, seed 2, up to 3 tokens")
+    assert runs["traced"] == ("modules, value summaries", "modules, torch ops, value summaries")
+    assert runs["next token"][0] != runs["next token"][1] and runs["generated"][1].startswith("3 tokens: ")

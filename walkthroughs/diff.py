@@ -27,7 +27,8 @@ from tracer.symbols import SymbolTable
 
 from .context import run_context
 from .markdown import md_code, md_escape_cell, md_one_line, md_text
-from .summary import first_tensor, fmt_count, fmt_shape, phase_label, phase_length, plain, stage_rows
+from .header import from_checkpoint
+from .summary import first_tensor, fmt_count, fmt_shape, phase_label, phase_length, plain, plural, stage_rows
 
 ARROW = "→"
 _NAME = re.compile(r"[A-Za-z_][A-Za-z_0-9]*")
@@ -254,6 +255,40 @@ def _canvas(log: Log) -> str:
     return f"{f['canvas_w']}x{f['canvas_h']}" if f.get("canvas_w") else "—"
 
 
+def _weights(header: dict) -> str:
+    """Where the values came from: none (meta), a checkpoint, or random weights and their seed."""
+    if header.get("mode") != "real":
+        return "none (meta)"
+    if from_checkpoint(header):
+        return f"checkpoint {header.get('model', {}).get('checkpoint') or '(path not recorded)'}"
+    return f"random, seed {(header.get('generation') or {}).get('seed')}"
+
+
+def _generation(header: dict) -> str:
+    gen = header.get("generation") or {}
+    if not gen.get("max_new_tokens"):
+        return "prefill only (picks the next token)"
+    how = (f"top-p {gen.get('top_p')} at temperature {gen.get('temperature')}, seed {gen.get('seed')}"
+           if gen.get("temperature") else "greedy")
+    return f"{how}, up to {plural(gen['max_new_tokens'], 'token')}"
+
+
+def _traced(header: dict) -> str:
+    parts = ["modules", "torch ops" if header.get("ops") else None,
+             "value summaries" if header.get("mode") == "real" and header.get("values") is not False else None,
+             "timing" if header.get("timing") else None]
+    return ", ".join(p for p in parts if p)
+
+
+def _token(token) -> str | None:
+    return f"{token.get('id')} {token.get('text')!r}" if isinstance(token, dict) else None
+
+
+def _generated(summary: dict) -> str | None:
+    g = summary.get("generated")
+    return f"{plural(len(g.get('ids', [])), 'token')}: {g.get('text')!r}" if isinstance(g, dict) else None
+
+
 def _chunks(log: Log) -> str:
     f = log.facts
     return f"{f['chunks']} ({f['rows']} x {f['cols']})" if f.get("chunks") else "—"
@@ -270,6 +305,11 @@ def compare(a: Log, b: Log) -> Diff:
         ("chunks (rows x cols)", _chunks(a), _chunks(b)),
         ("prompt", ha.get("inputs", {}).get("prompt"), hb.get("inputs", {}).get("prompt")),
         ("prompt tokens", a.summary.get("prompt_tokens"), b.summary.get("prompt_tokens")),
+        ("weights", _weights(ha), _weights(hb)),
+        ("generation", _generation(ha), _generation(hb)),
+        ("traced", _traced(ha), _traced(hb)),
+        ("next token", _token(a.summary.get("next_token")), _token(b.summary.get("next_token"))),
+        ("generated", _generated(a.summary), _generated(b.summary)),
     ]
     runs = [(k, _show(x), _show(y)) for k, x, y in runs]
 
@@ -322,7 +362,12 @@ def _headline(diff: Diff) -> str:
     added = sum(s.status == "added" for s in diff.stages)
     removed = sum(s.status == "removed" for s in diff.stages)
     return (f"{len(diff.stages)} stages: {changed} changed, {same} unchanged, {added} added, {removed} removed · "
-            f"{len(diff.config)} config fields differ ({diff.config_same} the same) · {len(diff.symbols)} symbols differ")
+            f"{_differ(len(diff.config), 'config field')} ({diff.config_same} the same) · {_differ(len(diff.symbols), 'symbol')}")
+
+
+def _differ(n: int, noun: str) -> str:
+    """'1 symbol differs', '2 symbols differ'."""
+    return f"{plural(n, noun)} {'differs' if n == 1 else 'differ'}"
 
 
 def render_terminal(diff: Diff, console: Console) -> None:
@@ -342,7 +387,7 @@ def render_terminal(diff: Diff, console: Console) -> None:
     console.print(t)
 
     if diff.config:
-        t = table(f"config: {len(diff.config)} fields differ", "field", "A", "B")
+        t = table(f"config: {_differ(len(diff.config), 'field')}", "field", "A", "B")
         for row in diff.config:
             t.add_row(*plain(*row))
         console.print(t)
@@ -350,7 +395,7 @@ def render_terminal(diff: Diff, console: Console) -> None:
         console.print("[bold]config[/]: the same")
 
     if diff.symbols:
-        t = table(f"symbols: {len(diff.symbols)} differ", "symbol", "A", "B")
+        t = table(f"symbols: {_differ(len(diff.symbols), 'symbol')}", "symbol", "A", "B")
         for row in diff.symbols:
             t.add_row(*plain(*row))
         console.print(t)
