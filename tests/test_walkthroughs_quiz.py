@@ -48,6 +48,7 @@ def test_all_right(log, log_path, tmp_path):
     assert out.count("  right: ") == N
     # each answer is explained with the stage's annotation
     assert qs[0].explanation and qs[0].explanation.splitlines()[0] in out
+    assert all("`" not in q.explanation for q in qs)  # plain text: the prose's code spans lose their Markdown backticks
 
 
 def test_all_right_comma_form(log, log_path, tmp_path):

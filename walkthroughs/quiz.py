@@ -20,6 +20,7 @@ from .catalog import stage_index, title_of
 from .context import all_stage_contexts
 from .diff import log_symbols
 from .summary import display_path, first_tensor, fmt_shape, plural
+from .terminal import prose
 
 _SHAPE_COMMENT = re.compile(r"\s*#\s*\[.*$")  # the trailing `# [B, S, D]` comment: it is the answer
 
@@ -71,7 +72,7 @@ def questions(header: dict, events: list[dict], summary: dict, n: int, seed: int
         e = row["first"]
         title = title_of(row["stage"], catalog, "")
         try:
-            what = annotate(row["stage"], ctx).what
+            what = prose(annotate(row["stage"], ctx).what).plain  # plain text: no Markdown backticks
         except TemplateError:
             what = ""
         inputs = [f"{display_path(i.get('path', ''))}: {fmt_shape(i)}" for i in e.get("inputs", [])]
