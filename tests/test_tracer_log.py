@@ -56,6 +56,7 @@ def test_identical_runs_are_byte_identical_without_timing(tmp_path):
         ("not json at all\n", "is not JSON"),
         ('{"type": "event"}\n{"type": "summary"}\n', "does not start with a llama-trace header"),
         ('{"type": "header", "schema": 99}\n{"type": "summary"}\n', "schema version 99"),
+        ('{"type": "header"}\n{"type": "summary"}\n', "has no schema version; this llama-trace reads version"),
         ('{"type": "header", "schema": 1}\n{"type": "event", "seq": 0}\n', "truncated"),
         ('{"type": "header", "schema": 1}\n{"type": "event", "seq": 1}\n{"type": "event", "seq": 0}\n{"type": "summary"}\n', "out of order"),
         ("[1, 2]\n", "not a JSON object"),

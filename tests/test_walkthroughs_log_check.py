@@ -69,6 +69,7 @@ def test_shapes_that_are_not_lists_stop_at_loading(tiny_log):
         (lambda h: with_value(h, 16, "dtype"), "the header's 'dtype' must be a string (found 16)"),
         (lambda h: without(h, "versions", "torch"), "the header's 'versions' must name the llama-trace and torch versions"),
         (lambda h: without(h, "symbols", "N8"), "the header's 'symbols' lack N8"),
+        (lambda h: with_value(h, "other", "tool"), "the header says another tool wrote it (found \"other\")"),
     ],
 )
 def test_check_log_names_what_the_header_lacks(tiny_log, change, message):

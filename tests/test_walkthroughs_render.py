@@ -319,3 +319,17 @@ def test_the_cross_attention_picture_shows_the_mask_the_model_uses():
         for c in range(max_chunks):
             expected = pictures.ERASED if rows[0, 0, t, 0] == 0 else pictures.ATTEND if masks[0, 0, t, c] == 0 else pictures.BLOCKED
             assert picture.getpixel((40 + c * 60 + 30, 24 + t * 12 + 5)) == expected, (t, c)
+
+
+def test_an_image_that_fills_every_slot_gets_no_words_about_padding_or_empty_slots(tmp_path):
+    """A 224x224 image on tiny fills its 2 x 2 canvas and all four slots: the page says so,
+    where it once spoke of 'all 0 empty slots' and a black pad that is not there."""
+    Image.new("RGB", (224, 224), (200, 30, 30)).save(tmp_path / "square.png")
+    header, events, summary, image = logged("tiny", image=tmp_path / "square.png")
+    text = files_text(render_markdown(header, events, summary, tmp_path / "p.md", image=image))
+    assert "which it fills: no padding" in text and "padded bottom-right" not in text
+    assert "all `0` empty slots" not in text and "every token of the empty slots" not in text
+    Image.new("RGB", (300, 100), (200, 30, 30)).save(tmp_path / "wide.png")  # 224x75 on a 224x112 canvas, 2 of 4 slots
+    header, events, summary, image = logged("tiny", image=tmp_path / "wide.png")
+    wide = files_text(render_markdown(header, events, summary, tmp_path / "q.md", image=image))
+    assert "and to every token of the empty slots" in wide and "padded bottom-right with black" in wide

@@ -148,7 +148,8 @@ def load_lines(lines: list[str], path: str = "log") -> tuple[dict, list[dict], d
         raise LogError(f"{path} does not start with a llama-trace header line")
     header = records[0]
     if header.get("schema") != SCHEMA_VERSION:
-        raise LogError(f"{path} has schema version {header.get('schema')!r}; this llama-trace reads version {SCHEMA_VERSION}")
+        has = f"schema version {header['schema']!r}" if header.get("schema") is not None else "no schema version"
+        raise LogError(f"{path} has {has}; this llama-trace reads version {SCHEMA_VERSION}")
     if records[-1].get("type") != "summary":
         raise LogError(f"{path} has no closing summary line: the log is truncated")
     summary = records[-1]

@@ -57,6 +57,8 @@ def run_context(header: dict, events: list[dict], summary: dict) -> dict:
         "cols": cols,
         "chunks": real_chunks,
         "empty_chunks": cfg["vision_max_num_chunks"] - real_chunks,
+        "empty_attended": phrase("empty_attended") if cfg["vision_max_num_chunks"] > real_chunks else "",
+        "empty_contents": phrase("empty_contents") if cfg["vision_max_num_chunks"] > real_chunks else "",
         "max_chunks": cfg["vision_max_num_chunks"],
         "patch": cfg["vision_patch_size"],
         "grid": R // cfg["vision_patch_size"],

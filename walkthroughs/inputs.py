@@ -454,7 +454,7 @@ def check_prompt(text: str, tokenizer, max_tokens: int, allow_special: bool = Fa
     if n > max_tokens:
         raise InputError(
             f"the prompt is {n} tokens; the limit here is {max_tokens} (the model's context here, max_seq_len, less the template);"
-            f" shorten it by {n - max_tokens} tokens or raise --max-seq-len; nothing is cut off silently"
+            f" shorten it by {n - max_tokens} token{'s' if n - max_tokens > 1 else ''} or raise --max-seq-len; nothing is cut off silently"
         )
     return notes
 

@@ -84,6 +84,8 @@ def _inputs_problem(inputs) -> str:
 
 
 def _run_problem(header: dict) -> str:
+    if header.get("tool", "llama-trace") != "llama-trace":
+        return f"the header says another tool wrote it ({found(header, 'tool')})"
     for key in ("mode", "dtype"):
         if type(header.get(key)) is not str:
             return f"the header's {key!r} must be a string ({found(header, key)})"

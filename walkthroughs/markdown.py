@@ -299,7 +299,8 @@ def _pictures(header, events, summary, ctx, stem, image) -> dict[str, tuple[Imag
     if image is not None and canvas[0]:
         pics[f"{stem}.canvas.png"] = (
             pictures.canvas_picture(image, resized, canvas, ctx["rows"], ctx["cols"]),
-            f"The {ctx['image_w']}x{ctx['image_h']} image on its {canvas[0]}x{canvas[1]} canvas: {ctx['rows']} x {ctx['cols']} chunks, padded bottom-right with black",
+            f"The {ctx['image_w']}x{ctx['image_h']} image on its {canvas[0]}x{canvas[1]} canvas: {ctx['rows']} x {ctx['cols']} chunks"
+            + (", padded bottom-right with black" if resized != canvas else ", which it fills: no padding"),
         )
         pics[f"{stem}.chunks.png"] = (
             pictures.chunks_picture(image, resized, canvas, ctx["rows"], ctx["cols"], ctx["max_chunks"]),
