@@ -333,3 +333,18 @@ def test_an_image_that_fills_every_slot_gets_no_words_about_padding_or_empty_slo
     header, events, summary, image = logged("tiny", image=tmp_path / "wide.png")
     wide = files_text(render_markdown(header, events, summary, tmp_path / "q.md", image=image))
     assert "and to every token of the empty slots" in wide and "padded bottom-right with black" in wide
+
+
+def test_a_log_with_ops_shows_them_in_the_module_trees(tiny_log, tmp_path):
+    """--ops records every torch op; the views' module trees show each under the call it ran in
+    (the ops once reached only the JSON log)."""
+    header, events, summary, image = logged("tiny", ops=True)
+    console = Console(width=200, no_color=True, record=True, file=io.StringIO())
+    render_walkthrough(header, events, summary, console, stage="text.self_attention", depth=9)
+    text = console.export_text()
+    assert "├── wq (Linear) → [B, S, D]" in text and "│   │   └── torch.nn.functional.linear (op) → [B, S, D]" in text
+    assert "torch.view_as_complex (op) → [B, S, H, Dh/2]" in text
+    page = files_text(render_markdown(header, events, summary, tmp_path / "p.md", image=image, depth=9))
+    assert "- `torch.nn.functional.linear (op) → [B, S, D]`" in page
+    header, events, summary, image = tiny_log  # no ops recorded: none shown
+    assert "(op)" not in files_text(render_markdown(header, events, summary, tmp_path / "q.md", image=image, depth=9))

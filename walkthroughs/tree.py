@@ -22,7 +22,7 @@ class Node:
     @property
     def label(self) -> str:
         e = self.event
-        name = e["path"] or e["name"]
+        name = (e["path"] or e["name"]) if e["kind"] != "op" else e["name"]  # an op's path is its module's
         if self.folded:
             first, last = self.folded[0], self.folded[-1]
             name = f"{self.pattern}.{first}-{last} ×{len(self.folded)}"
@@ -47,10 +47,12 @@ def _output_text(outputs: list[dict]) -> str:
     return fmt_shape(first).split(" = ")[0]
 
 
-def build_tree(events: list[dict], root_seq: int, include_ops: bool = False) -> Node:
+def build_tree(events: list[dict], root_seq: int) -> Node:
+    """The calls under event `root_seq`: modules, functions, and torch ops where the log has them
+    (`--ops`), each op a leaf under the call it ran in."""
     children: dict[int, list[dict]] = {}
     for e in events:
-        if e.get("parent") is not None and (include_ops or e["kind"] != "op"):
+        if e.get("parent") is not None:
             children.setdefault(e["parent"], []).append(e)
     by_seq = {e["seq"]: e for e in events}
 
