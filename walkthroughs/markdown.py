@@ -88,9 +88,12 @@ def taking_turns(rows: list[tuple[dict, dict]], events: list[dict]) -> set[int]:
     the same phase (the prefill, or one decode step) and not inside one of those calls: the
     decoder's cross-attention layers between its self-attention layers."""
     phase, parent, stage = {}, {}, {}  # by seq: the phase event it ran in, its parent, its stage
+    last: dict[tuple, int] = {}  # (stage, phase event) -> the seq of the stage's last event in it
     for e in events:  # a parent comes before its children
-        parent[e["seq"]], stage[e["seq"]] = e.get("parent"), e.get("stage")
-        phase[e["seq"]] = e["seq"] if e["kind"] == "phase" else phase.get(e.get("parent"))
+        seq = e["seq"]
+        parent[seq], stage[seq] = e.get("parent"), e.get("stage")
+        phase[seq] = seq if e["kind"] == "phase" else phase.get(e.get("parent"))
+        last[stage[seq], phase[seq]] = seq
     turns = set()
     for i in range(1, len(rows)):
         a, b = rows[i - 1][0], rows[i][0]
@@ -99,8 +102,7 @@ def taking_turns(rows: list[tuple[dict, dict]], events: list[dict]) -> set[int]:
         while up is not None and stage[up] != a["stage"]:
             up = parent.get(up)
         inside = up is not None
-        if a["phase"] == b["phase"] and not inside and any(
-                stage[seq] == a["stage"] and phase[seq] == phase[first] for seq in stage if seq > first):
+        if a["phase"] == b["phase"] and not inside and last.get((a["stage"], phase[first]), -1) > first:
             turns.add(i)
     return turns
 
