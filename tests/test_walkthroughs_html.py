@@ -48,6 +48,14 @@ def test_every_stage_is_a_collapsible_section(page, tiny_log):
     assert page.count("<details") == page.count("</details>") == len(rows)
 
 
+def test_the_flow_says_which_stages_take_turns(page):
+    """The chart's dotted edge back (cross-attention between self-attention layers) survives as
+    words on the HTML page's flow list."""
+    items = re.findall(r"<li>(.*?)</li>", page.split('<div class="flow">')[1].split("</div>\n</div>")[0])
+    turns = [item for item in items if "in turn with" in item]
+    assert len(turns) == 1 and "Gated cross-attention layers" in turns[0]
+
+
 def test_pictures_are_inline_pngs(page):
     import base64
     import io

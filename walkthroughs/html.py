@@ -214,7 +214,10 @@ def _flow(body: list[str]) -> list[str]:
         line = line.strip()
         group = re.match(r'^subgraph \w+\["(.*)"\]$', line)
         node = re.match(r'^s(\d+)\["(\d+)\. (.*)"\]$', line)
-        if group:
+        turn = re.match(r"^s\d+ -\.->\|in turn\| s(\d+)$", line)  # markdown.mermaid's edge back
+        if turn and out[-1].endswith("</li>"):  # right after this stage's own item
+            out[-1] = out[-1][: -len("</li>")] + f" <small>(in turn with {turn.group(1)})</small></li>"
+        elif group:
             if open_group:
                 out.append("</ol></div>")
             out.append(f'<div class="group"><h3>{esc(group.group(1))}</h3><ol start="{{start}}">')
