@@ -5,10 +5,9 @@ Meta's `params.json`, so a reader can hold the two side by side. Meta hard-codes
 vision encoder's sizes inside `CrossAttentionTransformerVision`; here they are fields
 (`vision_*`) so the `tiny` preset can shrink them while keeping every stage.
 
-Shape letters: `SHAPE_LETTERS` below is the project's one key, used by code comments, logs and
-walkthroughs (the pages print it). T <= M: as in Meta's `generate`, T = min(prompt + tokens to
-generate, max_seq_len). Products such as C*N8 and Dh/2 (RoPE's frequency pairs) are written as
-expressions; BI = B*I and BIC = B*I*C as one symbol, where Meta folds them into one dim.
+Shape letters: `SHAPE_LETTERS` and `SHAPE_PRODUCTS` below are the project's one key to the
+letters that code comments, logs and walkthroughs write (the pages print them as their legend).
+T <= M: as in Meta's `generate`, T = min(prompt + tokens to generate, max_seq_len).
 """
 
 from __future__ import annotations
@@ -31,6 +30,7 @@ SHAPE_LETTERS = {  # letter -> what it counts
     "T": "text positions: the prompt plus the tokens to generate, at most M",
     "M": "cache length (max_seq_len: the KV caches, the causal mask)", "S": "tokens in this step",
 }
+SHAPE_PRODUCTS = "products are written out (C*N8, Dh/2), or run together where Meta folds dims into one (BI = B*I, BIC = B*I*C)"
 
 
 class ConfigError(ValueError):

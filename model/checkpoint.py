@@ -47,6 +47,7 @@ from torch import nn
 
 from .args import (PARAMS_JSON_OPTIONAL, PARAMS_JSON_REQUIRED, ConfigError, ModelArgs, from_params, is_positive_int, is_positive_number,
                    read_json_object)
+from . import rope
 from .build import build_model
 from .multimodal import CrossAttentionTransformer
 
@@ -231,7 +232,8 @@ _HF_VISION_KEYS = frozenset({
 _HF_VISION_REQUIRED = ("hidden_size", "num_hidden_layers", "num_global_layers", "image_size", "patch_size",
                        "max_num_tiles", "intermediate_size", "intermediate_layers_indices", "supported_aspect_ratios")
 # Meta's apply_scaling constants (model/rope.py); HF's "llama3" rope must use exactly these.
-_LLAMA3_ROPE = {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
+_LLAMA3_ROPE = {"factor": float(rope.SCALE_FACTOR), "low_freq_factor": float(rope.LOW_FREQ_FACTOR),
+                "high_freq_factor": float(rope.HIGH_FREQ_FACTOR), "original_max_position_embeddings": rope.OLD_CONTEXT_LEN}
 _N_LEARNABLE = 8  # HF appends 8 rows to embed_tokens (Meta: max(model-parallel world size, 8))
 
 
@@ -429,11 +431,11 @@ def _load_pth(path: Path) -> dict[str, torch.Tensor]:
     try:  # mapped, unless in torch's pre-1.6 format (not a zip file), which only loads whole (more memory, the same tensors)
         sd = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as err:
-        culprit = re.search(r"GLOBAL (\S+) was not an allowed global", str(err))
+        culprit = re.search(r"GLOBAL (\S+) (?:was not an allowed global|whose module \S+ is blocked)", str(err))
         if culprit:
             raise CheckpointError(f"{path}: refused to unpickle: the file would run code when loaded (it calls {culprit[1]}); "
                                   "nothing was executed. Only tensors are accepted: get the weights from a trusted source") from None
-        stop = re.search(r"WeightsUnpickler error: *([^\n.]+)", str(err))  # e.g. random bytes: "Unsupported operand 227"
+        stop = re.search(r"WeightsUnpickler error:\s*([^\n.]+)", str(err))  # e.g. random bytes: "Unsupported operand 227"
         raise CheckpointError(f"{path}: cannot read it as a torch checkpoint (the safe loader stopped: {stop[1].strip() if stop else 'unreadable'}); "
                               "nothing was executed. The file is truncated or corrupt, or not saved by torch.save: re-download it") from None
     except PermissionError:

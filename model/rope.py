@@ -16,14 +16,13 @@ SCALE_FACTOR, LOW_FREQ_FACTOR, HIGH_FREQ_FACTOR, OLD_CONTEXT_LEN = 8, 1, 4, 8192
 def apply_scaling(freqs: torch.Tensor) -> torch.Tensor:
     """Slow the low frequencies (wavelengths past OLD_CONTEXT_LEN / LOW_FREQ_FACTOR positions) by
     SCALE_FACTOR, keep the high ones (under OLD_CONTEXT_LEN / HIGH_FREQ_FACTOR), blend between."""
-    scale_factor, low_freq_factor, high_freq_factor, old_context_len = SCALE_FACTOR, LOW_FREQ_FACTOR, HIGH_FREQ_FACTOR, OLD_CONTEXT_LEN
-    low_freq_wavelen = old_context_len / low_freq_factor
-    high_freq_wavelen = old_context_len / high_freq_factor
+    low_freq_wavelen = OLD_CONTEXT_LEN / LOW_FREQ_FACTOR
+    high_freq_wavelen = OLD_CONTEXT_LEN / HIGH_FREQ_FACTOR
     wavelen = 2 * math.pi / freqs
-    new_freqs = torch.where(wavelen > low_freq_wavelen, freqs / scale_factor, freqs)
-    smooth = (old_context_len / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor)
+    new_freqs = torch.where(wavelen > low_freq_wavelen, freqs / SCALE_FACTOR, freqs)
+    smooth = (OLD_CONTEXT_LEN / wavelen - LOW_FREQ_FACTOR) / (HIGH_FREQ_FACTOR - LOW_FREQ_FACTOR)
     in_band = (wavelen >= high_freq_wavelen) & (wavelen <= low_freq_wavelen)
-    return torch.where(in_band, (1 - smooth) * new_freqs / scale_factor + smooth * new_freqs, new_freqs)
+    return torch.where(in_band, (1 - smooth) * new_freqs / SCALE_FACTOR + smooth * new_freqs, new_freqs)
 
 
 def precompute_freqs_cis(dim: int, end: int, theta: float, use_scaled: bool, device=None) -> torch.Tensor:

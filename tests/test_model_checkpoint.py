@@ -4,6 +4,7 @@ loaded back and compared with the model they came from; every refusal is a one-l
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import pytest
@@ -475,6 +476,21 @@ def test_random_bytes_as_pth_read_as_corrupt_not_as_code(micro_meta):
     (micro_meta / "consolidated.00.pth").write_bytes(bytes(range(256)) * 4)
     message = expect_error("cannot read it as a torch checkpoint", micro_meta, meta=True)
     assert "truncated or corrupt" in message and "run code" not in message
+    assert re.search(r"the safe loader stopped: \w", message)  # its reason, not an empty one
+
+
+def test_pth_calling_a_blocked_module_is_called_code(micro_meta):
+    """torch words a call into os/sys/posix differently ("whose module posix is blocked"); it is
+    still code, never damage."""
+    import os
+
+    class System:
+        def __reduce__(self):
+            return (os.system, ("true",))
+
+    torch.save({"text_model.norm.weight": torch.ones(4), "payload": System()}, micro_meta / "consolidated.00.pth")
+    message = expect_error("refused to unpickle: the file would run code", micro_meta, meta=True)
+    assert "system" in message and "nothing was executed" in message
 
 
 def test_pth_that_would_run_code_is_refused_not_run(micro_meta, tmp_path):

@@ -267,7 +267,7 @@ def test_records_missing_repeated_or_out_of_place_are_named(tmp_path, change, me
         load_log(path)
 
 
-@pytest.mark.parametrize("parent", ["self", "later"])
+@pytest.mark.parametrize("parent", ["self", "later", "first"])
 def test_an_event_whose_parent_is_not_earlier_is_refused(tmp_path, parent):
     """A parent is entered before the calls inside it, so its seq is smaller: a log that says
     otherwise (an event its own parent, a cycle) is damaged, and the views that walk parents
@@ -276,8 +276,8 @@ def test_an_event_whose_parent_is_not_earlier_is_refused(tmp_path, parent):
     small_trace(timing=False).save(path)
     lines = path.read_text().splitlines()
     records = [json.loads(line) for line in lines]
-    child = next(r for r in records if r.get("type") == "event" and r["parent"] is not None)
-    child["parent"] = child["seq"] if parent == "self" else len(records) - 3
+    child = next(r for r in records if r.get("type") == "event" and (r["parent"] is not None or parent == "first"))
+    child["parent"] = {"self": child["seq"], "later": len(records) - 3, "first": 1}[parent]
     path.write_text("\n".join(json.dumps(r) for r in records) + "\n")
     with pytest.raises(LogError, match=rf"event {child['seq']}: its 'parent' is {child['parent']}: a parent must be an earlier event"):
         load_log(path)

@@ -69,8 +69,9 @@ def test_a_count_of_one_takes_the_singular():
 
 
 def _names_in(source: str) -> list[str]:
-    """'MllamaVisionModel.forward (F.pad) + multi_modal_projector' -> the names to look for."""
-    return [re.sub(r"\(.*?\)", "", part).strip().split(".")[0] for part in source.split(" + ")]
+    """'MllamaVisionModel.forward (F.pad) + multi_modal_projector' -> the names to look for, each
+    part of a dotted one (parts joined by + or /)."""
+    return [name for part in re.split(r" \+ | / ", re.sub(r"\(.*?\)", "", source)) for name in part.strip().split(".")]
 
 
 def test_every_meta_and_hf_reference_names_code_that_exists():
@@ -96,3 +97,16 @@ def test_every_meta_and_hf_reference_names_code_that_exists():
             text = path.read_text(encoding="utf-8")
             wrong += [f"{stage.id}: {name} not in {file}" for name in _names_in(names) if not re.search(rf"\b{re.escape(name)}\b", text)]
     assert not wrong, wrong
+
+
+def test_the_rope_prose_follows_the_config():
+    """Llama3's frequency scaling is described only where the config turns it on (a params.json
+    without `use_scaled_rope` turns it off)."""
+    from logs import with_value
+
+    header, events, summary, _ = logged("tiny")
+    for scaled in (True, False):
+        h = with_value(header, scaled, "model", "config", "use_scaled_rope")
+        ctx = {row["stage"]: c for row, c in all_stage_contexts(h, events, summary)}
+        gotchas = " ".join(annotate("text.self_attention", ctx["text.self_attention"]).gotchas)
+        assert ("divides each frequency" in gotchas) == scaled and ("turns Llama3's frequency scaling off" in gotchas) == (not scaled)

@@ -11,11 +11,13 @@ from rich.console import Console
 from logs import logged, with_value
 from model import SHAPE_LETTERS
 from walkthroughs.catalog import stage_index
+from walkthroughs.context import all_stage_contexts
 from walkthroughs.examples_build import PRESETS, example_files
 from walkthroughs.markdown import render_markdown, shape_table, write_files
 from walkthroughs.pictures import png_bytes
 from walkthroughs.source_excerpt import PROJECT_ROOT
 from walkthroughs.summary import fmt_count, fmt_item, fmt_shape, plural, render_summary, stage_rows, stage_title, stats_parts, text_widths
+from walkthroughs.step import render_stage
 from walkthroughs.terminal import render_walkthrough
 from walkthroughs.terminal import shape_table as terminal_shape_table
 
@@ -214,8 +216,12 @@ def test_control_characters_in_a_log_reach_no_view_raw(tmp_path):
     raw = "Two\x1b[31mred\x1b[0m\x07bell\rover"
     header, events, summary, image = logged("tiny", prompt=raw)
     header = with_value(header, "photo\x1b[2J.png", "inputs", "image", "path")
+    header = with_value(header, "checkpoint ck\x1b[2J", "model", "preset")  # a checkpoint run's preset names its folder
     texts = []
-    for draw in (render_summary, render_walkthrough):
+    def step_screen(header, events, summary, console):
+        render_stage(header, events, summary, console, all_stage_contexts(header, events, summary), 0)
+
+    for draw in (render_summary, render_walkthrough, step_screen):
         console = Console(width=160, no_color=True, record=True, file=io.StringIO())
         draw(header, events, summary, console)
         texts.append(console.export_text())
@@ -346,5 +352,9 @@ def test_a_log_with_ops_shows_them_in_the_module_trees(tiny_log, tmp_path):
     assert "torch.view_as_complex (op) → [B, S, H, Dh/2]" in text
     page = files_text(render_markdown(header, events, summary, tmp_path / "p.md", image=image, depth=9))
     assert "- `torch.nn.functional.linear (op) → [B, S, D]`" in page
+    console = Console(width=200, no_color=True, record=True, file=io.StringIO())
+    render_walkthrough(header, events, summary, console, stage="vision.local_layers", depth=9)
+    layers = console.export_text()
+    assert "(op, identical signature)" not in layers and "(op)" in layers  # an op is no layer: never folded
     header, events, summary, image = tiny_log  # no ops recorded: none shown
     assert "(op)" not in files_text(render_markdown(header, events, summary, tmp_path / "q.md", image=image, depth=9))

@@ -224,7 +224,8 @@ def _event_problem(e: dict, index: int) -> str:
             return f"'{key}' must be {_kinds(allowed)} ({found(e, key)})"
     parent = e.get("parent")
     if parent is not None and not 0 <= parent < index:  # a call starts before the calls inside it: no cycles
-        return f"its 'parent' is {parent}: a parent must be an earlier event (0 to {index - 1})"
+        earlier = f"0 to {index - 1}" if index else "the first event has none"
+        return f"its 'parent' is {parent}: a parent must be an earlier event ({earlier})"
     for side in ("inputs", "outputs"):
         for i, item in enumerate(e.get(side, [])):
             if type(item) is not dict:

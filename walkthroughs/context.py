@@ -79,7 +79,7 @@ def run_context(header: dict, events: list[dict], summary: dict) -> dict:
         "vision_dim": (len(taps) + 1) * cfg["vision_width"],
         "preset_chunk_sizes": preset_chunk_sizes(),
         "rope_theta": int(cfg["rope_theta"]),
-        **rope_scaling(),
+        **rope_prose(cfg.get("use_scaled_rope", True)),
         "norm_eps": cfg["norm_eps"],
         "total_flops": fmt_count(total),
         "vision_flops_share": share(flops(events, "vision.", "image.", "xattn."), total),  # the image side
@@ -97,12 +97,15 @@ def preset_chunk_sizes() -> str:
     return ", ".join(f"`{name}` {args.vision_chunk_size} px" for name, args in PRESETS.items() if name != "tiny")
 
 
-def rope_scaling() -> dict:
-    """The Llama3 RoPE scaling's numbers, for the prose (model/rope.py)."""
+def rope_prose(scaled: bool) -> dict:
+    """The RoPE sentences for the prose: Llama3's scaling with its numbers (model/rope.py), or that
+    the config turns it off."""
     from model import rope
 
-    return {"rope_factor": rope.SCALE_FACTOR, "rope_low_wavelen": rope.OLD_CONTEXT_LEN // rope.LOW_FREQ_FACTOR,
-            "rope_high_wavelen": rope.OLD_CONTEXT_LEN // rope.HIGH_FREQ_FACTOR}
+    numbers = {"rope_factor": rope.SCALE_FACTOR, "rope_low_wavelen": rope.OLD_CONTEXT_LEN // rope.LOW_FREQ_FACTOR,
+               "rope_high_wavelen": rope.OLD_CONTEXT_LEN // rope.HIGH_FREQ_FACTOR}
+    return {"rope_scaled_with": phrase("rope_scaled_with") if scaled else "",
+            "rope_scaling": phrase("rope_scaling").format(**numbers) if scaled else phrase("rope_unscaled")}
 
 
 def _fusion(cfg: dict) -> list[int]:

@@ -266,6 +266,8 @@ def _weights(header: dict) -> str:
 
 def _generation(header: dict) -> str:
     gen = header.get("generation") or {}
+    if header.get("mode") != "real":
+        return "prefill only, shapes (no token)"
     if not gen.get("max_new_tokens"):
         return "prefill only (picks the next token)"
     how = (f"top-p {gen.get('top_p')} at temperature {gen.get('temperature')}, seed {gen.get('seed')}"
@@ -395,7 +397,7 @@ def render_terminal(diff: Diff, console: Console) -> None:
         console.print("[bold]config[/]: the same")
 
     if diff.symbols:
-        t = table(f"symbols: {_differ(len(diff.symbols), 'symbol')}", "symbol", "A", "B")
+        t = table(f"symbols: {len(diff.symbols)} {'differs' if len(diff.symbols) == 1 else 'differ'}", "symbol", "A", "B")
         for row in diff.symbols:
             t.add_row(*plain(*row))
         console.print(t)

@@ -48,6 +48,7 @@ from PIL import Image
 from model import image_transform
 
 from .sample_image import SAMPLE_IMAGE
+from .summary import plural
 
 MAX_MEGAPIXELS = 64  # our limit, below Pillow's own bomb check (~89.5 MP warns, ~179 MP fails)
 MAX_PIXELS = MAX_MEGAPIXELS * 1_000_000
@@ -454,7 +455,7 @@ def check_prompt(text: str, tokenizer, max_tokens: int, allow_special: bool = Fa
     if n > max_tokens:
         raise InputError(
             f"the prompt is {n} tokens; the limit here is {max_tokens} (the model's context here, max_seq_len, less the template);"
-            f" shorten it by {n - max_tokens} token{'s' if n - max_tokens > 1 else ''} or raise --max-seq-len; nothing is cut off silently"
+            f" shorten it by {plural(n - max_tokens, 'token')} or raise --max-seq-len; nothing is cut off silently"
         )
     return notes
 

@@ -12,7 +12,7 @@ from urllib.parse import quote
 
 from PIL import Image
 
-from model import SHAPE_LETTERS
+from model import SHAPE_LETTERS, SHAPE_PRODUCTS
 
 from . import pictures
 from .annotations import annotate
@@ -88,11 +88,12 @@ def taking_turns(rows: list[tuple[dict, dict]], events: list[dict]) -> set[int]:
     the same phase (the prefill, or one decode step) and not inside one of those calls: the
     decoder's cross-attention layers between its self-attention layers."""
     phase, parent, stage = {}, {}, {}  # by seq: the phase event it ran in, its parent, its stage
-    last: dict[tuple, int] = {}  # (stage, phase event) -> the seq of the stage's last event in it
+    earliest, last = {}, {}  # (stage, phase event) -> the seq of the stage's first, last event in it
     for e in events:  # a parent comes before its children
         seq = e["seq"]
         parent[seq], stage[seq] = e.get("parent"), e.get("stage")
         phase[seq] = seq if e["kind"] == "phase" else phase.get(e.get("parent"))
+        earliest.setdefault((stage[seq], phase[seq]), seq)
         last[stage[seq], phase[seq]] = seq
     turns = set()
     for i in range(1, len(rows)):
@@ -102,7 +103,8 @@ def taking_turns(rows: list[tuple[dict, dict]], events: list[dict]) -> set[int]:
         while up is not None and stage[up] != a["stage"]:
             up = parent.get(up)
         inside = up is not None
-        if a["phase"] == b["phase"] and not inside and last.get((a["stage"], phase[first]), -1) > first:
+        key = (a["stage"], phase[first])
+        if a["phase"] == b["phase"] and not inside and earliest.get(key, first) < first < last.get(key, first):
             turns.add(i)
     return turns
 
@@ -187,8 +189,7 @@ def tree_lines(events: list[dict], event: dict, depth: int) -> list[str]:
 
 def shape_key() -> str:
     """The project's shape letters with their meanings, as one sentence for a page's legend."""
-    key = "; ".join(f"{letter} {meaning}" for letter, meaning in SHAPE_LETTERS.items())
-    return key + "; products are written out (C*N8), or run together where Meta folds dims into one (BI = B*I, BIC = B*I*C)"
+    return "; ".join([*(f"{letter} {meaning}" for letter, meaning in SHAPE_LETTERS.items()), SHAPE_PRODUCTS])
 
 
 def render_markdown(header: dict, events: list[dict], summary: dict, page: Path, image: Image.Image | None = None, depth: int = DEFAULT_DEPTH,

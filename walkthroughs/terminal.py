@@ -126,7 +126,7 @@ def render_walkthrough(header: dict, events: list[dict], summary: dict, console:
     catalog = stage_index()
     model = header["model"]
     image = header["inputs"].get("image") or {}
-    console.print(Rule(f"[bold]Llama 3.2 Vision {escape(str(model['preset']))}[/] — " + escape(f"traced in {mode_label(header)}, {header['dtype']}")))
+    console.print(Rule(f"[bold]Llama 3.2 Vision {escape(visible(str(model['preset'])))}[/] — " + escape(f"traced in {mode_label(header)}, {header['dtype']}")))
     console.print(  # the user's text, not markup: a prompt may hold "[/]"
         visible(f"image {image.get('path')} {image.get('size', ['?', '?'])[0]}x{image.get('size', ['?', '?'])[1]} {image.get('mode')} · "
         f"prompt {header['inputs'].get('prompt')!r} ({summary.get('prompt_tokens')} tokens, {header['inputs'].get('layout')} layout)"),

@@ -69,12 +69,13 @@ def signature(node: Node) -> tuple:
 
 
 def fold(node: Node) -> Node:
-    """Group siblings with the same path pattern (`layers.N`) and signature; keep the first."""
+    """Group siblings with the same path pattern (`layers.N`) and signature; keep the first. Ops
+    stay as they are: an op's path is the module it ran in, not a layer of its own."""
     node.children = [fold(c) for c in node.children]
     kept: list[Node] = []
     groups: dict[tuple, Node] = {}
     for child in node.children:
-        m = _INDEX.search(child.event["path"])
+        m = _INDEX.search(child.event["path"]) if child.event["kind"] != "op" else None
         if not m:
             kept.append(child)
             continue
