@@ -63,11 +63,11 @@ class CrossAttentionTransformerBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, xattn_mask: torch.Tensor, full_text_row_masked_out_mask: torch.Tensor, xattn_cache: torch.Tensor) -> torch.Tensor:
         attn = self.attention(  # [B, S, D]; xattn_cache [2, B, H, V, Dh]
-            self.attention_norm(x),
+            self.attention_norm(x),  # [B, S, D]
             xattn_mask=xattn_mask,
             full_text_row_masked_out_mask=full_text_row_masked_out_mask,
             xattn_cache=xattn_cache,
         )
-        h = x + self.gate_attn.tanh() * attn
+        h = x + self.gate_attn.tanh() * attn  # [B, S, D]
         ffn = full_text_row_masked_out_mask[:, 0] * self.feed_forward(self.ffn_norm(h))  # [B, S, 1] * [B, S, D]
-        return h + self.gate_ffwd.tanh() * ffn
+        return h + self.gate_ffwd.tanh() * ffn  # [B, S, D]

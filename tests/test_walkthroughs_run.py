@@ -79,6 +79,8 @@ def test_coinciding_sizes_keep_their_own_letters(preset):
     assert caches and all(sym == ["2", "B", "H", "V", "Dh"] for sym in caches)
     q_norms = [item["sym"] for e, item in items if e["path"].endswith("attention.q_norm") and item["path"] == ""]
     assert q_norms and all(sym == ["B", "S", "H", "Dh"] for sym in q_norms)
+    norms = [item["sym"] for e, item in items if e["path"].endswith((".attention_norm", ".ffn_norm")) and item["path"] == ""]
+    assert norms and all(sym == ["B", "S", "D"] for sym in norms)  # the cross-attention blocks' too: B, not a bare 1
 
 
 def test_cache_length_m_and_text_length_t_are_told_apart():
