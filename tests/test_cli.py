@@ -474,11 +474,11 @@ def test_a_view_written_to_a_file_says_where(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["run", "--model", "tiny", "--format", "json", "-o", "j.md"], "-o j.md names a markdown file but --format is json"),
-    (["run", "--model", "tiny", "--format", "markdown", "-o", "p.jsonl"], "-o p.jsonl names a json file but --format is markdown"),
-    (["render", "LOG", "--format", "walkthrough", "-o", "w.html"], "-o w.html names a html file but --format is walkthrough"),
-    (["diff", "LOG", "LOG", "-o", "d.html"], "`llama-trace diff` does not write html; name the file .md or .txt"),
-    (["render", "LOG", "-o", "v.jsonl"], "`llama-trace render` does not write a log; name the file .md, .html or .txt"),
+    (["run", "--model", "tiny", "--format", "json", "-o", "j.md"], "-o j.md names a Markdown page but --format is json"),
+    (["run", "--model", "tiny", "--format", "markdown", "-o", "p.jsonl"], "-o p.jsonl names a JSON log but --format is markdown"),
+    (["render", "LOG", "--format", "walkthrough", "-o", "w.html"], "-o w.html names an HTML page but --format is walkthrough"),
+    (["diff", "LOG", "LOG", "-o", "d.html"], "`llama-trace diff` does not write an HTML page; name the file .md or .txt"),
+    (["render", "LOG", "-o", "v.jsonl"], "`llama-trace render` does not write a JSON log; name the file .md, .html or .txt"),
 ])
 def test_an_output_suffix_that_contradicts_the_format_is_refused(tmp_path, monkeypatch, args, message):
     """A JSON log named .md, terminal text named .html: refused before anything runs, with

@@ -2,12 +2,16 @@
 
 import re
 import shlex
+import subprocess
+
+import pytest
 
 from PIL import Image
 from typer.testing import CliRunner
 
 from walkthroughs.cli import app
-from walkthroughs.regenerate import regenerate_command
+from walkthroughs.regenerate import regenerate_command, shell_quote
+from walkthroughs.summary import visible
 
 runner = CliRunner()
 
@@ -90,3 +94,14 @@ def test_a_log_of_a_preset_this_version_lacks_still_gets_a_command():
     another version's) once stopped with a traceback here."""
     command, note = regenerate_command(header(model={"preset": "nope", "config": {"max_seq_len": 512}}), "p.md")
     assert command.startswith("llama-trace run --model nope --mode meta ") and note == "this llama-trace has no preset 'nope'"
+
+
+@pytest.mark.parametrize("arg", ["plain.png", "a b.png", "img\x1b[1mB.png", "it's\x07", "back\\slash\x1b", "c1\x85.png", "tab\there"])
+def test_a_path_with_control_characters_is_quoted_so_bash_gives_it_back(arg):
+    """The regenerate command names a file whose name holds an escape in bash's $'...' form: it
+    shows the escape, and the shell hands the program the very same name (a visible \\x1b in
+    plain quotes named another file)."""
+    quoted = shell_quote(arg)
+    assert visible(quoted) == quoted  # nothing raw on the page
+    out = subprocess.run(["bash", "-c", f"printf %s {quoted}"], capture_output=True, check=True, env={"LC_ALL": "C.UTF-8"})
+    assert out.stdout.decode("utf-8") == arg

@@ -358,3 +358,18 @@ def test_a_log_with_ops_shows_them_in_the_module_trees(tiny_log, tmp_path):
     assert "(op, identical signature)" not in layers and "(op)" in layers  # an op is no layer: never folded
     header, events, summary, image = tiny_log  # no ops recorded: none shown
     assert "(op)" not in files_text(render_markdown(header, events, summary, tmp_path / "q.md", image=image, depth=9))
+
+
+def test_folded_layers_say_when_other_calls_ran_between_them(tmp_path):
+    """The decoder's 8 self-attention layers fold into one line listed before the cross-attention
+    blocks, though those ran between them: the folded lines say they took turns. At --depth 0 a
+    page shows no trees, as the terminal does."""
+    header, events, summary, image = logged("tiny", ops=True)
+    console = Console(width=200, no_color=True, record=True, file=io.StringIO())
+    render_walkthrough(header, events, summary, console, stage="text.decoder", depth=1)
+    text = console.export_text()
+    assert "layers.0-7 ×8 (TransformerBlock, identical signature, in turn with other calls)" in text
+    assert "cross_attention_layers.0-1 ×2 (CrossAttentionTransformerBlock, identical signature, in turn with other calls)" in text
+    assert "resblocks.0-7 ×8 (ImageTransformerBlock, identical signature) →" in files_text(
+        render_markdown(header, events, summary, tmp_path / "p.md", image=image))  # back to back: no turns
+    assert "Calls inside it:" not in files_text(render_markdown(header, events, summary, tmp_path / "q.md", image=image, depth=0))

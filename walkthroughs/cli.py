@@ -148,6 +148,7 @@ def _check_target(fmt: str, output: Optional[Path], force: bool, stage: Optional
 
 
 _SUFFIX_FORMATS = {".jsonl": "json", ".json": "json", ".md": "markdown", ".markdown": "markdown", ".html": "html", ".htm": "html"}
+_FILE_KINDS = {"json": "a JSON log", "markdown": "a Markdown page", "html": "an HTML page"}
 
 
 def _format_for(output: Optional[Path], fmt: Optional[Enum], formats: type[Enum], command: str) -> Enum:
@@ -156,10 +157,9 @@ def _format_for(output: Optional[Path], fmt: Optional[Enum], formats: type[Enum]
     the command lacks (diff -o d.html), or another one than --format (--format json -o j.md)."""
     named = _SUFFIX_FORMATS.get(output.suffix.lower()) if output is not None else None
     if named is not None and named not in formats.__members__:
-        what = "a log" if named == "json" else f"{named}"
-        fail(f"-o {output}: `llama-trace {command}` does not write {what}; name the file {_suffixes(formats)}")
+        fail(f"-o {output}: `llama-trace {command}` does not write {_FILE_KINDS[named]}; name the file {_suffixes(formats)}")
     if fmt is not None and named is not None and fmt.value != named:
-        fail(f"-o {output} names a {named} file but --format is {fmt.value}; leave --format out, or name the file for it")
+        fail(f"-o {output} names {_FILE_KINDS[named]} but --format is {fmt.value}; leave --format out, or name the file for it")
     return fmt or formats(named or "terminal")
 
 
@@ -453,6 +453,7 @@ def diff(
         sys.stdout.write(text)
     else:
         _write(output, text)
+        typer.echo(f"wrote {output}")  # as run and render say
 
 
 @app.command()

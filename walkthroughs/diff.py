@@ -363,8 +363,10 @@ def _headline(diff: Diff) -> str:
     same = sum(s.status == "same" for s in diff.stages)
     added = sum(s.status == "added" for s in diff.stages)
     removed = sum(s.status == "removed" for s in diff.stages)
+    runs = [k for k, x, y in diff.runs if x != y]
     return (f"{len(diff.stages)} stages: {changed} changed, {same} unchanged, {added} added, {removed} removed · "
-            f"{_differ(len(diff.config), 'config field')} ({diff.config_same} the same) · {_differ(len(diff.symbols), 'symbol')}")
+            f"{_differ(len(diff.config), 'config field')} ({diff.config_same} the same) · {_differ(len(diff.symbols), 'symbol')}"
+            + (f" · the runs differ in {', '.join(runs)}" if runs else ""))
 
 
 def _differ(n: int, noun: str) -> str:

@@ -179,7 +179,7 @@ def code_block(src: dict | None, page_dir: Path) -> list[str]:
 
 def tree_lines(events: list[dict], event: dict, depth: int) -> list[str]:
     node = build_tree(events, event["seq"])
-    if not node.children:
+    if not node.children or depth <= 0:  # as the terminal's trees
         return []
     out = []
     for level, n in walk(node, depth):
@@ -279,7 +279,7 @@ def render_markdown(header: dict, events: list[dict], summary: dict, page: Path,
         out += code_block(e.get("src"), page_dir) + [""]
         tree = tree_lines(events, e, depth)
         if tree:
-            out += ["Modules:", ""] + tree + [""]
+            out += ["Calls inside it:", ""] + tree + [""]
         if info and (info.meta or info.hf):
             out += [f"Meta's reference: {reference_link(info.meta, META_REPO)} · Hugging Face: {reference_link(info.hf, HF_REPO)}", ""]
     if "next_token" in summary:

@@ -90,4 +90,14 @@ def regenerate_command(header: dict, output: str, fmt: str = "markdown", depth: 
     if depth != DEFAULT_DEPTH:
         args += ["--depth", str(depth)]
     args += ["--format", fmt, "-o", output]
-    return shlex.join(args), "; ".join(notes) or None
+    return " ".join(shell_quote(a) for a in args), "; ".join(notes) or None
+
+
+def shell_quote(arg: str) -> str:
+    """`arg` for a shell command line: as `shlex.quote` gives it, or, where it holds control
+    characters (a file name with an escape in it), in bash's $'...' form with them as \\xNN
+    (\\uNNNN past ASCII) escapes, so the command both shows them and still names the same file."""
+    if visible(arg) == arg:
+        return shlex.quote(arg)
+    escaped = arg.replace("\\", "\\\\").replace("'", "\\'")
+    return "$'" + "".join(c if visible(c) == c else (f"\\x{ord(c):02x}" if ord(c) < 0x80 else f"\\u{ord(c):04x}") for c in escaped) + "'"

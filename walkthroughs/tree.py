@@ -16,6 +16,7 @@ class Node:
     children: list["Node"] = field(default_factory=list)
     folded: list[int] = field(default_factory=list)  # indices of the identical siblings folded into this one
     pattern: str = ""
+    interleaved: bool = False  # other calls ran between the folded siblings
 
     parent_path: str = ""
 
@@ -31,6 +32,7 @@ class Node:
         shape = _output_text(e.get("outputs", []))
         kind = e["name"] if e["kind"] == "module" else e["kind"]
         same = ", identical signature" if self.folded else ""
+        same += ", in turn with other calls" if self.interleaved else ""
         return f"{name} ({kind}{same}) → {shape}" if shape else f"{name} ({kind}{same})"
 
 
@@ -74,7 +76,8 @@ def fold(node: Node) -> Node:
     node.children = [fold(c) for c in node.children]
     kept: list[Node] = []
     groups: dict[tuple, Node] = {}
-    for child in node.children:
+    last: dict[tuple, int] = {}  # key -> position among the children of the group's latest member
+    for position, child in enumerate(node.children):
         m = _INDEX.search(child.event["path"]) if child.event["kind"] != "op" else None
         if not m:
             kept.append(child)
@@ -83,14 +86,17 @@ def fold(node: Node) -> Node:
         key = (pattern, signature(child))
         if key in groups:
             groups[key].folded.append(int(m.group(1)))
+            groups[key].interleaved |= position != last[key] + 1
+            last[key] = position
             continue
+        last[key] = position
         child.pattern = pattern
         child.folded = [int(m.group(1))]
         groups[key] = child
         kept.append(child)
     for child in kept:
         if len(child.folded) == 1:
-            child.folded = []
+            child.folded, child.interleaved = [], False
     node.children = kept
     return node
 
