@@ -105,3 +105,21 @@ def test_a_path_with_control_characters_is_quoted_so_bash_gives_it_back(arg):
     assert visible(quoted) == quoted  # nothing raw on the page
     out = subprocess.run(["bash", "-c", f"printf %s {quoted}"], capture_output=True, check=True, env={"LC_ALL": "C.UTF-8"})
     assert out.stdout.decode("utf-8") == arg
+
+
+def test_a_page_of_a_multi_line_prompt_writes_the_prompt_file_its_command_reads(tmp_path, monkeypatch):
+    """A prompt no command line can hold goes to a file beside the page, named in the page's
+    command: the command, run again as printed, writes the same page (it once named a
+    prompt.txt that the user had to write by hand)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "q.txt").write_text("What is this?\nAnswer | briefly.\n", encoding="utf-8")
+    result = runner.invoke(app, ["run", "--model", "tiny", "--prompt-file", "q.txt", "--no-timing", "-o", "docs/a.md"])
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "docs/a.md").read_text(encoding="utf-8")
+    assert (tmp_path / "docs/a.prompt.txt").read_text(encoding="utf-8") == "What is this?\nAnswer | briefly.\n"
+    command = re.search(r"regenerate it with (`+) ?(.+?) ?\1[ .(]", page)[2]
+    assert "--prompt-file docs/a.prompt.txt" in command and "prompt.txt: the prompt" not in page
+    again = runner.invoke(app, [*shlex.split(command)[1:], "--force"])
+    assert again.exit_code == 0, again.output
+    assert (tmp_path / "docs/a.md").read_text(encoding="utf-8") == page

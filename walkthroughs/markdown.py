@@ -20,7 +20,7 @@ from .catalog import stage_index, title_of
 from .context import all_stage_contexts, run_context
 from .defaults import DEFAULT_DEPTH
 from .header import RANDOM_TEXT, mode_label, random_weights
-from .regenerate import regenerate_command
+from .regenerate import prompt_file_for, prompt_file_text, regenerate_command
 from .source_excerpt import PROJECT_ROOT, excerpt
 from .summary import display_path, fmt_count, fmt_item, nonfinite_line, phase_label, plural, stats_parts, table_items, visible
 from .tree import build_tree, walk
@@ -210,7 +210,12 @@ def render_markdown(header: dict, events: list[dict], summary: dict, page: Path,
     img = inputs.get("image") or {}
 
     fmt, name = regenerate_as or ("markdown", str(page))
-    command, note = regenerate_command(header, name, fmt, depth, stage)
+    prompt_text = prompt_file_text(inputs.get("prompt", "")) if fmt == "markdown" and prompt_file_for(header) else None
+    prompt_file = None
+    if prompt_text is not None:  # written beside the page, for its regenerate command
+        files[page.with_name(f"{stem}.prompt.txt")] = prompt_text
+        prompt_file = str(Path(name).with_name(f"{Path(name).stem}.prompt.txt"))
+    command, note = regenerate_command(header, name, fmt, depth, stage, prompt_file)
     out = [f"# Llama 3.2 Vision {md_text(model['preset'])}, traced stage by stage", ""]
     alarm = nonfinite_line(events)
     if alarm:

@@ -21,12 +21,27 @@ from .run import default_layout, default_mode
 LONGEST_INLINE_PROMPT = 200  # characters; a longer (or multi-line) prompt is read from a file
 
 
+def prompt_file_for(header: dict) -> bool:
+    """Whether the command must read the log's prompt from a file: a long one, or one a command
+    line cannot hold (line breaks, control characters)."""
+    prompt = header.get("inputs", {}).get("prompt", DEFAULT_PROMPT)
+    return prompt != DEFAULT_PROMPT and (len(prompt) > LONGEST_INLINE_PROMPT or "\n" in prompt or visible(prompt) != prompt)
+
+
+def prompt_file_text(prompt: str) -> str | None:
+    """The prompt file's text, which `--prompt-file` reads back as exactly `prompt` (it drops one
+    final newline and a BOM); None where no file can (a prompt ending in a carriage return or
+    starting with a BOM)."""
+    return None if prompt.endswith("\r") or prompt.startswith("\ufeff") else prompt + "\n"
+
+
 def regenerate_command(header: dict, output: str, fmt: str = "markdown", depth: int = DEFAULT_DEPTH,
-                       stage: str | None = None) -> tuple[str, str | None]:
+                       stage: str | None = None, prompt_file: str | None = None) -> tuple[str, str | None]:
     """(command, note): the command writes the page again, in `fmt`, to `output` (the path as the
     user gave it, like the log's image path: both relative to where the run started), with the module
     trees `depth` deep and only the stages `stage` starts (all by default); the note, where there is one, says what the command needs that the log
-    cannot give (a checkpoint folder an old log does not name, a long prompt's file)."""
+    cannot give (a checkpoint folder an old log does not name, a long prompt's file, unless the
+    page writes it as `prompt_file`)."""
     model, inputs = header.get("model", {}), header.get("inputs", {})
     gen = header.get("generation") or {}
     checkpoint = model.get("checkpoint")
@@ -52,12 +67,12 @@ def regenerate_command(header: dict, output: str, fmt: str = "markdown", depth: 
     if any(path != Path(path).name and not Path(path).is_absolute() for path in (output, image if image != "bundled" else None) if path):
         notes.append("paths relative to the folder the run started in")
     prompt = inputs.get("prompt", DEFAULT_PROMPT)
-    if prompt != DEFAULT_PROMPT:
-        if len(prompt) > LONGEST_INLINE_PROMPT or "\n" in prompt or visible(prompt) != prompt:  # not for a command line
-            args += ["--prompt-file", "prompt.txt"]
+    if prompt_file_for(header):
+        args += ["--prompt-file", prompt_file or "prompt.txt"]
+        if prompt_file is None:
             notes.append("prompt.txt: the prompt of this page, as a UTF-8 text file")
-        else:
-            args += ["--prompt", prompt]
+    elif prompt != DEFAULT_PROMPT:
+        args += ["--prompt", prompt]
     if inputs.get("allow_special"):
         args.append("--allow-special")
     if header.get("mode") != default["mode"]:
