@@ -488,3 +488,26 @@ def test_an_output_suffix_that_contradicts_the_format_is_refused(tmp_path, monke
     result = runner.invoke(app, args)
     assert result.exit_code == 2 and message in result.output.replace("\n", " ")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["LOG"]
+
+
+def test_a_page_does_not_overwrite_a_prompt_file_beside_it_without_force(tmp_path, monkeypatch):
+    """A page of a multi-line prompt writes PAGE.prompt.txt beside itself; a file already there
+    (the user's notes) is refused as the pictures are, and the message lists what was written."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "q.txt").write_text("a\nb\n", encoding="utf-8")
+    (tmp_path / "p.prompt.txt").write_text("MY NOTES", encoding="utf-8")
+    args = ["run", "--model", "tiny", "--prompt-file", "q.txt", "--no-timing", "-o", "p.md"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "p.prompt.txt exists" in result.output and "--force" in result.output
+    assert (tmp_path / "p.prompt.txt").read_text(encoding="utf-8") == "MY NOTES" and not (tmp_path / "p.md").exists()
+    result = runner.invoke(app, [*args, "--force"])
+    assert result.exit_code == 0 and "wrote p.md and 5 files beside it (p.prompt.txt, p.canvas.png" in result.output
+
+
+def test_diff_shows_a_log_name_with_control_characters_escaped(tmp_path):
+    log = tmp_path / "b\x1b[31mred.jsonl"
+    assert invoke("run", "--model", "tiny", "--no-timing", "-o", str(log)).exit_code == 0
+    for extra in ([], ["-o", str(tmp_path / "d.md")]):
+        result = runner.invoke(app, ["diff", str(log), str(log), *extra])
+        text = result.output + ((tmp_path / "d.md").read_text(encoding="utf-8") if extra else "")
+        assert result.exit_code == 0 and "\x1b" not in text and "b\\x1b[31mred.jsonl" in text

@@ -128,9 +128,12 @@ def _check_target(fmt: str, output: Optional[Path], force: bool, stage: Optional
     if fmt == "markdown" and output is None:
         fail("--format markdown writes a page and its pictures: give the page path with -o, e.g. -o page.md")
     if fmt == "markdown" and not force:
-        taken = sorted(output.resolve().parent.glob(f"{output.stem}.*.png"))  # the page's pictures: {stem}.{what}.png
+        from .regenerate import prompt_file_path
+
+        folder = output.resolve().parent  # the page's pictures, {stem}.{what}.png, and its prompt file
+        taken = sorted([*folder.glob(f"{output.stem}.*.png"), *folder.glob(Path(prompt_file_path(output.name)).name)])
         if taken:
-            fail(f"{taken[0]} exists (a picture of this page); pass --force to overwrite it")
+            fail(f"{taken[0]} exists (a file this page writes beside it); pass --force to overwrite it")
     if fmt == "step" and output is not None:
         fail("--format step is interactive; leave out -o")
     if stage is not None:
@@ -346,11 +349,14 @@ def _render(header, events, summary, fmt: str, output: Optional[Path], stage=Non
     if fmt == "markdown":
         from .markdown import render_markdown, write_files
 
+        from .summary import plural
+
+        files = render_markdown(header, events, summary, output, image=image, depth=depth, stage=stage)
         try:
-            write_files(render_markdown(header, events, summary, output, image=image, depth=depth, stage=stage))
+            write_files(files)
         except OSError as err:
             fail(f"cannot write {err.filename or output}: {err.strerror or err}; choose another -o path", code=1)
-        typer.echo(f"wrote {output} and its pictures")
+        typer.echo(f"wrote {output} and {plural(len(files) - 1, 'file')} beside it ({', '.join(p.name for p in files if p != output)})")
         return
     if fmt == "html":
         from .html import render_html
@@ -428,6 +434,7 @@ def diff(
 
     from .diff import TEXT_WIDTH, Log, compare, render_markdown, render_terminal, render_text
     from .log_check import load_run_log
+    from .summary import visible
 
     output = _stdout_if_dash(output)
     fmt = _format_for(output, fmt, DiffFormat, "diff")
@@ -437,7 +444,7 @@ def diff(
     logs = []
     for path in (log_a, log_b):
         try:
-            logs.append(Log(path.name, *load_run_log(path)))
+            logs.append(Log(visible(path.name), *load_run_log(path)))  # a label: no control characters raw
         except LogError as err:
             fail(str(err))
     result = compare(*logs)

@@ -1,4 +1,5 @@
-"""Facts for the walkthrough templates, all read from a trace log (never typed by hand).
+"""Facts for the walkthrough templates, never typed by hand: read from a trace log, or from
+`model/` where no log holds them (the presets' chunk sizes, the RoPE scaling constants).
 
 `run_context(header, events)` gives run-wide values: the shape symbols (`{N}`, `{D}` …), the
 image, canvas and tile layout, the prompt, the fusion schedule, totals. `stage_context` adds the
@@ -6,6 +7,8 @@ values of one stage: its first input/output shapes, call count, parameters, FLOP
 """
 
 from __future__ import annotations
+
+from model import PRESETS, ModelArgs, rope
 
 from .annotations import phrase
 from .summary import first_tensor, fmt_count, fmt_shape, phase_length, stage_rows
@@ -79,7 +82,7 @@ def run_context(header: dict, events: list[dict], summary: dict) -> dict:
         "vision_dim": (len(taps) + 1) * cfg["vision_width"],
         "preset_chunk_sizes": preset_chunk_sizes(),
         "rope_theta": int(cfg["rope_theta"]),
-        **rope_prose(cfg.get("use_scaled_rope", True)),
+        **rope_prose(cfg.get("use_scaled_rope", ModelArgs().use_scaled_rope)),  # a log from before the field
         "norm_eps": cfg["norm_eps"],
         "total_flops": fmt_count(total),
         "vision_flops_share": share(flops(events, "vision.", "image.", "xattn."), total),  # the image side
@@ -92,16 +95,12 @@ def run_context(header: dict, events: list[dict], summary: dict) -> dict:
 def preset_chunk_sizes() -> str:
     """The full-size presets' chunk sizes, "`11b` 448 px, …": the one size that differs between
     checkpoints of the same architecture (model/args.py, after Meta's sku_list)."""
-    from model import PRESETS
-
     return ", ".join(f"`{name}` {args.vision_chunk_size} px" for name, args in PRESETS.items() if name != "tiny")
 
 
 def rope_prose(scaled: bool) -> dict:
     """The RoPE sentences for the prose: Llama3's scaling with its numbers (model/rope.py), or that
     the config turns it off."""
-    from model import rope
-
     numbers = {"rope_factor": rope.SCALE_FACTOR, "rope_low_wavelen": rope.OLD_CONTEXT_LEN // rope.LOW_FREQ_FACTOR,
                "rope_high_wavelen": rope.OLD_CONTEXT_LEN // rope.HIGH_FREQ_FACTOR}
     return {"rope_scaled_with": phrase("rope_scaled_with") if scaled else "",

@@ -27,7 +27,7 @@ from tracer.symbols import SymbolTable
 
 from .context import run_context
 from .markdown import md_code, md_escape_cell, md_one_line, md_text
-from .header import from_checkpoint
+from .header import from_checkpoint, random_weights, values_summarised
 from .summary import first_tensor, fmt_count, fmt_shape, phase_label, phase_length, plain, plural, stage_rows
 
 ARROW = "→"
@@ -257,11 +257,11 @@ def _canvas(log: Log) -> str:
 
 def _weights(header: dict) -> str:
     """Where the values came from: none (meta), a checkpoint, or random weights and their seed."""
-    if header.get("mode") != "real":
-        return "none (meta)"
+    if random_weights(header):
+        return f"random, seed {(header.get('generation') or {}).get('seed')}"
     if from_checkpoint(header):
         return f"checkpoint {header.get('model', {}).get('checkpoint') or '(path not recorded)'}"
-    return f"random, seed {(header.get('generation') or {}).get('seed')}"
+    return "none (meta)"
 
 
 def _generation(header: dict) -> str:
@@ -277,7 +277,7 @@ def _generation(header: dict) -> str:
 
 def _traced(header: dict) -> str:
     parts = ["modules", "torch ops" if header.get("ops") else None,
-             "value summaries" if header.get("mode") == "real" and header.get("values") is not False else None,
+             "value summaries" if values_summarised(header) else None,
              "timing" if header.get("timing") else None]
     return ", ".join(p for p in parts if p)
 
@@ -369,9 +369,9 @@ def _headline(diff: Diff) -> str:
             + (f" · the runs differ in {', '.join(runs)}" if runs else ""))
 
 
-def _differ(n: int, noun: str) -> str:
-    """'1 symbol differs', '2 symbols differ'."""
-    return f"{plural(n, noun)} {'differs' if n == 1 else 'differ'}"
+def _differ(n: int, noun: str | None = None) -> str:
+    """'1 symbol differs', '2 symbols differ'; without a noun, '2 differ'."""
+    return f"{plural(n, noun) if noun else n} {'differs' if n == 1 else 'differ'}"
 
 
 def render_terminal(diff: Diff, console: Console) -> None:
@@ -399,7 +399,7 @@ def render_terminal(diff: Diff, console: Console) -> None:
         console.print("[bold]config[/]: the same")
 
     if diff.symbols:
-        t = table(f"symbols: {len(diff.symbols)} {'differs' if len(diff.symbols) == 1 else 'differ'}", "symbol", "A", "B")
+        t = table(f"symbols: {_differ(len(diff.symbols))}", "symbol", "A", "B")
         for row in diff.symbols:
             t.add_row(*plain(*row))
         console.print(t)

@@ -18,6 +18,11 @@ def random_weights(header: dict) -> bool:
     return header.get("mode") == "real" and not from_checkpoint(header)
 
 
+def values_summarised(header: dict) -> bool:
+    """Whether the run's events carry value summaries: a real-mode run without --no-values."""
+    return header.get("mode") == "real" and header.get("values") is not False
+
+
 def mode_label(header: dict) -> str:
     """"meta mode", "real mode" (a checkpoint's weights) or "real mode, random weights"."""
     return f"{header.get('mode')} mode" + (", random weights" if random_weights(header) else "")

@@ -48,7 +48,7 @@ from PIL import Image
 from model import image_transform
 
 from .sample_image import SAMPLE_IMAGE
-from .summary import plural
+from .summary import plural, visible
 
 MAX_MEGAPIXELS = 64  # our limit, below Pillow's own bomb check (~89.5 MP warns, ~179 MP fails)
 MAX_PIXELS = MAX_MEGAPIXELS * 1_000_000
@@ -90,9 +90,8 @@ def one_line(text: str) -> str:
 
 
 def _show(path: Path) -> str:
-    """A path for a message: control characters escaped so that it stays on one line."""
-    s = str(path)
-    return s if s.isprintable() else repr(s)[1:-1]
+    """A path for a message: control characters escaped (line breaks too) so that it stays on one line."""
+    return visible(str(path)).replace("\n", "\\n")
 
 
 def _pil_error(err: BaseException) -> str:

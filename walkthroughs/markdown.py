@@ -20,9 +20,9 @@ from .catalog import stage_index, title_of
 from .context import all_stage_contexts, run_context
 from .defaults import DEFAULT_DEPTH
 from .header import RANDOM_TEXT, mode_label, random_weights
-from .regenerate import prompt_file_for, prompt_file_text, regenerate_command
+from .regenerate import needs_prompt_file, prompt_file_path, prompt_file_text, regenerate_command
 from .source_excerpt import PROJECT_ROOT, excerpt
-from .summary import display_path, fmt_count, fmt_item, nonfinite_line, phase_label, plural, stats_parts, table_items, visible
+from .summary import display_path, fmt_count, fmt_item, nonfinite_line, phase_label, plural, stats_parts, table_items, taking_turns, visible
 from .tree import build_tree, walk
 
 GROUPS = [
@@ -81,32 +81,6 @@ def md_code(text: str) -> str:
     longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
     pad = " " if text.startswith("`") or text.endswith("`") else ""
     return f"{'`' * (longest + 1)}{pad}{text}{pad}{'`' * (longest + 1)}"
-
-
-def taking_turns(rows: list[tuple[dict, dict]], events: list[dict]) -> set[int]:
-    """The indices i of the rows whose stage first ran between two calls of row i-1's stage, in
-    the same phase (the prefill, or one decode step) and not inside one of those calls: the
-    decoder's cross-attention layers between its self-attention layers."""
-    phase, parent, stage = {}, {}, {}  # by seq: the phase event it ran in, its parent, its stage
-    earliest, last = {}, {}  # (stage, phase event) -> the seq of the stage's first, last event in it
-    for e in events:  # a parent comes before its children
-        seq = e["seq"]
-        parent[seq], stage[seq] = e.get("parent"), e.get("stage")
-        phase[seq] = seq if e["kind"] == "phase" else phase.get(e.get("parent"))
-        earliest.setdefault((stage[seq], phase[seq]), seq)
-        last[stage[seq], phase[seq]] = seq
-    turns = set()
-    for i in range(1, len(rows)):
-        a, b = rows[i - 1][0], rows[i][0]
-        first = b["first"]["seq"]
-        up = parent[first]
-        while up is not None and stage[up] != a["stage"]:
-            up = parent.get(up)
-        inside = up is not None
-        key = (a["stage"], phase[first])
-        if a["phase"] == b["phase"] and not inside and earliest.get(key, first) < first < last.get(key, first):
-            turns.add(i)
-    return turns
 
 
 def mermaid(rows: list[tuple[dict, dict]], catalog: dict, events: list[dict]) -> list[str]:
@@ -194,7 +168,8 @@ def shape_key() -> str:
 
 def render_markdown(header: dict, events: list[dict], summary: dict, page: Path, image: Image.Image | None = None, depth: int = DEFAULT_DEPTH,
                     regenerate_as: tuple[str, str] | None = None, stage: str | None = None) -> dict[Path, object]:
-    """The page text and its pictures: {path: str | PIL image}. Nothing is written here. The page
+    """The page text, its pictures and, where its regenerate command needs one, its prompt file:
+    {path: str | PIL image}. Nothing is written here. The page
     says how to regenerate it: as `regenerate_as` = (format, path as the user gave it), by default
     (markdown, `page`). With
     `stage`, only the stages whose id starts with it get a section (numbered as in the whole run)."""
@@ -210,11 +185,11 @@ def render_markdown(header: dict, events: list[dict], summary: dict, page: Path,
     img = inputs.get("image") or {}
 
     fmt, name = regenerate_as or ("markdown", str(page))
-    prompt_text = prompt_file_text(inputs.get("prompt", "")) if fmt == "markdown" and prompt_file_for(header) else None
+    prompt_text = prompt_file_text(inputs.get("prompt", "")) if fmt == "markdown" and needs_prompt_file(header) else None
     prompt_file = None
     if prompt_text is not None:  # written beside the page, for its regenerate command
-        files[page.with_name(f"{stem}.prompt.txt")] = prompt_text
-        prompt_file = str(Path(name).with_name(f"{Path(name).stem}.prompt.txt"))
+        files[Path(prompt_file_path(str(page)))] = prompt_text
+        prompt_file = prompt_file_path(name)
     command, note = regenerate_command(header, name, fmt, depth, stage, prompt_file)
     out = [f"# Llama 3.2 Vision {md_text(model['preset'])}, traced stage by stage", ""]
     alarm = nonfinite_line(events)
@@ -328,7 +303,7 @@ def _pictures(header, events, summary, ctx, stem, image) -> dict[str, tuple[Imag
 
 
 def write_files(files: dict[Path, object]) -> None:
-    """The page and its pictures, all or none (`tracer.log.atomic_write_files`)."""
+    """The page and the files beside it, all or none (`tracer.log.atomic_write_files`)."""
     from tracer.log import atomic_write_files
 
     atomic_write_files({path: pictures.png_bytes(content) if isinstance(content, Image.Image) else content.encode("utf-8")

@@ -19,7 +19,7 @@ from .annotations import TemplateError, annotate
 from .catalog import stage_index, title_of
 from .context import all_stage_contexts
 from .diff import log_symbols
-from .summary import display_path, first_tensor, fmt_shape, plural, visible
+from .summary import display_path, first_tensor, fmt_shape, plural, preset_label
 from .terminal import prose
 
 _SHAPE_COMMENT = re.compile(r"\s*#\s*\[.*$")  # the trailing `# [B, S, D]` comment: it is the answer
@@ -145,8 +145,8 @@ def run_quiz(header: dict, events: list[dict], summary: dict, n: int, seed: int,
     the quiz."""
     qs = questions(header, events, summary, n, seed)
     symbols = log_symbols(header, events)
-    env = SymbolTable(symbols).env  # `symbol_env`: with the products (BI, BIC)
-    model = visible(str(header.get("model", {}).get("preset", "?")))
+    env = symbol_env(header, events)
+    model = preset_label(header)
     echo(f"llama-trace quiz · {model} · {plural(len(qs), 'question')} · seed {seed}")
     if len(qs) < n:
         echo(f"(this log has {len(qs)} stages to ask about, not {n})")

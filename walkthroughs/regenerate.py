@@ -14,18 +14,23 @@ from pathlib import Path
 from model import PRESETS, ModelArgs, get_preset
 
 from .defaults import DEFAULT_DEPTH, DEFAULT_DEVICE, DEFAULT_DTYPE, DEFAULT_PROMPT, DEFAULT_TOP_P
-from .header import from_checkpoint
+from .header import from_checkpoint, values_summarised
 from .summary import visible
 from .run import default_layout, default_mode
 
-LONGEST_INLINE_PROMPT = 200  # characters; a longer (or multi-line) prompt is read from a file
+LONGEST_INLINE_PROMPT = 200  # characters; a longer prompt (or one with line breaks or control characters) is read from a file
 
 
-def prompt_file_for(header: dict) -> bool:
+def needs_prompt_file(header: dict) -> bool:
     """Whether the command must read the log's prompt from a file: a long one, or one a command
     line cannot hold (line breaks, control characters)."""
     prompt = header.get("inputs", {}).get("prompt", DEFAULT_PROMPT)
     return prompt != DEFAULT_PROMPT and (len(prompt) > LONGEST_INLINE_PROMPT or "\n" in prompt or visible(prompt) != prompt)
+
+
+def prompt_file_path(page: str) -> str:
+    """The prompt file written beside a page, as the user named the page: docs/a.md -> docs/a.prompt.txt."""
+    return str(Path(page).with_name(f"{Path(page).stem}.prompt.txt"))
 
 
 def prompt_file_text(prompt: str) -> str | None:
@@ -67,7 +72,7 @@ def regenerate_command(header: dict, output: str, fmt: str = "markdown", depth: 
     if any(path != Path(path).name and not Path(path).is_absolute() for path in (output, image if image != "bundled" else None) if path):
         notes.append("paths relative to the folder the run started in")
     prompt = inputs.get("prompt", DEFAULT_PROMPT)
-    if prompt_file_for(header):
+    if needs_prompt_file(header):
         args += ["--prompt-file", prompt_file or "prompt.txt"]
         if prompt_file is None:
             notes.append("prompt.txt: the prompt of this page, as a UTF-8 text file")
@@ -96,7 +101,7 @@ def regenerate_command(header: dict, output: str, fmt: str = "markdown", depth: 
         args += ["--seed", str(gen["seed"])]
     if header.get("ops"):
         args.append("--ops")
-    if header.get("mode") == "real" and header.get("values") is False:
+    if header.get("mode") == "real" and not values_summarised(header):
         args.append("--no-values")
     if header.get("timing") is False:
         args.append("--no-timing")

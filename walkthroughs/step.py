@@ -24,7 +24,7 @@ from .catalog import stage_index
 from .context import all_stage_contexts
 from .defaults import DEFAULT_DEPTH
 from .header import mode_label
-from .summary import print_nonfinite, print_results, stage_title, visible
+from .summary import print_nonfinite, print_results, preset_label, stage_title
 from .terminal import render_stage_body
 
 NEXT = {"n", " ", "\r", "\n", "j", "\x1b[C", "\x1b[B"}
@@ -112,9 +112,8 @@ def render_stage(header: dict, events: list[dict], summary: dict, console: Conso
     catalog = stage_index()
     row, ctx = rows[index]
     title, beside = stage_title(row, events, catalog)
-    model = header["model"]
     console.clear()
-    console.print(Rule(f"[bold]Llama 3.2 Vision {escape(visible(str(model['preset'])))}[/] · " + escape(f"{mode_label(header)} · stage {index + 1}/{len(rows)}"), align="left"))
+    console.print(Rule(f"[bold]Llama 3.2 Vision {escape(preset_label(header))}[/] · " + escape(f"{mode_label(header)} · stage {index + 1}/{len(rows)}"), align="left"))
     console.print(Text(f"stage {index + 1}/{len(rows)}: {title}", style="bold") + Text(f"  ({beside})", style="dim"))
     print_nonfinite(events, console)
     render_stage_body(events, row, ctx, console, depth, details)

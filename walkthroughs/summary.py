@@ -13,7 +13,7 @@ from rich.text import Text
 from tracer.values import SIGNIFICANT_DIGITS
 
 from .catalog import stage_index, title_of
-from .header import RANDOM_TEXT, mode_label, random_weights
+from .header import RANDOM_TEXT, mode_label, random_weights, values_summarised
 
 
 MAX_SHOWN_INTS = 4  # a list of ints this short is shown whole, e.g. a canvas size (1120, 560)
@@ -28,6 +28,11 @@ def visible(text: str) -> str:
     escapes, so that no escape sequence, bell or carriage return reaches a terminal or a page
     raw. Line breaks stay: each view shows them its own way."""
     return _CONTROL.sub(lambda m: f"\\x{ord(m[0]):02x}", text)
+
+
+def preset_label(header: dict) -> str:
+    """The log's model name for a title (a checkpoint run's names its folder, which may hold anything)."""
+    return visible(str(header.get("model", {}).get("preset", "?")))
 
 
 def fmt_shape(item: dict) -> str:
@@ -124,6 +129,32 @@ def stage_rows(events: list[dict]) -> list[dict]:
             row["time_ms"] += e.get("time_ms", 0.0)
         row["flops"] += e.get("flops", 0)
     return list(rows.values())
+
+
+def taking_turns(rows: list[tuple[dict, dict]], events: list[dict]) -> set[int]:
+    """The indices i of the rows whose stage first ran between two calls of row i-1's stage, in
+    the same phase (the prefill, or one decode step) and not inside one of those calls: the
+    decoder's cross-attention layers between its self-attention layers."""
+    phase, parent, stage = {}, {}, {}  # by seq: the phase event it ran in, its parent, its stage
+    earliest, last = {}, {}  # (stage, phase event) -> the seq of the stage's first, last event in it
+    for e in events:  # a parent comes before its children
+        seq = e["seq"]
+        parent[seq], stage[seq] = e.get("parent"), e.get("stage")
+        phase[seq] = seq if e["kind"] == "phase" else phase.get(e.get("parent"))
+        earliest.setdefault((stage[seq], phase[seq]), seq)
+        last[stage[seq], phase[seq]] = seq
+    turns = set()
+    for i in range(1, len(rows)):
+        a, b = rows[i - 1][0], rows[i][0]
+        first = b["first"]["seq"]
+        up = parent[first]
+        while up is not None and stage[up] != a["stage"]:
+            up = parent.get(up)
+        inside = up is not None
+        key = (a["stage"], phase[first])
+        if a["phase"] == b["phase"] and not inside and earliest.get(key, first) < first < last.get(key, first):
+            turns.add(i)
+    return turns
 
 
 def first_nonfinite(events: list[dict]) -> tuple[dict, dict] | None:
@@ -281,12 +312,11 @@ def text_widths(width: int, numbers: int, columns: int, names: int, longest: int
 
 def render_summary(header: dict, events: list[dict], summary: dict, console: Console) -> None:
     catalog = stage_index()
-    model = header.get("model", {})
     image = header.get("inputs", {}).get("image") or {}  # null in a log without an image
     w, h = image.get("size", ["?", "?"])
-    values_off = " (no value summaries)" if header.get("mode") == "real" and header.get("values") is False else ""
+    values_off = " (no value summaries)" if header.get("mode") == "real" and not values_summarised(header) else ""
     console.print(
-        f"[bold]llama-trace[/] {escape(visible(str(model.get('preset'))))} · " + escape(visible(
+        f"[bold]llama-trace[/] {escape(preset_label(header))} · " + escape(visible(
             f"{mode_label(header)}{values_off} · {header.get('dtype')} on {header.get('device')} · image {image.get('path')} ({w}x{h} "
             f"{image.get('mode')}) · {summary.get('prompt_tokens')} prompt tokens"
             + (f" ({header['inputs']['layout']} layout)" if header.get("inputs", {}).get("layout") else "")))

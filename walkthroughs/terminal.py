@@ -19,7 +19,7 @@ from .context import all_stage_contexts
 from .defaults import DEFAULT_DEPTH
 from .header import mode_label
 from .source_excerpt import excerpt
-from .summary import display_path, fmt_count, fmt_item, plain, plural, print_nonfinite, print_results, stage_title, stats_parts, table_items, visible
+from .summary import display_path, fmt_count, fmt_item, plain, plural, print_nonfinite, print_results, stage_title, stats_parts, table_items, preset_label, visible
 from .tree import build_tree
 
 
@@ -73,7 +73,8 @@ def code_panel(src: dict | None) -> Syntax | Text:
 
 
 def module_tree(events: list[dict], event: dict, depth: int) -> Tree | None:
-    """The event's module subtree, repeated layers folded, `depth` levels deep."""
+    """The calls under the event (modules, functions, ops where logged), repeated layers folded,
+    `depth` levels deep."""
     node = build_tree(events, event["seq"])
     if not node.children or depth <= 0:
         return None
@@ -124,9 +125,8 @@ def render_stage_body(events: list[dict], row: dict, ctx: dict, console: Console
 
 def render_walkthrough(header: dict, events: list[dict], summary: dict, console: Console, stage: str | None = None, depth: int = DEFAULT_DEPTH) -> None:
     catalog = stage_index()
-    model = header["model"]
     image = header["inputs"].get("image") or {}
-    console.print(Rule(f"[bold]Llama 3.2 Vision {escape(visible(str(model['preset'])))}[/] — " + escape(f"traced in {mode_label(header)}, {header['dtype']}")))
+    console.print(Rule(f"[bold]Llama 3.2 Vision {escape(preset_label(header))}[/] — " + escape(f"traced in {mode_label(header)}, {header['dtype']}")))
     console.print(  # the user's text, not markup: a prompt may hold "[/]"
         visible(f"image {image.get('path')} {image.get('size', ['?', '?'])[0]}x{image.get('size', ['?', '?'])[1]} {image.get('mode')} · "
         f"prompt {header['inputs'].get('prompt')!r} ({summary.get('prompt_tokens')} tokens, {header['inputs'].get('layout')} layout)"),
