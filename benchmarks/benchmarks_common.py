@@ -190,8 +190,6 @@ def interleaved_samples(cases: dict, repeats: int) -> tuple[dict, dict]:
     process) per case, a list with one entry per round. With one torch thread the CPU time is
     the steadier of the two on a shared machine: it leaves out the time another tenant holds the
     core."""
-    import time
-
     wall: dict = {k: [] for k in cases}
     cpu: dict = {k: [] for k in cases}
     for _ in range(repeats):

@@ -30,7 +30,7 @@ import triton  # noqa: E402
 
 from benchmarks_common import load_package  # noqa: E402
 
-SHAPES = [  # (dtype, BLOCK, steps, warps): the default launch, and the larger blocks gpu_profile.py tries
+SHAPES = [  # (dtype, BLOCK, steps, warps): the default launch, and the larger blocks gpu_profile.py's VARIANTS try (kept in step by hand)
     ("bf16", 1024, 1, 4), ("bf16", 1024, 16, 4), ("bf16", 2048, 16, 4), ("bf16", 4096, 4, 8), ("fp32", 1024, 16, 4),
 ]
 LOAD = re.compile(r"ld\.global\.[a-z0-9.]+")

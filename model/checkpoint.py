@@ -885,8 +885,8 @@ def _check_recipes(recipes: dict[str, _Recipe], source: _Source, ignorable: set[
     missing = [source.display(k) for k in needed if k not in have]
     unexpected = [source.display(k) for k in source.keys() if k not in needed and k not in ignorable]
     unexpected += list(getattr(source, "unknown", []))
-    misshaped = [f"{source.display(k)} {list(source.shape(k))} (expected {list(s)})" for k, s in needed.items()
-                 if k in have and source.shape(k) != s]
+    wrong = [(k, tuple(source.shape(k)), tuple(s)) for k, s in needed.items() if k in have and source.shape(k) != s]
+    misshaped = [f"{source.display(k)} {list(got)} (expected {list(want)})" for k, got, want in wrong]
     not_float = [f"{source.display(k)} ({source.dtype_name(k)})" for k in needed if k in have and not source.is_float(k)]
     problems = []
     if missing:
@@ -895,10 +895,12 @@ def _check_recipes(recipes: dict[str, _Recipe], source: _Source, ignorable: set[
         problems.append(f"{len(unexpected)} unexpected: {_listed(unexpected)}")
     if misshaped:
         problems.append(f"{len(misshaped)} with the wrong shape: {_listed(misshaped)}")
-        share = _shard_share([(tuple(source.shape(k)), tuple(s)) for k, s in needed.items() if k in have and source.shape(k) != s])
+        share = _shard_share([(got, want) for _, got, want in wrong])
         if share:
+            here = len(getattr(source, "files", ())) or share.numerator  # Meta's shard files, counted; else the share's
             problems.append(f"each of them {share} of its expected size along one dimension, as if the weights were split into "
-                            f"{share.denominator} model-parallel shards with {share.numerator} of them here: are shard files missing?")
+                            f"{here * share.denominator // share.numerator} model-parallel shards with {here} of them here: "
+                            "are shard files missing?")
     if problems:
         raise CheckpointError(f"{where}: the tensors do not fit the model its config describes ({'; '.join(problems)}); "
                               "check that the config file and the weights belong together and are complete")

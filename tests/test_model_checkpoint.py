@@ -364,6 +364,16 @@ def test_meta_shard_set_errors(micro_sd, tmp_path):
                  tmp_path, meta=True)
 
 
+def test_two_shards_of_four_are_counted_as_two_of_four(micro_sd, tmp_path):
+    """The share reduces (2/4 is 1/2); the hint counts the shard files that are there, so it says
+    2 of 4, where it once said 1 of 2."""
+    ck.write_meta_checkpoint(tmp_path, MICRO, micro_sd, shards=4)
+    for name in ("consolidated.02.pth", "consolidated.03.pth"):
+        (tmp_path / name).unlink()
+    expect_error("1/2 of its expected size along one dimension, as if the weights were split into 4 model-parallel shards with 2 of them here",
+                 tmp_path, meta=True)
+
+
 @pytest.mark.parametrize("change, fragment", [
     (lambda p: p.update(rope_scaling=8), "unknown key(s) rope_scaling"),
     (lambda p: p.pop("dim"), "missing key(s) dim"),

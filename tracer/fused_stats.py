@@ -13,8 +13,8 @@ Launch shape: a program takes one step of BLOCK elements while FOLD programs cov
 else 4, 16, ... steps. (Sixteen steps at least, as before the tenth session, left a [1, 24, 4096]
 tensor waiting out sixteen memory round trips in a row: 11.1 µs of device time on an H200, now
 5.6. More programs than FOLD, or one 8192-element load per program, were slower for the largest
-tensors: benchmarks/RESULTS.md. Compiled for sm_90, BLOCK 2048 or 4096 takes 183 to 212 registers
-a thread, against 56 to 96 at 1024 (`benchmarks/kernel_ptx.py`): fewer programs fit on an SM,
+tensors: benchmarks/RESULTS.md. Compiled for sm_90, BLOCK 2048 or 4096 takes 183 or 184 registers
+a thread, against 64 to 96 at 1024 (`benchmarks/kernel_ptx.py`): fewer programs fit on an SM,
 which may be why.)
 
 Loads: a program whose slice lies wholly inside x reads it without a mask. Masked by `n`, which

@@ -252,7 +252,7 @@ FUSED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 # every tensor, made no difference beyond the noise of the whole prefill on an H200, in either
 # direction (benchmarks/RESULTS.md, tenth session).
 FUSED_MIN = SMALL + 1
-CHUNK = SMALL  # a large CPU tensor is summarised this many elements at a time (`_chunked_moments`)
+CHUNK = 1 << 18  # a large CPU tensor is summarised this many elements at a time (`_chunked_moments`): 1 MiB in fp32, so a chunk's later passes find it in the cache
 
 
 @functools.cache
@@ -348,11 +348,11 @@ def _chunked_moments(flat: torch.Tensor, dtype: torch.dtype, space: torch.Tensor
 
     lo, hi, total = math.inf, -math.inf, 0.0
     for chunk in chunks:
-        rows = converted(chunk)  # [CHUNK]
-        low, high = rows.amin().item(), rows.amax().item()
+        part = converted(chunk)  # [CHUNK]
+        low, high = part.amin().item(), part.amax().item()
         if not math.isfinite(low + high):  # NaN or Inf: Python's min and max would not see a NaN
             return None
-        lo, hi, total = min(lo, low), max(hi, high), total + rows.sum().item()
+        lo, hi, total = min(lo, low), max(hi, high), total + part.sum().item()
     if _too_wide_for_fp32(max(-lo, hi), n):
         return None
     center = torch.tensor(total / n, dtype=dtype).item()  # the mean, rounded to `dtype`
@@ -486,8 +486,8 @@ class ValueStats:
         for `WIDE`). On an accelerator from x itself where it is a contiguous tensor of that
         dtype, else from a copy. On the CPU a chunk at a time
         (`_chunked_moments`), through one CHUNK-long buffer kept for the rest of the trace: with
-        tiny's two [1, 24, 128256] logits tensors, that took 15% off the prefill's time in
-        `ValueStats` (`benchmarks/RESULTS.md`, eleventh session). A tensor with NaN, Inf or huge
+        two 3.1M-element tensors (bf16 and fp32) in a benchmark's forward, that took 15% off its
+        time in `ValueStats` (`benchmarks/RESULTS.md`, eleventh session). A tensor with NaN, Inf or huge
         values is summarised whole, from a copy in that dtype."""
         dtype = torch.float64 if x.dtype in WIDE else torch.float32
         if not x.is_cpu:
