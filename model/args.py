@@ -82,7 +82,10 @@ class ModelArgs:
             (self.vision_chunk_size % self.vision_patch_size == 0, "vision_chunk_size must be a multiple of vision_patch_size"),
             (0 < self.vision_num_cross_attention_layers <= self.n_layers, "vision_num_cross_attention_layers must be in 1..n_layers"),
             (all(0 <= i < self.vision_layers for i in self.vision_return_intermediate), "vision_return_intermediate indices must be < vision_layers"),
-            (self.vision_max_num_chunks <= self.vision_max_num_tiles ** 2, "vision_max_num_chunks too large for the tile tables"),
+            # Meta adds tile tables of vision_max_num_tiles rows to all C chunks of an image (and
+            # hard-codes 4 tiles): any other chunk count fails in its vision encoder.
+            (self.vision_max_num_chunks == self.vision_max_num_tiles,
+             f"vision_max_num_chunks must equal vision_max_num_tiles ({self.vision_max_num_tiles}): Meta's tile tables cover every chunk"),
         ]
         for ok, message in checks:
             if not ok:
@@ -201,6 +204,30 @@ PARAMS_JSON_EXTENSION = (
 )
 
 
+# Keys Meta's ModelArgs reads that describe weights llama-trace does not run: refused by name.
+_PARAMS_JSON_UNSUPPORTED = {
+    "quantization_args": "a quantized checkpoint; llama-trace runs bf16 or fp32 weights, so use the unquantized download",
+    "lora_args": "a checkpoint with LoRA adapters; llama-trace runs plain weights, so use the base download",
+}
+
+
+def _flatten_vision_model(data: dict, path: str) -> dict:
+    """Meta's ModelArgs also reads the cross-attention layer count from the nested form
+    `"vision_model": {"cross_attention_adapter": {"num_layers": X}}`: that form, as the flat key."""
+    if "vision_model" not in data:
+        return data
+    nested = data["vision_model"]
+    adapter = nested.get("cross_attention_adapter") if isinstance(nested, dict) else None
+    if not isinstance(adapter, dict) or set(nested) != {"cross_attention_adapter"} or set(adapter) != {"num_layers"}:
+        raise ConfigError(f'{path}: "vision_model" must be {{"cross_attention_adapter": {{"num_layers": X}}}}, as Meta reads it')
+    flat = {k: v for k, v in data.items() if k != "vision_model"}
+    layers = flat.setdefault("vision_num_cross_attention_layers", adapter["num_layers"])
+    if layers != adapter["num_layers"]:
+        raise ConfigError(f"{path}: vision_num_cross_attention_layers={layers!r} disagrees with "
+                          f"vision_model.cross_attention_adapter.num_layers={adapter['num_layers']!r}; keep one")
+    return flat
+
+
 def read_json_object(path: Path) -> dict:
     """A config file's JSON object; anything else (unreadable, not JSON, not an object) is a
     ConfigError, except a PermissionError: the file is fine, the caller says what to do."""
@@ -224,6 +251,10 @@ def from_params_json(path: str | Path, **runtime) -> ModelArgs:
 def from_params(data: dict, where: str = "params.json", name: str = "checkpoint", **runtime) -> ModelArgs:
     """The checks and defaults of `from_params_json`, for a params.json already read into a dict."""
     path = where
+    data = _flatten_vision_model(data, path)
+    unsupported = [k for k in _PARAMS_JSON_UNSUPPORTED if k in data]
+    if unsupported:
+        raise ConfigError(f"{path}: {', '.join(unsupported)} present: {_PARAMS_JSON_UNSUPPORTED[unsupported[0]]}")
     unknown = sorted(set(data) - set(PARAMS_JSON_REQUIRED) - set(PARAMS_JSON_OPTIONAL) - set(PARAMS_JSON_EXTENSION))
     if unknown:
         raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)}")

@@ -33,8 +33,10 @@ class LLMInput:
 
 @dataclass
 class Message:
-    role: str  # "user" | "system" | "assistant"
+    role: str  # "user" | "system" | "assistant" | "tool" (its header reads "ipython", as in Meta's)
     content: list = field(default_factory=list)  # str or PIL images, in order
+    # Every turn closes with <|eot_id|>: Meta's RawMessage can also close an assistant turn with
+    # <|eom_id|> (a tool call awaiting its result), which this prompt-only format leaves out.
 
 
 def create_vision_mask(tokens: list[int], vision_token: int) -> list[list[int]]:
@@ -65,7 +67,7 @@ class ChatFormat:
         special = self.tokenizer.special_tokens
         return (
             [special["<|start_header_id|>"]]
-            + self.tokenizer.encode(role, bos=False, eos=False)
+            + self.tokenizer.encode("ipython" if role == "tool" else role, bos=False, eos=False)
             + [special["<|end_header_id|>"]]
             + self.tokenizer.encode("\n\n", bos=False, eos=False)
         )

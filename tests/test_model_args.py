@@ -92,6 +92,41 @@ def test_params_json_values_of_the_wrong_kind_are_named_with_the_file(tmp_path, 
         from_params_json(path)
 
 
+def test_params_json_nested_cross_attention_count_reads_as_meta_reads_it(tmp_path):
+    from tests.meta_reference import meta_modules
+
+    flat = {k: v for k, v in META_11B_PARAMS.items() if k != "vision_num_cross_attention_layers"}
+    nested = {**flat, "vision_model": {"cross_attention_adapter": {"num_layers": 8}}}
+    path = tmp_path / "params.json"
+    path.write_text(json.dumps(nested))
+    meta = meta_modules().args.ModelArgs(**nested)
+    assert from_params_json(path).vision_num_cross_attention_layers == meta.vision_num_cross_attention_layers == 8
+    assert from_params_json(path) == PRESETS["11b-instruct"].replace(max_seq_len=from_params_json(path).max_seq_len)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [({"vision_model": {"cross_attention_adapter": {"num_layers": 20}}}, "vision_num_cross_attention_layers=8 disagrees with vision_model.cross_attention_adapter.num_layers=20; keep one"),
+     ({"vision_model": {"cross_attention_adapter": {"num_layers": 8, "heads": 4}}}, '"vision_model" must be'),
+     ({"vision_model": 8}, '"vision_model" must be'),
+     ({"quantization_args": {"group_size": 64}}, "quantization_args present: a quantized checkpoint; .* use the unquantized download"),
+     ({"lora_args": {"rank": 8}}, "lora_args present: a checkpoint with LoRA adapters")],
+)
+def test_params_json_forms_meta_reads_but_we_cannot_run_are_named(tmp_path, change, message):
+    path = tmp_path / "params.json"
+    path.write_text(json.dumps({**META_11B_PARAMS, **change}))
+    with pytest.raises(ConfigError, match=f"^{path}: {message}"):
+        from_params_json(path)
+
+
+@pytest.mark.parametrize("chunks", [1, 2, 3, 8, 16])
+def test_chunk_count_must_fill_the_tile_tables_as_in_meta(chunks):
+    # Meta adds its 4-row tile tables to every chunk: another count fails in its encoder, and
+    # 8 let a 1x8 canvas index past the tables in ours.
+    with pytest.raises(ConfigError, match=r"vision_max_num_chunks must equal vision_max_num_tiles \(4\)"):
+        PRESETS["tiny"].replace(vision_max_num_chunks=chunks)
+
+
 def test_text_only_params_json_is_refused(tmp_path):
     text_only = {k: v for k, v in META_11B_PARAMS.items() if not k.startswith("vision")}
     path = tmp_path / "params.json"

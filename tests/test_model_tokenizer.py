@@ -46,3 +46,30 @@ def test_vision_mask_for_several_images():
     # consecutive images all stay visible until the end of the following text
     assert create_vision_mask([1, img, img, 2, 3], img) == [[1, 5], [2, 5]]
     assert create_vision_mask([1, 2], img) == []
+
+
+def test_chat_layouts_equal_meta_chat_format(tokenizer):
+    """Ours against Meta's ChatFormat on the same turns: a system turn, images before, between and
+    after text, an assistant turn, and a tool result (whose header Meta writes as "ipython")."""
+    import io
+
+    from llama_models.datatypes import RawMediaItem, RawMessage, RawTextItem, StopReason
+
+    from tests.meta_reference import meta_chat_format
+
+    def png(image):
+        out = io.BytesIO()
+        image.save(out, format="PNG")
+        return out.getvalue()
+
+    red, gray = Image.new("RGB", (30, 20), (200, 10, 10)), Image.new("L", (10, 40), 90)
+    turns = [("system", ["Be brief."]), ("user", ["Look", red, "and", gray, "?"]),
+             ("assistant", ["A red and a gray image."]), ("user", [red, "Again <|eot_id|>"]), ("tool", ["42"])]
+    ours = ChatFormat(tokenizer).encode_dialog_prompt([Message(role, content) for role, content in turns])
+    meta = meta_chat_format().encode_dialog_prompt([
+        RawMessage(role=role, content=[RawTextItem(text=x) if isinstance(x, str) else RawMediaItem(data=png(x)) for x in content],
+                   **({"stop_reason": StopReason.end_of_turn} if role == "assistant" else {}))
+        for role, content in turns])
+    assert ours.tokens == meta.tokens
+    assert ours.vision.mask == meta.vision.mask == [[14, 16], [16, 35], [35, 55]]
+    assert [image.tobytes() for image in ours.vision.images] == [image.tobytes() for image in meta.vision.images]
