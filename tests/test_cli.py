@@ -66,6 +66,8 @@ def test_json_to_stdout_is_json_lines():
         (["run", "--model", "tiny", "--max-new-tokens", "-3"], "--max-new-tokens must be at least 1"),
         (["run", "--model", "tiny", "--device", "cuda"], "no CUDA GPU"),
         (["run", "--model", "tiny", "--device", "tpu"], "unknown --device"),
+        (["run", "--model", "tiny", "--device", "cuda:x"], "unknown --device 'cuda:x'; use cpu, cuda or cuda:N (N a GPU's index)"),
+        (["run", "--model", "tiny", "--device", "cuda:"], "unknown --device 'cuda:'"),
         (["run", "--format", "markdown"], "give the page path with -o"),
         (["run", "--model", "tiny", "--dtype", "fp16"], "Invalid value"),
         (["run", "--model", "tiny", "--layout", "poem"], "unknown --layout"),
@@ -98,6 +100,26 @@ def test_bad_input_gives_a_one_line_error(args, message):
     assert result.exit_code == 2
     assert message in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("command", [["run", "--model", "tiny"], ["render", "LOG"]])
+def test_a_markdown_page_is_not_written_to_a_device(tmp_path, command):
+    # Its pictures would go beside it: /dev/null.canvas.png.
+    log = tmp_path / "a.jsonl"
+    log.write_text("{}")
+    args = [str(log) if a == "LOG" else a for a in command]
+    result = runner.invoke(app, [*args, "--format", "markdown", "-o", "/dev/null"])
+    assert result.exit_code == 2 and "-o /dev/null is not a regular file, and a Markdown page writes its pictures beside it" in result.output
+    assert not list(pathlib.Path("/dev").glob("null.*.png"))
+
+
+def test_a_gpu_index_past_the_machine_is_refused(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    result = runner.invoke(app, ["run", "--model", "tiny", "--device", "cuda:2"])
+    assert result.exit_code == 2 and "--device cuda:2: this machine shows 2 CUDA GPU(s), numbered from 0" in result.output
 
 
 def test_prompt_file_and_a_longer_context(tmp_path):

@@ -132,6 +132,15 @@ def test_files_written_together_are_written_all_or_none(tmp_path):
     assert page.read_text() == "new page" and (tmp_path / "page.canvas.png").read_bytes() == b"png"
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs Linux's /dev/full")
+def test_a_special_file_failing_leaves_no_regular_file_behind(tmp_path):
+    """A FIFO or device among the files is written before the others are renamed into place: when
+    it fails (/dev/full), the regular files are not left behind."""
+    with pytest.raises(OSError) as info:
+        atomic_write_files({tmp_path / "page.canvas.png": b"png", Path("/dev/full"): b"page"})
+    assert info.value.filename == "/dev/full" and list(tmp_path.iterdir()) == []
+
+
 def test_a_file_that_is_not_utf8_is_not_a_text_file(tmp_path):
     path = tmp_path / "picture.jsonl"
     path.write_bytes(b"\x89PNG\r\n\x1a\n\x8e\xff\x00")

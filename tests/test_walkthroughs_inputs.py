@@ -477,3 +477,29 @@ def test_special_token_soup_never_adds_an_image_slot(text, tokenizer):
             continue
         inp = ChatFormat(tokenizer, allow_special=allow).encode_content([Image.new("RGB", (4, 4)), text])
         assert inp.vision.mask == [[1, -1]]
+
+
+def test_a_big_endian_16_bit_tiff_loads_with_its_note(tmp_path):
+    # Pillow's getextrema refuses mode I;16B: the note used to crash the run.
+    Image.frombytes("I;16B", (4, 1), np.array([0, 300, 65535, 7], dtype=">u2").tobytes()).save(tmp_path / "be.tiff")
+    loaded = load_image(tmp_path / "be.tiff")
+    assert loaded.info["mode"] == "I;16B" and loaded.image.mode == "RGB"
+    assert "values 0..65535" in loaded.notes[0] and "(2 pixels, 50%, clipped)" in loaded.notes[0]
+
+
+def test_nan_and_inf_pixels_are_counted_not_shown_as_the_range(tmp_path):
+    pixels = np.array([[np.nan, np.inf, -np.inf, 300.0, 20.0, 1.5]], dtype=np.float32)
+    Image.fromarray(pixels, mode="F").save(tmp_path / "odd.tiff")
+    note = load_image(tmp_path / "odd.tiff").notes[0]
+    assert "values 1.5..300" in note and "(1 pixels, 16.7%, clipped)" in note
+    assert "3 more pixels are NaN or infinite, read as 0 (NaN, -inf) or 255 (+inf)" in note and "nan" not in note
+    Image.fromarray(pixels[:, [0, 4, 5]], mode="F").save(tmp_path / "in_range.tiff")
+    assert load_image(tmp_path / "in_range.tiff").notes == [
+        'F image with 1 NaN or infinite pixels: Pillow\'s convert("RGB"), which Meta\'s reference uses, reads them as 0 (NaN, -inf)'
+        " or 255 (+inf); re-export it with finite values"]
+
+
+def test_a_lab_image_has_no_alpha_to_drop(tmp_path):
+    # LAB's bands are L, A and B: its A is a colour, not transparency.
+    Image.new("LAB", (8, 8), (50, 10, 200)).save(tmp_path / "lab.tiff")
+    assert not any("alpha" in note for note in load_image(tmp_path / "lab.tiff").notes)

@@ -75,7 +75,8 @@ def atomic_write_files(files: dict[Path, bytes]) -> None:
     all are written, each renamed into place. A failure while writing (a full disk, a folder
     where a file goes) leaves nothing new behind; only a rename failing midway could leave some
     renamed. The OSError names the file the caller asked for (not a temporary one). A special
-    file (a FIFO, /dev/null) is written through, last, never replaced."""
+    file (a FIFO, /dev/null) is written through, never replaced: after the others are written,
+    before they are renamed, so that its failing (/dev/full) leaves nothing new behind either."""
     staged: list[tuple[str, Path, object]] = []  # (temporary file, the file it replaces, the path asked for)
     special = {path: data for path, data in files.items() if is_special_file(Path(path))}
     try:
@@ -93,14 +94,17 @@ def atomic_write_files(files: dict[Path, bytes]) -> None:
                     f.write(data)
             except OSError as err:
                 raise OSError(err.errno, err.strerror or str(err), str(path)) from None
+        for path, data in special.items():
+            try:
+                with open(path, "wb") as f:
+                    f.write(data)
+            except OSError as err:
+                raise OSError(err.errno, err.strerror or str(err), str(path)) from None
         for tmp, target, path in staged:
             try:
                 os.replace(tmp, target)
             except OSError as err:
                 raise OSError(err.errno, err.strerror or str(err), str(path)) from None
-        for path, data in special.items():
-            with open(path, "wb") as f:
-                f.write(data)
     finally:
         for tmp, *_ in staged:
             Path(tmp).unlink(missing_ok=True)  # renamed already, or left over from a failure

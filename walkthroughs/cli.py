@@ -7,6 +7,7 @@ import errno
 import gc
 import math
 import os
+import re
 import sys
 from enum import Enum
 from pathlib import Path
@@ -127,6 +128,11 @@ def _check_target(fmt: str, output: Optional[Path], force: bool, stage: Optional
         _check_output(output, force)
     if fmt == "markdown" and output is None:
         fail("--format markdown writes a page and its pictures: give the page path with -o, e.g. -o page.md")
+    if fmt == "markdown" and output is not None:
+        from tracer.log import is_special_file
+
+        if is_special_file(output):
+            fail(f"-o {output} is not a regular file, and a Markdown page writes its pictures beside it; give the page a file path (or use --format html)")
     if fmt == "markdown" and not force:
         from .regenerate import prompt_file_path
 
@@ -289,8 +295,8 @@ def run(
     if checkpoint is not None and mode is Mode.meta:
         fail("--checkpoint loads real weights; leave out --mode meta")
     model = model or ModelName.b11_instruct
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        fail(f"unknown --device {device!r}; use cpu or cuda")
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", device):
+        fail(f"unknown --device {device!r}; use cpu, cuda or cuda:N (N a GPU's index)")
     if device.startswith("cuda"):
         import torch
 
@@ -300,6 +306,8 @@ def run(
             fail(f"--device is for real arithmetic, and {model.value} runs in meta mode (no device, no weights): add --mode real, or leave out --device")
         if not torch.cuda.is_available():
             fail("--device cuda: no CUDA GPU is visible here; use --device cpu")
+        if ":" in device and int(device[5:]) >= torch.cuda.device_count():
+            fail(f"--device {device}: this machine shows {torch.cuda.device_count()} CUDA GPU(s), numbered from 0")
     if layout not in (None, "chat", "completion"):
         fail(f"unknown --layout {layout!r}; use chat or completion")
     try:

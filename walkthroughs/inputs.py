@@ -67,6 +67,7 @@ EXIF_ORIENTATIONS = {
     8: "rotated 90° counter-clockwise",
 }
 HIGH_BIT_MODES = ("I", "I;16", "I;16L", "I;16B", "I;16N", "F")
+ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")  # modes with an alpha band (Pillow's has_transparency_data)
 SURROGATE = re.compile("[\ud800-\udfff]")  # what Python makes of argv bytes that are not UTF-8
 
 
@@ -190,14 +191,13 @@ def _check_complete(path: Path, fmt: str | None, tail: bytes) -> None:
 
 def _alpha_note(im: Image.Image) -> str | None:
     """A note when the file has transparency that convert("RGB") will drop."""
-    bands = im.getbands()
-    has_alpha = "A" in bands or "a" in bands
+    has_alpha = im.mode in ALPHA_MODES  # not "A" in its bands: LAB's A is a colour
     if not has_alpha and "transparency" not in im.info:
         return None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            alpha = im.getchannel("A") if "A" in bands else im.convert("RGBA").getchannel("A")
+            alpha = im.getchannel("A") if im.mode in ("RGBA", "LA", "PA") else im.convert("RGBA").getchannel("A")
         lo, _ = alpha.getextrema()
     except Exception:
         return None
@@ -213,24 +213,34 @@ def _clip_note(im: Image.Image) -> str | None:
     """A note when convert("RGB") clips a 16/32-bit image's values to 0..255."""
     if im.mode not in HIGH_BIT_MODES:
         return None
-    lo, hi = im.getextrema()
+    import numpy as np
+
+    values = np.asarray(im)  # every high-bit mode (Pillow's getextrema refuses I;16B)
+    finite = np.isfinite(values)
+    unreadable = values.size - int(np.count_nonzero(finite))  # NaN and ±inf, in an F image
+    if unreadable:
+        values = values[finite]
+    if values.size == 0:
+        return (f"{im.mode} image with no finite values: Pillow's convert(\"RGB\"), which Meta's reference uses, reads them"
+                f" as 0 (NaN, -inf) or 255 (+inf); re-export it with finite values")
+    lo, hi = float(values.min()), float(values.max())
+    odd = f"; {unreadable} more pixels are NaN or infinite, read as 0 (NaN, -inf) or 255 (+inf)" if unreadable else ""
     if im.mode == "F" and 0 <= lo and 0 < hi <= 1:  # floats meant as 0..1, most likely
         return (
             f"F (float) image with values {lo:g}..{hi:g}: Pillow's convert(\"RGB\"), which Meta's reference uses, reads them"
-            f" as 0..255, so the image is almost black; if they mean 0..1, save it as 8-bit (0..255)"
+            f" as 0..255, so the image is almost black{odd}; if they mean 0..1, save it as 8-bit (0..255)"
         )
     if lo >= 0 and hi <= 255:
-        return None
-    import numpy as np
-
-    values = np.asarray(im)
+        return None if not unreadable else (
+            f"{im.mode} image with {unreadable} NaN or infinite pixels: Pillow's convert(\"RGB\"), which Meta's reference uses,"
+            f" reads them as 0 (NaN, -inf) or 255 (+inf); re-export it with finite values")
     clipped = int(np.count_nonzero((values < 0) | (values > 255)))
-    share = f"{100 * clipped / values.size:.3g}"
-    if share == "100" and clipped < values.size:  # 59991 of 60000 is not all of them
+    share = f"{100 * clipped / (values.size + unreadable):.3g}"
+    if share == "100" and clipped < values.size + unreadable:  # 59991 of 60000 is not all of them
         share = "99.9"
     return (
         f"{im.mode} image with values {lo:g}..{hi:g}: Pillow's convert(\"RGB\"), which Meta's reference uses, clips them to"
-        f" 0..255 instead of scaling ({clipped} pixels, {share}%, clipped); save it as 8-bit to keep the detail"
+        f" 0..255 instead of scaling ({clipped} pixels, {share}%, clipped){odd}; save it as 8-bit to keep the detail"
     )
 
 
