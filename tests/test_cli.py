@@ -108,9 +108,10 @@ def test_a_markdown_page_is_not_written_to_a_device(tmp_path, command):
     log = tmp_path / "a.jsonl"
     log.write_text("{}")
     args = [str(log) if a == "LOG" else a for a in command]
+    before = set(pathlib.Path("/dev").glob("null.*.png"))
     result = runner.invoke(app, [*args, "--format", "markdown", "-o", "/dev/null"])
     assert result.exit_code == 2 and "-o /dev/null is not a regular file, and a Markdown page writes its pictures beside it" in result.output
-    assert not list(pathlib.Path("/dev").glob("null.*.png"))
+    assert set(pathlib.Path("/dev").glob("null.*.png")) == before
 
 
 def test_a_gpu_index_past_the_machine_is_refused(monkeypatch):
@@ -120,6 +121,44 @@ def test_a_gpu_index_past_the_machine_is_refused(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     result = runner.invoke(app, ["run", "--model", "tiny", "--device", "cuda:2"])
     assert result.exit_code == 2 and "--device cuda:2: this machine shows 2 CUDA GPU(s), numbered from 0" in result.output
+
+
+def test_a_page_rendered_later_checks_the_traced_image(tmp_path):
+    """render draws a page's image pictures only from the pixels the log traced: a moved image is
+    named in a note (and can be given with --image), a changed one is refused in a note."""
+    from PIL import Image
+
+    Image.new("RGB", (400, 200), (200, 30, 30)).save(tmp_path / "red.png")
+    log = tmp_path / "a.jsonl"
+    invoke("run", "--model", "tiny", "--image", str(tmp_path / "red.png"), "-o", str(log), "--no-timing")
+
+    def render(name, *extra):
+        result = runner.invoke(app, ["render", str(log), "-o", str(tmp_path / name), *extra])
+        assert result.exit_code == 0, result.output
+        return result.output, sorted(p.name.split(".")[1] for p in tmp_path.glob(f"{pathlib.Path(name).stem}.*.png"))
+
+    assert render("same.md") == (f"wrote {tmp_path / 'same.md'} and 4 files beside it (same.canvas.png, same.chunks.png,"
+                                 " same.encoder_mask.png, same.xattn_mask.png)\n", ["canvas", "chunks", "encoder_mask", "xattn_mask"])
+    (tmp_path / "red.png").rename(tmp_path / "moved.png")
+    output, pictures = render("gone.md")
+    assert f"note: {tmp_path / 'red.png'}, the image this log traced, is not there; the page leaves out the pictures" in output
+    assert pictures == ["encoder_mask", "xattn_mask"]
+    output, pictures = render("given.md", "--image", str(tmp_path / "moved.png"))
+    assert "note" not in output and pictures == ["canvas", "chunks", "encoder_mask", "xattn_mask"]
+    assert (tmp_path / "given.canvas.png").read_bytes() == (tmp_path / "same.canvas.png").read_bytes()
+    Image.new("RGB", (400, 200), (30, 200, 30)).save(tmp_path / "red.png")  # same size and mode, other pixels
+    output, pictures = render("other.md")
+    assert "is not the image this log traced (it is 400x200 RGB; the log's was 400x200 RGB, with other pixels)" in output
+    assert pictures == ["encoder_mask", "xattn_mask"]
+    lines = log.read_text().splitlines()  # a log from before the digest: size and mode decide
+    header = json.loads(lines[0])
+    del header["inputs"]["image"]["pixels_sha256"]
+    log.write_text("\n".join([json.dumps(header), *lines[1:]]) + "\n")
+    Image.new("RGB", (40, 20)).save(tmp_path / "red.png")
+    output, _ = render("old.md")
+    assert "is not the image this log traced (it is 40x20 RGB; the log's was 400x200 RGB); the page leaves out" in output
+    result = runner.invoke(app, ["render", str(log), "--image", str(tmp_path / "red.png")])
+    assert result.exit_code == 2 and "--image gives a page's pictures their image; it is for --format markdown or html" in result.output
 
 
 def test_prompt_file_and_a_longer_context(tmp_path):

@@ -1,5 +1,6 @@
 """walkthroughs/inputs.py: every bad image or prompt ends in a one-line InputError or a correct load."""
 
+import hashlib
 import io
 import struct
 import tempfile
@@ -245,7 +246,8 @@ def test_good_image_loads_as_meta_converts_it(case, tmp_path):
         ref_mode, ref_size = ref.mode, ref.size
         expected = ref.convert("RGB")
     assert im.size == expected.size and im.tobytes() == expected.tobytes()
-    assert loaded.info == {"path": path.name, "file": str(path), "size": list(ref_size), "mode": ref_mode}
+    assert loaded.info == {"path": path.name, "file": str(path), "size": list(ref_size), "mode": ref_mode,
+                           "pixels_sha256": hashlib.sha256(expected.tobytes()).hexdigest()}
     if note is None:
         assert loaded.notes == []
     else:

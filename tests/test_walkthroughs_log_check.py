@@ -25,7 +25,7 @@ def render_everything(header, events, summary, tmp_path):
     render_summary(header, events, summary, console)
     render_walkthrough(header, events, summary, console, stage="sampling")
     render_stage(header, events, summary, console, all_stage_contexts(header, events, summary), 0)
-    render_markdown(header, events, summary, tmp_path / "page.md", image=image_for_log(header))
+    render_markdown(header, events, summary, tmp_path / "page.md", image=image_for_log(header)[0])
     questions(header, events, summary, 3, seed=0)
     compare(Log("a", header, events, summary), Log("b", header, events, summary))
 

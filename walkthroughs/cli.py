@@ -406,6 +406,7 @@ def render(
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output file."),
     stage: Optional[str] = typer.Option(None, "--stage", help="Only stages whose id starts with this (the walkthrough in the terminal; a page of those stages in markdown and html)."),
     depth: int = typer.Option(DEFAULT_DEPTH, "--depth", help="Levels of the module tree to show under each stage."),
+    image: Optional[Path] = typer.Option(None, "--image", parser=_path, help="The traced image, for a page's pictures, where it is no longer at the path the log names (its pixels must be the ones traced)."),
 ) -> None:
     """Show a saved log: a stage summary, the annotated walkthrough, or a Markdown page."""
     from tracer.log import LogError
@@ -421,7 +422,12 @@ def render(
         header, events, summary = load_run_log(log)
     except LogError as err:
         fail(str(err))
-    _render(header, events, summary, fmt.value, output, stage, depth, image_for_log(header))
+    if image is not None and fmt.value not in ("markdown", "html"):
+        fail("--image gives a page's pictures their image; it is for --format markdown or html")
+    picture, note = image_for_log(header, image) if fmt.value in ("markdown", "html") else (None, None)
+    if note:
+        typer.echo(f"llama-trace: note: {note}", err=True)
+    _render(header, events, summary, fmt.value, output, stage, depth, picture)
 
 
 class DiffFormat(str, Enum):

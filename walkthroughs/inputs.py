@@ -34,6 +34,7 @@ Public API
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import stat
@@ -392,8 +393,15 @@ def load_image(
         "file": "bundled" if bundled else str(path),
         "size": [width, height],
         "mode": mode,
+        "pixels_sha256": pixels_sha256(image),
     }
     return LoadedImage(image, info, notes)
+
+
+def pixels_sha256(image: Image.Image) -> str:
+    """The SHA-256 of an RGB image's pixels, row by row: which image a log traced, whatever file
+    held it (`render` checks a page's pictures against it)."""
+    return hashlib.sha256(image.tobytes()).hexdigest()
 
 
 # ---------------------------------------------------------------------------------------

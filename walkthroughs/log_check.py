@@ -6,6 +6,8 @@ the image stages, the run's result.)"""
 
 from __future__ import annotations
 
+import re
+
 from model import get_preset
 from tracer.log import LogError, found, shown
 
@@ -73,8 +75,10 @@ def _inputs_problem(inputs) -> str:
         return "the header has no 'inputs' object"
     image = inputs.get("image")
     if image is not None and (type(image) is not dict or ("size" in image and _size_problem(image))
-                              or type(image.get("file", "")) not in (str, type(None))):
-        return f"the header's input 'image' must be an object with a 'size' of [width, height] ({found(inputs, 'image')})"
+                              or type(image.get("file", "")) not in (str, type(None))
+                              or not re.fullmatch("[0-9a-f]{64}", str(image.get("pixels_sha256", "0" * 64)))):
+        return (f"the header's input 'image' must be an object with a 'size' of [width, height] and, where it has one,"
+                f" a 'pixels_sha256' of 64 hex digits ({found(inputs, 'image')})")
     mask = inputs.get("vision_mask", [])
     if type(mask) is not list or (mask and type(mask[0]) is not list):
         return f"the header's input 'vision_mask' must be a list of [start, end] pairs ({found(inputs, 'vision_mask')})"

@@ -30,6 +30,7 @@ from .catalog import trace_options
 from .defaults import DEFAULT_DEVICE, DEFAULT_DTYPE, DEFAULT_PROMPT, DEFAULT_TOP_P
 from .header import CHECKPOINT_PRESET
 from .sample_image import SAMPLE_IMAGE
+from .summary import visible
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
@@ -156,17 +157,31 @@ def checkpoint_tokenizer(path: Path | None) -> tuple[Tokenizer, str | None]:
         return get_tokenizer(), f"cannot read {path.name} ({err.__class__.__name__}): using the Llama 3 tokenizer from llama-models"
 
 
-def image_for_log(header: dict) -> Image.Image | None:
-    """The traced image again, for pictures rendered from a saved log (None if it is gone)."""
-    source = (header.get("inputs", {}).get("image") or {}).get("file")
-    path = SAMPLE_IMAGE if source == "bundled" else Path(source) if source else None
-    if path is None or not path.is_file():
-        return None
+def image_for_log(header: dict, given: Path | None = None) -> tuple[Image.Image | None, str | None]:
+    """The traced image again, for the pictures of a page rendered from a saved log: the file the
+    log names (or `given`, render's --image), loaded and checked as `run` loads it, and only if
+    its pixels are the ones traced. Otherwise no image, and a note that says why."""
+    traced = header.get("inputs", {}).get("image") or {}
+    source = traced.get("file")
+    if given is None and not source:
+        return None, None
+    path = given if given is not None else SAMPLE_IMAGE if source == "bundled" else Path(source)
+    left_out = "the page leaves out the pictures of the image"
+    if given is None and not path.is_file():
+        return None, f"{visible(source)}, the image this log traced, is not there; {left_out} (pass it with --image)"
+    cfg = header.get("model", {}).get("config", {})
     try:
-        with Image.open(path) as im:
-            return im.convert("RGB")
-    except Exception:
-        return None
+        loaded = inputs.load_image(path, chunk_size=cfg.get("vision_chunk_size", 560), max_num_chunks=cfg.get("vision_max_num_chunks", 4),
+                            dtype=torch.float32 if header.get("dtype") == "fp32" else torch.bfloat16)
+    except inputs.InputError as err:
+        return None, f"{err}; {left_out}"
+    now = loaded.info
+    digest = traced.get("pixels_sha256")
+    if (now["pixels_sha256"] != digest) if digest else (now["size"] != traced.get("size") or now["mode"] != traced.get("mode")):
+        size = "x".join(map(str, traced.get("size") or ["?", "?"]))
+        return None, (f"{visible(str(path))} is not the image this log traced (it is {now['size'][0]}x{now['size'][1]} {now['mode']};"
+                      f" the log's was {size} {traced.get('mode', '?')}{'' if digest is None else ', with other pixels'}); {left_out}")
+    return loaded.image, None
 
 
 def _traced_run(t, state, model, fmt, image, prompt, instruct, args, canvas, tokenizer, run_device, torch_dtype, mode,
