@@ -310,6 +310,23 @@ def tiny_checkpoints(tmp_path_factory):
     return meta, hf, state
 
 
+@pytest.mark.parametrize("damage, message", [
+    (lambda text: "\n".join(text.splitlines()[:1000]) + "\n",
+     "tokenizer.model holds 1256 tokens, special ones included, but the model's vocab_size is 128256: a tokenizer of another model"),
+    (lambda text: "not base64 at all\n", "tokenizer.model is malformed: Incorrect padding; re-download it, or move it away"),
+])
+def test_a_checkpoint_tokenizer_that_does_not_fit_is_refused_before_the_run(tiny_checkpoints, tmp_path, damage, message):
+    # A 1000-entry tokenizer used to run to the end and fail decoding the model's ids (KeyError).
+    import shutil
+
+    folder = shutil.copytree(tiny_checkpoints[0], tmp_path / "meta-tiny-instruct")
+    path = folder / "tokenizer.model"
+    path.write_text(damage(path.read_text()))
+    result = runner.invoke(app, ["run", "--checkpoint", str(folder), "--max-new-tokens", "2", "-o", str(tmp_path / "a.jsonl")])
+    assert result.exit_code == 2 and message in result.output and "internal error" not in result.output
+    assert not (tmp_path / "a.jsonl").exists()
+
+
 def test_checkpoints_of_both_layouts_generate_what_meta_generates(tiny_checkpoints, tmp_path):
     import copy
 

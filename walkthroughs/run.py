@@ -21,6 +21,7 @@ from PIL import Image
 from model import ChatFormat, Message, ModelArgs, Tokenizer, build_model, get_preset, get_tokenizer, load_checkpoint
 from model.checkpoint import detect_layout, read_checkpoint_args
 from model.meta_kernels import use_native_meta_kernels
+from model.tokenizer import TokenizerError
 from model import generation, image_transform
 from tracer import trace
 from tracer.capture import Trace
@@ -147,14 +148,24 @@ def check_memory(args: ModelArgs, dtype: torch.dtype, checkpoint: bool = False) 
     raise RunError(f"this run needs about {total / 2**30:.0f} GiB ({parts}) and {free / 2**30:.1f} GiB is free: {advice}")
 
 
-def checkpoint_tokenizer(path: Path | None) -> tuple[Tokenizer, str | None]:
-    """The checkpoint's own tokenizer.model when it reads as one, else the bundled Llama 3 one."""
+def checkpoint_tokenizer(path: Path | None, vocab_size: int) -> tuple[Tokenizer, str | None]:
+    """The checkpoint's own tokenizer.model, or the bundled Llama 3 one where it has none (with a
+    note). Either must hold the model's `vocab_size` tokens: the model writes ids up to it."""
     if path is None:
-        return get_tokenizer(), "the checkpoint has no tokenizer.model: using the Llama 3 tokenizer from llama-models"
-    try:
-        return Tokenizer(path), None
-    except Exception as err:  # a broken BPE file fails in many ways
-        return get_tokenizer(), f"cannot read {path.name} ({err.__class__.__name__}): using the Llama 3 tokenizer from llama-models"
+        tokenizer, note = get_tokenizer(), "the checkpoint has no tokenizer.model: using the Llama 3 tokenizer from llama-models"
+    else:
+        try:
+            tokenizer, note = Tokenizer(path), None
+        except TokenizerError as err:  # names the file and what is wrong with it
+            raise RunError(f"{err}; re-download it, or move it away to use the Llama 3 tokenizer from llama-models") from None
+        except Exception as err:  # tiktoken refusing the ranks
+            raise RunError(f"cannot read {visible(str(path))} as a tokenizer ({err.__class__.__name__}); re-download it, or move it"
+                           " away to use the Llama 3 tokenizer from llama-models") from None
+    if tokenizer.n_words != vocab_size:
+        where = visible(str(path)) if path is not None else "the Llama 3 tokenizer (the checkpoint has none)"
+        raise RunError(f"{where} holds {tokenizer.n_words} tokens, special ones included, but the model's vocab_size is {vocab_size}:"
+                       " a tokenizer of another model; use the checkpoint's own tokenizer.model")
+    return tokenizer, note
 
 
 def image_for_log(header: dict, given: Path | None = None) -> tuple[Image.Image | None, str | None]:
@@ -248,7 +259,7 @@ def run(
         if not layout:
             notes.append(f"{'chat' if instruct else 'completion'} prompt layout: the checkpoint's path "
                          f"{'names' if instruct else 'does not name'} an Instruct model; --layout {'completion' if instruct else 'chat'} for the other")
-        tokenizer, note = checkpoint_tokenizer(detect_layout(checkpoint).tokenizer)
+        tokenizer, note = checkpoint_tokenizer(detect_layout(checkpoint).tokenizer, args.vocab_size)
         notes += [note] if note else []
     else:
         mode = mode or default_mode(preset)
