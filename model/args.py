@@ -75,6 +75,10 @@ class ModelArgs:
             problem = _field_problem(f.type, value)
             if problem:
                 raise ConfigError(f"invalid model config {self.name!r}: {f.name}={value!r} {problem}")
+        for name, largest in _LARGEST.items():
+            if getattr(self, name) > largest:
+                raise ConfigError(f"invalid model config {self.name!r}: {name}={getattr(self, name)} is past {largest}, the"
+                                  f" largest this tool builds (Llama 3's largest model is far smaller: a typo?)")
         checks = [
             (self.dim % self.n_heads == 0, "dim must be divisible by n_heads"),
             (self.n_heads % self.n_kv_heads == 0, "n_heads must be divisible by n_kv_heads"),
@@ -166,6 +170,17 @@ def is_positive_int(value) -> bool:
 def is_positive_number(value) -> bool:
     """An epsilon, a base or a ratio: an int or float, finite, above zero (not NaN, not "1e-5")."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+# Upper bounds on the sizes, far past any Llama (the 405B: dim 16384, 126 layers, 128 heads), so
+# that a typo is named before it builds a million layers or a tensor whose byte count overflows.
+_LARGEST = {
+    "dim": 1 << 18, "vision_width": 1 << 18, "multiple_of": 1 << 18,
+    "n_layers": 1024, "vision_layers": 1024, "vision_global_layers": 1024, "vision_num_cross_attention_layers": 1024,
+    "n_heads": 1 << 12, "n_kv_heads": 1 << 12, "vision_heads": 1 << 12,
+    "vocab_size": 1 << 22, "vision_chunk_size": 1 << 13, "vision_patch_size": 1 << 13, "vision_max_num_chunks": 64,
+    "vision_max_num_tiles": 64, "n_learnable_embeddings": 1 << 12, "max_batch_size": 1 << 10,
+}
 
 
 def _field_problem(kind: str, value) -> str | None:

@@ -127,6 +127,16 @@ def test_chunk_count_must_fill_the_tile_tables_as_in_meta(chunks):
         PRESETS["tiny"].replace(vision_max_num_chunks=chunks)
 
 
+@pytest.mark.parametrize("key, value", [("dim", 2**40), ("n_layers", 1_000_000), ("vocab_size", 2**31)])
+def test_sizes_past_any_llama_are_named_before_anything_is_built(tmp_path, key, value):
+    # dim 2**40 overflowed torch's storage size while building (a RuntimeError); a million
+    # layers took over ten minutes and 19 GB to build on meta before the memory check spoke.
+    path = tmp_path / "params.json"
+    path.write_text(json.dumps({**META_11B_PARAMS, key: value}))
+    with pytest.raises(ConfigError, match=f"^{path}: invalid model config .*: {key}={value} is past [0-9]+, the largest this tool builds"):
+        from_params_json(path)
+
+
 def test_text_only_params_json_is_refused(tmp_path):
     text_only = {k: v for k, v in META_11B_PARAMS.items() if not k.startswith("vision")}
     path = tmp_path / "params.json"
