@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import mmap
 import math
+import os
 import pickle
 import re
 import warnings
@@ -99,15 +100,22 @@ class Layout:
     config: Path  # params.json or config.json
     weights: tuple[Path, ...]  # Meta: shard files in order; HF: model.safetensors or the index json
     tokenizer: Path | None
+    also_hf: bool = False  # a Meta layout whose folder holds a Hugging Face one as well (not read)
 
 
 def detect_layout(path: str | Path) -> Layout:
     """Which checkpoint layout `path` holds. A folder with both complete layouts is read as Meta's."""
     folder = Path(path).expanduser()
     try:
-        return _detect_layout(folder)
+        layout = _detect_layout(folder)
     except PermissionError as err:  # from listing the folder, or from looking at a file in it
         raise _permission_denied(Path(err.filename) if err.filename else folder) from None
+    for file in (layout.config, *layout.weights):
+        if file.is_symlink() and not file.exists():
+            raise CheckpointError(f"{file} is a broken symbolic link (to {os.readlink(file)}); point it at the file, or copy the file in")
+        if file.is_dir():
+            raise CheckpointError(f"{file} is a folder, not a file; {_EXPECTED}")
+    return layout
 
 
 def _detect_layout(folder: Path) -> Layout:
@@ -121,7 +129,8 @@ def _detect_layout(folder: Path) -> Layout:
 
     if META_PARAMS in names and pths:
         tok = folder / META_TOKENIZER
-        return Layout("meta", folder, folder / META_PARAMS, _meta_shard_files(folder, pths), tok if tok.is_file() else None)
+        also_hf = HF_CONFIG in names and bool(safetensors)
+        return Layout("meta", folder, folder / META_PARAMS, _meta_shard_files(folder, pths), tok if tok.is_file() else None, also_hf)
     if HF_CONFIG in names and (HF_INDEX in names or HF_SINGLE in names or safetensors):
         if HF_INDEX in names:
             weights = (folder / HF_INDEX,)
@@ -195,7 +204,7 @@ def args_from_params_json(path: Path, **runtime) -> ModelArgs:
         raise CheckpointError(f"{path}: not a Llama 3.2 Vision checkpoint (a text-only Llama params.json: no vision_* keys); "
                               "use an 11B/90B Vision checkpoint")
     try:
-        return from_params(data, str(path), name=path.parent.name or "checkpoint", **runtime)
+        return from_params(data, str(path), name=path.resolve().parent.name or "checkpoint", **runtime)  # `.` names its folder too
     except (ConfigError, TypeError, ZeroDivisionError) as err:
         message = _one_line(err)
         if "unknown key" in message:
@@ -443,9 +452,14 @@ def _load_pth(path: Path) -> dict[str, torch.Tensor]:
     except (RuntimeError, OSError, EOFError, ValueError) as err:
         raise CheckpointError(f"{path}: cannot read it as a torch checkpoint ({_gist(err)}); "
                               "the file is truncated or corrupt, or not saved by torch.save: re-download it") from None
-    if not isinstance(sd, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in sd.items()):
+    if not isinstance(sd, dict):
         raise CheckpointError(f"{path}: expected a flat dict of tensor names to tensors (Meta's consolidated layout), "
                               f"got {type(sd).__name__}; re-save it with torch.save(model.state_dict())")
+    odd = [f"{k!r} ({type(v).__name__})" for k, v in sd.items() if not (isinstance(k, str) and isinstance(v, torch.Tensor))]
+    if odd:
+        raise CheckpointError(f"{path}: expected a flat dict of tensor names to tensors (Meta's consolidated layout), but "
+                              f"{_listed(odd)} {'is' if len(odd) == 1 else 'are'} not a tensor; a training checkpoint holds the "
+                              "weights under one key: save that state_dict alone with torch.save")
     return sd
 
 
@@ -633,6 +647,10 @@ class _SafetensorsSource(_Source):
             if not isinstance(weight_map, dict) or not weight_map:
                 raise CheckpointError(f"{weights}: has no weight_map; re-download the index file")
             files = sorted(set(weight_map.values()))
+            outside = [f for f in files if not isinstance(f, str) or Path(f).name != f or f in ("", ".", "..")]
+            if outside:
+                raise CheckpointError(f"{weights}: its weight_map names {_listed(map(repr, outside))}, not file names in its folder;"
+                                      " re-download the index file")
             missing = [f for f in files if not (weights.parent / f).is_file()]
             if missing:
                 raise CheckpointError(f"{weights.parent}: shard file(s) {_listed(missing)} listed in {HF_INDEX} are missing; download them")

@@ -327,6 +327,18 @@ def test_a_checkpoint_tokenizer_that_does_not_fit_is_refused_before_the_run(tiny
     assert not (tmp_path / "a.jsonl").exists()
 
 
+def test_a_folder_with_both_layouts_says_which_it_reads(tiny_checkpoints, tmp_path):
+    import shutil
+
+    meta, hf, _ = tiny_checkpoints
+    folder = shutil.copytree(meta, tmp_path / "both-tiny-instruct")
+    for file in hf.glob("*.*"):
+        shutil.copy(file, folder / file.name)
+    result = runner.invoke(app, ["run", "--checkpoint", str(folder), "-o", str(tmp_path / "a.jsonl")])
+    assert result.exit_code == 0, result.output
+    assert "note: the checkpoint folder holds Meta's layout and Hugging Face's: reading Meta's (params.json, consolidated*.pth)" in result.output
+
+
 def test_checkpoints_of_both_layouts_generate_what_meta_generates(tiny_checkpoints, tmp_path):
     import copy
 

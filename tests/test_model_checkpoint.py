@@ -345,6 +345,35 @@ def test_folder_errors(tmp_path, micro_meta):
     expect_error("pytorch_model.bin are not read", only_cfg)
 
 
+def test_broken_links_folders_and_paths_out_of_the_folder_are_named(micro_meta, micro_hf, tmp_path):
+    weights = micro_meta / "consolidated.00.pth"
+    weights.rename(tmp_path / "moved.pth")
+    weights.symlink_to(tmp_path / "gone.pth")  # it was reported as a truncated or corrupt file
+    expect_error(f"{weights} is a broken symbolic link (to {tmp_path / 'gone.pth'}); point it at the file, or copy the file in", micro_meta)
+    weights.unlink()
+    (tmp_path / "moved.pth").rename(weights)
+    (micro_meta / "params.json").rename(tmp_path / "params.json")
+    (micro_meta / "params.json").mkdir()  # it was reported as not valid JSON
+    expect_error(f"{micro_meta / 'params.json'} is a folder, not a file", micro_meta)
+    (micro_hf / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"a": "../elsewhere.safetensors"}}))
+    expect_error("its weight_map names '../elsewhere.safetensors', not file names in its folder; re-download the index file", micro_hf)
+
+
+def test_a_pth_of_more_than_tensors_names_what_is_not_one(micro_meta, micro_sd):
+    torch.save({"model": dict(micro_sd), "step": 5}, micro_meta / "consolidated.00.pth")
+    message = expect_error("but 'model' (dict), 'step' (int) are not a tensor; a training checkpoint holds the weights under one key",
+                           micro_meta, meta=True)
+    assert "save that state_dict alone with torch.save" in message
+
+
+def test_meta_args_are_named_after_the_folder_however_it_is_spelled(micro_meta, monkeypatch):
+    from model.checkpoint import read_checkpoint_args
+
+    monkeypatch.chdir(micro_meta)
+    assert read_checkpoint_args(".") == read_checkpoint_args(micro_meta)
+    assert read_checkpoint_args(".").name == read_checkpoint_args(micro_meta).name == "meta"
+
+
 def test_meta_shard_set_errors(micro_sd, tmp_path):
     ck.write_meta_checkpoint(tmp_path, MICRO, micro_sd, shards=2)
     shutil.copy(tmp_path / "consolidated.01.pth", tmp_path / "consolidated.03.pth")

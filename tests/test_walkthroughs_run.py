@@ -201,6 +201,14 @@ def test_tiny_real_mode_has_values_and_a_next_token():
     assert len(result.summary["top5"]) == 5
 
 
+def test_top_p_without_sampling_gets_a_note():
+    noted = run(None, preset="tiny", timing=False, top_p=0.5).header["inputs"]["notes"]
+    assert "--top-p 0.5: greedy decoding (--temperature 0) takes the most likely token; top-p sampling needs --temperature above 0" in noted
+    assert not any("--top-p" in n for n in run(None, preset="tiny", timing=False, top_p=0.5, temperature=0.7).header["inputs"]["notes"])
+    noted = run(None, preset="11b-instruct", timing=False, top_p=0.5).header["inputs"]["notes"]
+    assert any(n.startswith("--top-p: meta mode computes shapes only") for n in noted)
+
+
 def test_sampling_and_no_values_in_meta_mode_get_a_note_that_they_change_nothing():
     noted = run(None, preset="11b-instruct", timing=False, temperature=0.7, max_new_tokens=1).header["inputs"]["notes"]
     assert any(n.startswith("--temperature: meta mode computes shapes only") for n in noted)

@@ -259,17 +259,22 @@ def run(
         if not layout:
             notes.append(f"{'chat' if instruct else 'completion'} prompt layout: the checkpoint's path "
                          f"{'names' if instruct else 'does not name'} an Instruct model; --layout {'completion' if instruct else 'chat'} for the other")
-        tokenizer, note = checkpoint_tokenizer(detect_layout(checkpoint).tokenizer, args.vocab_size)
+        on_disk = detect_layout(checkpoint)
+        tokenizer, note = checkpoint_tokenizer(on_disk.tokenizer, args.vocab_size)
         notes += [note] if note else []
+        if on_disk.also_hf:
+            notes.append("the checkpoint folder holds Meta's layout and Hugging Face's: reading Meta's (params.json, consolidated*.pth)")
     else:
         mode = mode or default_mode(preset)
         run_device = "meta" if mode == "meta" else device
-        moot = [option for option, given in (("--temperature", temperature > 0), ("--no-values", not values)) if given]
+        moot = [option for option, given in (("--temperature", temperature > 0), ("--top-p", top_p != DEFAULT_TOP_P), ("--no-values", not values)) if given]
         if mode == "meta" and moot:
             notes.append(f"{' and '.join(moot)}: meta mode computes shapes only, no values to sample from or summarise;"
                          " --model tiny or --checkpoint DIR for real ones")
         tokenizer = get_tokenizer()
         instruct = layout == "chat" if layout else default_layout(preset) == "chat"
+    if top_p != DEFAULT_TOP_P and temperature == 0 and mode != "meta":
+        notes.append(f"--top-p {top_p:g}: greedy decoding (--temperature 0) takes the most likely token; top-p sampling needs --temperature above 0")
     budget = inputs.prompt_budget(tokenizer, args.max_seq_len, chat=instruct)
     if max_seq_len is not None and budget < 1:
         template = inputs.template_tokens(tokenizer, chat=instruct)
