@@ -21,7 +21,16 @@ import torch
 from model.args import PARAMS_JSON_OPTIONAL, PARAMS_JSON_REQUIRED, ModelArgs
 from model.checkpoint import model_parallel_dim
 
-TOKENIZER_STUB = b"stand-in tokenizer.model (only its path is returned)\n"
+
+def copy_tokenizer(path: Path) -> None:
+    """The Llama 3 tokenizer.model that llama-models ships, as a checkpoint's own (a run checks
+    that it reads, and that it holds the model's vocab_size tokens)."""
+    import shutil
+
+    from model.tokenizer import default_model_path
+
+    path.parent.mkdir(exist_ok=True)
+    shutil.copy(default_model_path(), path)
 
 
 def meta_params(args: ModelArgs) -> dict:
@@ -69,7 +78,7 @@ def write_meta_checkpoint(folder: Path, args: ModelArgs, sd: dict[str, torch.Ten
         for i, shard in enumerate(split_model_parallel(sd, shards)):
             torch.save(shard, folder / f"consolidated.{i:02d}.pth")
     if tokenizer:
-        (folder / "tokenizer.model").write_bytes(TOKENIZER_STUB)
+        copy_tokenizer(folder / "tokenizer.model")
     return folder
 
 
@@ -83,8 +92,7 @@ def write_hf_checkpoint(folder: Path, args: ModelArgs, sd: dict[str, torch.Tenso
     kwargs = {} if max_shard_size is None else {"max_shard_size": max_shard_size}
     model.save_pretrained(folder, **kwargs)
     if tokenizer:
-        (folder / "original").mkdir(exist_ok=True)
-        (folder / "original" / "tokenizer.model").write_bytes(TOKENIZER_STUB)
+        copy_tokenizer(folder / "original" / "tokenizer.model")
     return folder
 
 

@@ -284,16 +284,11 @@ def test_no_values_traces_shapes_only_and_generates_the_same(tmp_path):
 
 
 def meta_checkpoint(folder, state):
-    """A Meta-layout tiny checkpoint of `state`, with the tokenizer that ships with the project."""
-    import shutil
-
+    """A Meta-layout tiny checkpoint of `state`, with the Llama 3 tokenizer that llama-models ships."""
     from checkpoints import write_meta_checkpoint
     from model import get_preset
-    from model.tokenizer import default_model_path
 
-    write_meta_checkpoint(folder, get_preset("tiny"), state, with_vision_fields=True, tokenizer=False)
-    shutil.copy(default_model_path(), folder / "tokenizer.model")
-    return folder
+    return write_meta_checkpoint(folder, get_preset("tiny"), state, with_vision_fields=True)
 
 
 @pytest.fixture(scope="module")
