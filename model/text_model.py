@@ -49,8 +49,9 @@ class CrossAttentionTransformerText(nn.Module):
         for layer in self.layers:
             layer.setup_cache(max_batch_size, device, dtype)
         head_dim, args = self.args.head_dim, self.args
-        freqs = precompute_freqs_cis(head_dim, 2 * M, args.rope_theta, args.use_scaled_rope)  # [2M, Dh/2], on the CPU
-        self.freqs_cis = freqs.to(device)
+        # [2M, Dh/2], computed on the run's device as Meta's is (built under its default device): a GPU's pow
+        # and sin/cos may round another way than the CPU's
+        self.freqs_cis = precompute_freqs_cis(head_dim, 2 * M, args.rope_theta, args.use_scaled_rope, device=device)
         self.cache_is_setup = True
 
     def forward(

@@ -70,6 +70,10 @@ def test_shapes_that_are_not_lists_stop_at_loading(tiny_log):
         (lambda h: without(h, "versions", "torch"), "the header's 'versions' must name the llama-trace and torch versions"),
         (lambda h: without(h, "symbols", "N8"), "the header's 'symbols' lack N8"),
         (lambda h: with_value(h, "other", "tool"), "the header says another tool wrote it (found \"other\")"),
+        (lambda h: without(h, "model", "config", "max_seq_len"), "the model config's 'max_seq_len' must be a non-negative integer (it is missing)"),
+        (lambda h: with_value(h, "abc", "generation"), "the header's 'generation' must be an object (found \"abc\")"),
+        (lambda h: with_value(h, "0.6", "generation", "temperature"), "the header's generation 'temperature' must be a number or null (found \"0.6\")"),
+        (lambda h: with_value(h, "abc", "inputs", "image", "pixels_sha256"), "the header's input 'image' must be an object with a 'size' of [width, height] and, where it has one, a 'pixels_sha256' of 64 hex digits"),
     ],
 )
 def test_check_log_names_what_the_header_lacks(tiny_log, change, message):

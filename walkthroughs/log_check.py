@@ -17,7 +17,7 @@ from .summary import first_tensor, is_letter
 
 
 CONFIG_INTS = ("n_layers", "n_heads", "n_kv_heads", "n_learnable_embeddings", "vision_width", "vision_layers", "vision_global_layers",
-               "vision_chunk_size", "vision_max_num_chunks", "vision_patch_size", "vision_num_cross_attention_layers")
+               "vision_chunk_size", "vision_max_num_chunks", "vision_patch_size", "vision_num_cross_attention_layers", "max_seq_len")
 CONFIG_DIVISORS = ("n_kv_heads", "vision_chunk_size", "vision_patch_size", "vision_num_cross_attention_layers")
 CONFIG_NUMBERS = ("rope_theta", "norm_eps")
 STATS = {"min", "max", "mean", "std", "nan", "inf"}
@@ -96,6 +96,13 @@ def _run_problem(header: dict) -> str:
     versions = header.get("versions")
     if type(versions) is not dict or not {"llama-trace", "torch"} <= versions.keys():
         return f"the header's 'versions' must name the llama-trace and torch versions ({found(header, 'versions')})"
+    gen = header.get("generation")
+    if gen is not None and type(gen) is not dict:
+        return f"the header's 'generation' must be an object ({found(header, 'generation')})"
+    for key, kinds, what in (("max_new_tokens", (int,), "an integer"), ("seed", (int,), "an integer"),
+                             ("temperature", (int, float), "a number"), ("top_p", (int, float), "a number")):
+        if gen and gen.get(key) is not None and type(gen[key]) not in kinds:
+            return f"the header's generation {key!r} must be {what} or null ({found(gen, key)})"
     missing = [s for s in SYMBOLS if s not in header.get("symbols", {})]
     if missing:
         return f"the header's 'symbols' lack {', '.join(missing)}"
