@@ -37,6 +37,11 @@ class ConfigError(ValueError):
     """A configuration file or preset name that cannot be used."""
 
 
+class UnsupportedCheckpoint(ConfigError):
+    """A params.json of weights this tool does not run (quantized, LoRA): fixing or downloading the
+    file again would not help, and the message says what to use instead."""
+
+
 @dataclass(frozen=True)
 class ModelArgs:
     # text decoder: the keys of Meta's params.json
@@ -75,10 +80,10 @@ class ModelArgs:
             problem = _field_problem(f.type, value)
             if problem:
                 raise ConfigError(f"invalid model config {self.name!r}: {f.name}={value!r} {problem}")
-        for name, largest in _LARGEST.items():
-            if getattr(self, name) > largest:
+        for name, largest in LARGEST.items():
+            if (getattr(self, name) or 0) > largest:
                 raise ConfigError(f"invalid model config {self.name!r}: {name}={getattr(self, name)} is past {largest}, the"
-                                  f" largest this tool builds (Llama 3's largest model is far smaller: a typo?)")
+                                  " largest this tool builds (far past any Llama): is it a typo?")
         checks = [
             (self.dim % self.n_heads == 0, "dim must be divisible by n_heads"),
             (self.n_heads % self.n_kv_heads == 0, "n_heads must be divisible by n_kv_heads"),
@@ -174,12 +179,13 @@ def is_positive_number(value) -> bool:
 
 # Upper bounds on the sizes, far past any Llama (the 405B: dim 16384, 126 layers, 128 heads), so
 # that a typo is named before it builds a million layers or a tensor whose byte count overflows.
-_LARGEST = {
+LARGEST = {
     "dim": 1 << 18, "vision_width": 1 << 18, "multiple_of": 1 << 18,
     "n_layers": 1024, "vision_layers": 1024, "vision_global_layers": 1024, "vision_num_cross_attention_layers": 1024,
     "n_heads": 1 << 12, "n_kv_heads": 1 << 12, "vision_heads": 1 << 12,
     "vocab_size": 1 << 22, "vision_chunk_size": 1 << 13, "vision_patch_size": 1 << 13, "vision_max_num_chunks": 64,
     "vision_max_num_tiles": 64, "n_learnable_embeddings": 1 << 12, "max_batch_size": 1 << 10,
+    "ffn_dim_multiplier": 64.0, "vision_mlp_ratio": 64.0,  # the feed-forward widths they make (11B: 1.3, 4.0)
 }
 
 
@@ -228,7 +234,9 @@ _PARAMS_JSON_UNSUPPORTED = {
 
 def _flatten_vision_model(data: dict, path: str) -> dict:
     """Meta's ModelArgs also reads the cross-attention layer count from the nested form
-    `"vision_model": {"cross_attention_adapter": {"num_layers": X}}`: that form, as the flat key."""
+    `"vision_model": {"cross_attention_adapter": {"num_layers": X}}`: that form, as the flat key.
+    Stricter than Meta's, deliberately: where Meta ignores other keys under "vision_model" and lets
+    the later of two disagreeing forms win, this refuses both."""
     if "vision_model" not in data:
         return data
     nested = data["vision_model"]
@@ -260,7 +268,7 @@ def read_json_object(path: Path) -> dict:
 def from_params_json(path: str | Path, **runtime) -> ModelArgs:
     """Read a Meta `params.json` strictly: unknown keys and missing required keys are errors."""
     path = Path(path)
-    return from_params(read_json_object(path), str(path), name=path.parent.name or "checkpoint", **runtime)
+    return from_params(read_json_object(path), str(path), name=path.parent.resolve().name or "checkpoint", **runtime)
 
 
 def from_params(data: dict, where: str = "params.json", name: str = "checkpoint", **runtime) -> ModelArgs:
@@ -269,7 +277,7 @@ def from_params(data: dict, where: str = "params.json", name: str = "checkpoint"
     data = _flatten_vision_model(data, path)
     unsupported = [k for k in _PARAMS_JSON_UNSUPPORTED if k in data]
     if unsupported:
-        raise ConfigError(f"{path}: {', '.join(unsupported)} present: {_PARAMS_JSON_UNSUPPORTED[unsupported[0]]}")
+        raise UnsupportedCheckpoint(f"{path}: {'; '.join(f'{k}: {_PARAMS_JSON_UNSUPPORTED[k]}' for k in unsupported)}")
     unknown = sorted(set(data) - set(PARAMS_JSON_REQUIRED) - set(PARAMS_JSON_OPTIONAL) - set(PARAMS_JSON_EXTENSION))
     if unknown:
         raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)}")

@@ -46,8 +46,8 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import nn
 
-from .args import (PARAMS_JSON_OPTIONAL, PARAMS_JSON_REQUIRED, ConfigError, ModelArgs, from_params, is_positive_int, is_positive_number,
-                   read_json_object)
+from .args import (LARGEST, PARAMS_JSON_OPTIONAL, PARAMS_JSON_REQUIRED, ConfigError, ModelArgs, UnsupportedCheckpoint, from_params,
+                   is_positive_int, is_positive_number, read_json_object)
 from . import rope
 from .build import build_model
 from .multimodal import CrossAttentionTransformer
@@ -110,7 +110,8 @@ def detect_layout(path: str | Path) -> Layout:
         layout = _detect_layout(folder)
     except PermissionError as err:  # from listing the folder, or from looking at a file in it
         raise _permission_denied(Path(err.filename) if err.filename else folder) from None
-    for file in (layout.config, *layout.weights):
+    tokenizers = [layout.folder / name for name in (META_TOKENIZER, HF_TOKENIZER) if (layout.folder / name).is_symlink() or (layout.folder / name).is_dir()]
+    for file in (layout.config, *layout.weights, *tokenizers):
         if file.is_symlink() and not file.exists():
             raise CheckpointError(f"{file} is a broken symbolic link (to {os.readlink(file)}); point it at the file, or copy the file in")
         if file.is_dir():
@@ -129,7 +130,7 @@ def _detect_layout(folder: Path) -> Layout:
 
     if META_PARAMS in names and pths:
         tok = folder / META_TOKENIZER
-        also_hf = HF_CONFIG in names and bool(safetensors)
+        also_hf = HF_CONFIG in names and (HF_INDEX in names or HF_SINGLE in names)
         return Layout("meta", folder, folder / META_PARAMS, _meta_shard_files(folder, pths), tok if tok.is_file() else None, also_hf)
     if HF_CONFIG in names and (HF_INDEX in names or HF_SINGLE in names or safetensors):
         if HF_INDEX in names:
@@ -204,7 +205,9 @@ def args_from_params_json(path: Path, **runtime) -> ModelArgs:
         raise CheckpointError(f"{path}: not a Llama 3.2 Vision checkpoint (a text-only Llama params.json: no vision_* keys); "
                               "use an 11B/90B Vision checkpoint")
     try:
-        return from_params(data, str(path), name=path.resolve().parent.name or "checkpoint", **runtime)  # `.` names its folder too
+        return from_params(data, str(path), name=path.parent.resolve().name or "checkpoint", **runtime)  # `.` names its folder too
+    except UnsupportedCheckpoint as err:
+        raise CheckpointError(str(err)) from None
     except (ConfigError, TypeError, ZeroDivisionError) as err:
         message = _one_line(err)
         if "unknown key" in message:
@@ -310,6 +313,21 @@ _HF_POSITIVE_INTS = frozenset({
 })
 
 
+# model.args.LARGEST by the config.json names (checked before the sizes are worked with: the aspect
+# ratios of max_num_tiles alone take minutes past a few thousand); the feed-forward widths from
+# the largest dim and multiplier there.
+_HF_LARGEST = {
+    "text_config": {"hidden_size": LARGEST["dim"], "num_hidden_layers": 2 * LARGEST["n_layers"], "num_attention_heads": LARGEST["n_heads"],
+                    "num_key_value_heads": LARGEST["n_kv_heads"], "vocab_size": LARGEST["vocab_size"],
+                    "intermediate_size": int(LARGEST["dim"] * LARGEST["ffn_dim_multiplier"])},
+    "vision_config": {"hidden_size": LARGEST["vision_width"], "num_hidden_layers": LARGEST["vision_layers"],
+                      "num_global_layers": LARGEST["vision_global_layers"], "attention_heads": LARGEST["vision_heads"],
+                      "num_attention_heads": LARGEST["vision_heads"], "image_size": LARGEST["vision_chunk_size"],
+                      "patch_size": LARGEST["vision_patch_size"], "max_num_tiles": LARGEST["vision_max_num_tiles"],
+                      "intermediate_size": int(LARGEST["vision_width"] * LARGEST["vision_mlp_ratio"])},
+}
+
+
 def _int_list(value, what: str, where: str) -> list[int]:
     if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
         raise CheckpointError(f"{where}: {what} must be a list of integers, got {value!r}")
@@ -339,6 +357,11 @@ def args_from_hf_config(config: dict, where: str = HF_CONFIG, name: str = "check
         if bad:
             raise CheckpointError(f"{where}: {section_name} has invalid value(s) {_listed(bad)}; "
                                   "sizes must be positive integers, epsilons finite numbers above zero")
+
+    large = [f"{section_name}.{key}={section[key]} (past {largest})" for section, section_name in ((text, "text_config"), (vision, "vision_config"))
+             for key, largest in _HF_LARGEST[section_name].items() if section.get(key, 0) > largest]
+    if large:
+        raise CheckpointError(f"{where}: {_listed(large)}: larger than this tool builds (far past any Llama); is it a typo?")
 
     fixed = [
         (text.get("model_type", "mllama_text_model") == "mllama_text_model", "text_config.model_type must be 'mllama_text_model'"),
@@ -455,11 +478,16 @@ def _load_pth(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(sd, dict):
         raise CheckpointError(f"{path}: expected a flat dict of tensor names to tensors (Meta's consolidated layout), "
                               f"got {type(sd).__name__}; re-save it with torch.save(model.state_dict())")
-    odd = [f"{k!r} ({type(v).__name__})" for k, v in sd.items() if not (isinstance(k, str) and isinstance(v, torch.Tensor))]
+    names = [repr(k) for k in sd if not isinstance(k, str)]
+    if names:
+        raise CheckpointError(f"{path}: expected a flat dict of tensor names to tensors (Meta's consolidated layout), but its keys"
+                              f" include {_listed(names)}, which {'is' if len(names) == 1 else 'are'} not a name; re-save it with"
+                              " torch.save(model.state_dict())")
+    odd = [f"{k!r} ({type(v).__name__})" for k, v in sd.items() if not isinstance(v, torch.Tensor)]
     if odd:
         raise CheckpointError(f"{path}: expected a flat dict of tensor names to tensors (Meta's consolidated layout), but "
-                              f"{_listed(odd)} {'is' if len(odd) == 1 else 'are'} not a tensor; a training checkpoint holds the "
-                              "weights under one key: save that state_dict alone with torch.save")
+                              f"{_listed(odd)} {'is not a tensor' if len(odd) == 1 else 'are not tensors'}; a training checkpoint"
+                              " holds the weights under one key: save that state_dict alone with torch.save")
     return sd
 
 
@@ -646,11 +674,11 @@ class _SafetensorsSource(_Source):
             weight_map = index.get("weight_map")
             if not isinstance(weight_map, dict) or not weight_map:
                 raise CheckpointError(f"{weights}: has no weight_map; re-download the index file")
-            files = sorted(set(weight_map.values()))
-            outside = [f for f in files if not isinstance(f, str) or Path(f).name != f or f in ("", ".", "..")]
+            outside = [f for f in weight_map.values() if not isinstance(f, str) or Path(f).name != f or f in ("", ".", "..")]
             if outside:
-                raise CheckpointError(f"{weights}: its weight_map names {_listed(map(repr, outside))}, not file names in its folder;"
-                                      " re-download the index file")
+                raise CheckpointError(f"{weights}: its weight_map holds {_listed(map(repr, dict.fromkeys(map(str, outside))))} where"
+                                      " a file name in its folder goes; re-download the index file")
+            files = sorted(set(weight_map.values()))
             missing = [f for f in files if not (weights.parent / f).is_file()]
             if missing:
                 raise CheckpointError(f"{weights.parent}: shard file(s) {_listed(missing)} listed in {HF_INDEX} are missing; download them")

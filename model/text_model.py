@@ -50,8 +50,10 @@ class CrossAttentionTransformerText(nn.Module):
             layer.setup_cache(max_batch_size, device, dtype)
         head_dim, args = self.args.head_dim, self.args
         # [2M, Dh/2], computed on the run's device as Meta's is (built under its default device): a GPU's pow
-        # and sin/cos may round another way than the CPU's
-        self.freqs_cis = precompute_freqs_cis(head_dim, 2 * M, args.rope_theta, args.use_scaled_rope, device=device)
+        # and sin/cos may round another way than the CPU's. A meta run's is made on the CPU and moved:
+        # torch's meta kernels for these ops would import sympy (seconds).
+        where = "cpu" if torch.device(device).type == "meta" else device
+        self.freqs_cis = precompute_freqs_cis(head_dim, 2 * M, args.rope_theta, args.use_scaled_rope, device=where).to(device)
         self.cache_is_setup = True
 
     def forward(

@@ -141,7 +141,7 @@ def test_a_page_rendered_later_checks_the_traced_image(tmp_path):
                                  " same.encoder_mask.png, same.xattn_mask.png)\n", ["canvas", "chunks", "encoder_mask", "xattn_mask"])
     (tmp_path / "red.png").rename(tmp_path / "moved.png")
     output, pictures = render("gone.md")
-    assert f"note: {tmp_path / 'red.png'}, the image this log traced, is not there; the page leaves out the pictures" in output
+    assert f"note: the page leaves out the pictures of the image: {tmp_path / 'red.png'}, the image this log traced, is not there" in output
     assert pictures == ["encoder_mask", "xattn_mask"]
     output, pictures = render("given.md", "--image", str(tmp_path / "moved.png"))
     assert "note" not in output and pictures == ["canvas", "chunks", "encoder_mask", "xattn_mask"]
@@ -150,13 +150,18 @@ def test_a_page_rendered_later_checks_the_traced_image(tmp_path):
     output, pictures = render("other.md")
     assert "is not the image this log traced (it is 400x200 RGB; the log's was 400x200 RGB, with other pixels)" in output
     assert pictures == ["encoder_mask", "xattn_mask"]
+    for given, message in ((tmp_path / "red.png", "--image " + str(tmp_path / "red.png") + " is not the image this log traced"),
+                           (log, "is not an image Pillow can read")):  # given by the user: an error, not a note
+        result = runner.invoke(app, ["render", str(log), "-o", str(tmp_path / "bad.md"), "--image", str(given)])
+        assert result.exit_code == 2 and message in result.output and not list(tmp_path.glob("bad*"))
     lines = log.read_text().splitlines()  # a log from before the digest: size and mode decide
     header = json.loads(lines[0])
     del header["inputs"]["image"]["pixels_sha256"]
     log.write_text("\n".join([json.dumps(header), *lines[1:]]) + "\n")
     Image.new("RGB", (40, 20)).save(tmp_path / "red.png")
     output, _ = render("old.md")
-    assert "is not the image this log traced (it is 40x20 RGB; the log's was 400x200 RGB); the page leaves out" in output
+    assert "the page leaves out the pictures of the image: " in output
+    assert "is not the image this log traced (it is 40x20 RGB; the log's was 400x200 RGB)\n" in output
     result = runner.invoke(app, ["render", str(log), "--image", str(tmp_path / "red.png")])
     assert result.exit_code == 2 and "--image gives a page's pictures their image; it is for --format markdown or html" in result.output
 

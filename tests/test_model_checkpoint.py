@@ -356,14 +356,33 @@ def test_broken_links_folders_and_paths_out_of_the_folder_are_named(micro_meta, 
     (micro_meta / "params.json").mkdir()  # it was reported as not valid JSON
     expect_error(f"{micro_meta / 'params.json'} is a folder, not a file", micro_meta)
     (micro_hf / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"a": "../elsewhere.safetensors"}}))
-    expect_error("its weight_map names '../elsewhere.safetensors', not file names in its folder; re-download the index file", micro_hf)
+    expect_error("its weight_map holds '../elsewhere.safetensors' where a file name in its folder goes; re-download the index file", micro_hf)
+    (micro_hf / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"a": 7, "b": "x.safetensors"}}))
+    expect_error("its weight_map holds '7' where a file name in its folder goes", micro_hf)  # it failed sorting 7 among names
+
+
+@pytest.mark.parametrize("section, key, value", [("vision_config", "max_num_tiles", 100_000), ("text_config", "hidden_size", 2**20),
+                                                 ("text_config", "intermediate_size", 2**40)])
+def test_hf_sizes_past_any_llama_are_named_by_their_config_names(micro_hf, section, key, value):
+    # max_num_tiles 100000 listed its aspect ratios for minutes; hidden_size 2**20 was named
+    # "dim" in a model config called 'custom', with no file.
+    edit_json(micro_hf / "config.json", lambda c: c[section].update({key: value}))
+    expect_error(f"config.json: {section}.{key}={value} (past ", micro_hf)
+
+
+def test_a_broken_tokenizer_link_is_named_not_replaced(micro_meta, tmp_path):
+    (micro_meta / "tokenizer.model").unlink()
+    (micro_meta / "tokenizer.model").symlink_to(tmp_path / "gone.model")  # it read as "no tokenizer.model"
+    expect_error(f"{micro_meta / 'tokenizer.model'} is a broken symbolic link", micro_meta)
 
 
 def test_a_pth_of_more_than_tensors_names_what_is_not_one(micro_meta, micro_sd):
     torch.save({"model": dict(micro_sd), "step": 5}, micro_meta / "consolidated.00.pth")
-    message = expect_error("but 'model' (dict), 'step' (int) are not a tensor; a training checkpoint holds the weights under one key",
+    message = expect_error("but 'model' (dict), 'step' (int) are not tensors; a training checkpoint holds the weights under one key",
                            micro_meta, meta=True)
     assert "save that state_dict alone with torch.save" in message
+    torch.save({0: torch.zeros(1), **micro_sd}, micro_meta / "consolidated.00.pth")
+    expect_error("but its keys include 0, which is not a name; re-save it with torch.save(model.state_dict())", micro_meta, meta=True)
 
 
 def test_meta_args_are_named_after_the_folder_however_it_is_spelled(micro_meta, monkeypatch):
@@ -372,6 +391,11 @@ def test_meta_args_are_named_after_the_folder_however_it_is_spelled(micro_meta, 
     monkeypatch.chdir(micro_meta)
     assert read_checkpoint_args(".") == read_checkpoint_args(micro_meta)
     assert read_checkpoint_args(".").name == read_checkpoint_args(micro_meta).name == "meta"
+    blobs = micro_meta.parent / "blobs"  # a hub cache: params.json links to a blob elsewhere
+    blobs.mkdir()
+    (micro_meta / "params.json").rename(blobs / "a1b2")
+    (micro_meta / "params.json").symlink_to(blobs / "a1b2")
+    assert read_checkpoint_args(".").name == "meta"
 
 
 def test_meta_shard_set_errors(micro_sd, tmp_path):

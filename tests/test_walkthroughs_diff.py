@@ -5,6 +5,7 @@ Regenerate the golden files after an intended change with
     LLAMA_TRACE_REGEN=1 pytest tests/test_walkthroughs_diff.py
 """
 
+import json
 import os
 from pathlib import Path
 
@@ -172,3 +173,16 @@ def test_runs_that_differ_in_weights_sampling_and_options_say_so():
     assert runs["generation"] == ("prefill only (picks the next token)", "top-p 0.9 at temperature 0.8, seed 2, up to 3 tokens")
     assert runs["traced"] == ("modules, value summaries", "modules, torch ops, value summaries")
     assert runs["next token"][0] != runs["next token"][1] and runs["generated"][1].startswith("3 tokens: ")
+
+
+def test_images_of_the_same_name_and_size_are_told_apart_by_their_pixels():
+    from logs import logged
+
+    header, events, summary = logged("tiny")[:3]
+    other = json.loads(json.dumps(header))
+    other["inputs"]["image"]["pixels_sha256"] = "f" * 64
+    runs = {k: (x, y) for k, x, y in compare(Log("a", header, events, summary), Log("b", other, events, summary)).runs}
+    digest = header["inputs"]["image"]["pixels_sha256"]
+    assert runs["image"] == (f"sample.png (bundled) 1000x500 RGB, pixels {digest[:12]}…", "sample.png (bundled) 1000x500 RGB, pixels ffffffffffff…")
+    runs = {k: (x, y) for k, x, y in compare(Log("a", header, events, summary), Log("b", header, events, summary)).runs}
+    assert runs["image"] == ("sample.png (bundled) 1000x500 RGB",) * 2

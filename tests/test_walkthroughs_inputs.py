@@ -493,11 +493,11 @@ def test_nan_and_inf_pixels_are_counted_not_shown_as_the_range(tmp_path):
     pixels = np.array([[np.nan, np.inf, -np.inf, 300.0, 20.0, 1.5]], dtype=np.float32)
     Image.fromarray(pixels, mode="F").save(tmp_path / "odd.tiff")
     note = load_image(tmp_path / "odd.tiff").notes[0]
-    assert "values 1.5..300" in note and "(1 pixels, 16.7%, clipped)" in note
-    assert "3 more pixels are NaN or infinite, read as 0 (NaN, -inf) or 255 (+inf)" in note and "nan" not in note
+    assert "values 1.5..300" in note and "(1 pixel, 16.7%, clipped)" in note
+    assert "; 3 more pixels are NaN or infinite, read as 0 (NaN, -inf) or 255 (+inf); save it as 8-bit" in note and "nan" not in note
     Image.fromarray(pixels[:, [0, 4, 5]], mode="F").save(tmp_path / "in_range.tiff")
     assert load_image(tmp_path / "in_range.tiff").notes == [
-        'F image with 1 NaN or infinite pixels: Pillow\'s convert("RGB"), which Meta\'s reference uses, reads them as 0 (NaN, -inf)'
+        'F image with 1 NaN or infinite pixel: Pillow\'s convert("RGB"), which Meta\'s reference uses, reads them as 0 (NaN, -inf)'
         " or 255 (+inf); re-export it with finite values"]
 
 

@@ -245,7 +245,7 @@ def run(
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output file."),
     no_timing: bool = typer.Option(False, "--no-timing", help="Leave timings out, so identical inputs give byte-identical logs."),
     dtype: DType = typer.Option(DType(DEFAULT_DTYPE), "--dtype", help="bf16 reproduces Meta's arithmetic; fp32 for exact comparisons."),
-    device: str = typer.Option(DEFAULT_DEVICE, "--device", help="cpu or cuda, for real mode (meta mode needs no device)."),
+    device: str = typer.Option(DEFAULT_DEVICE, "--device", help="cpu, cuda or cuda:N, for real mode (meta mode needs no device)."),
     max_seq_len: Optional[int] = typer.Option(None, "--max-seq-len", help="Context length: the positions of the KV cache (M) and, unless --max-new-tokens ends the text sooner, of the masks (T), as Meta's Llama.build max_seq_len (default: the model config's max_seq_len)."),
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Generate this many tokens, tracing every decode step (default: the prefill and its next token)."),
     temperature: float = typer.Option(0.0, "--temperature", help="0 = greedy (default); above 0, top-p sampling as Meta's generate."),
@@ -295,7 +295,7 @@ def run(
     if checkpoint is not None and mode is Mode.meta:
         fail("--checkpoint loads real weights; leave out --mode meta")
     model = model or ModelName.b11_instruct
-    if not re.fullmatch(r"cpu|cuda(:\d+)?", device):
+    if not re.fullmatch(r"cpu|cuda(:[0-9]+)?", device):
         fail(f"unknown --device {device!r}; use cpu, cuda or cuda:N (N a GPU's index)")
     if device.startswith("cuda"):
         import torch
@@ -411,20 +411,21 @@ def render(
     """Show a saved log: a stage summary, the annotated walkthrough, or a Markdown page."""
     from tracer.log import LogError
 
+    from .inputs import InputError
     from .log_check import load_run_log
-    from .run import image_for_log
+    from .run import RunError, image_for_log
 
     output = _stdout_if_dash(output)
     fmt = _format_for(output, fmt, RenderFormat, "render")
+    if image is not None and fmt.value not in ("markdown", "html"):
+        fail("--image gives a page's pictures their image; it is for --format markdown or html")
     _check_view_output(output, (log,))
     _check_target(fmt.value, output, force, stage, depth)
     try:
         header, events, summary = load_run_log(log)
-    except LogError as err:
+        picture, note = image_for_log(header, image) if fmt.value in ("markdown", "html") else (None, None)
+    except (LogError, InputError, RunError) as err:
         fail(str(err))
-    if image is not None and fmt.value not in ("markdown", "html"):
-        fail("--image gives a page's pictures their image; it is for --format markdown or html")
-    picture, note = image_for_log(header, image) if fmt.value in ("markdown", "html") else (None, None)
     if note:
         typer.echo(f"llama-trace: note: {note}", err=True)
     _render(header, events, summary, fmt.value, output, stage, depth, picture)

@@ -250,6 +250,16 @@ def _image(header: dict) -> str:
     return f"{name} {w}x{h} {image.get('mode', '')}".strip()
 
 
+def _images(ha: dict, hb: dict) -> tuple[str, str]:
+    """The two runs' image rows; where they read the same but the pixels differ, each with the
+    start of its pixels' SHA-256."""
+    a, b = _image(ha), _image(hb)
+    da, db = ((h.get("inputs", {}).get("image") or {}).get("pixels_sha256") for h in (ha, hb))
+    if a == b and isinstance(da, str) and isinstance(db, str) and da != db:
+        return f"{a}, pixels {da[:12]}…", f"{b}, pixels {db[:12]}…"
+    return a, b
+
+
 def _canvas(log: Log) -> str:
     f = log.facts
     return f"{f['canvas_w']}x{f['canvas_h']}" if f.get("canvas_w") else "—"
@@ -302,7 +312,7 @@ def compare(a: Log, b: Log) -> Diff:
         ("model", ha.get("model", {}).get("preset"), hb.get("model", {}).get("preset")),
         ("mode", ha.get("mode"), hb.get("mode")),
         ("dtype", ha.get("dtype"), hb.get("dtype")),
-        ("image", _image(ha), _image(hb)),
+        ("image", *_images(ha, hb)),
         ("canvas", _canvas(a), _canvas(b)),
         ("chunks (rows x cols)", _chunks(a), _chunks(b)),
         ("prompt", ha.get("inputs", {}).get("prompt"), hb.get("inputs", {}).get("prompt")),

@@ -211,7 +211,7 @@ def _alpha_note(im: Image.Image) -> str | None:
 
 
 def _clip_note(im: Image.Image) -> str | None:
-    """A note when convert("RGB") clips a 16/32-bit image's values to 0..255."""
+    """A note when convert("RGB") clips a 16/32-bit image's values to 0..255, or meets NaN or ±inf."""
     if im.mode not in HIGH_BIT_MODES:
         return None
     import numpy as np
@@ -219,30 +219,27 @@ def _clip_note(im: Image.Image) -> str | None:
     values = np.asarray(im)  # every high-bit mode (Pillow's getextrema refuses I;16B)
     finite = np.isfinite(values)
     unreadable = values.size - int(np.count_nonzero(finite))  # NaN and ±inf, in an F image
-    if unreadable:
-        values = values[finite]
-    if values.size == 0:
-        return (f"{im.mode} image with no finite values: Pillow's convert(\"RGB\"), which Meta's reference uses, reads them"
-                f" as 0 (NaN, -inf) or 255 (+inf); re-export it with finite values")
+    converts = "Pillow's convert(\"RGB\"), which Meta's reference uses,"
+    as_black_or_white = "read as 0 (NaN, -inf) or 255 (+inf)"
+    if unreadable == values.size:
+        return f"{im.mode} image with no finite values: {converts} makes every pixel 0 or 255, {as_black_or_white}; re-export it"
+    values = values[finite] if unreadable else values
     lo, hi = float(values.min()), float(values.max())
-    odd = f"; {unreadable} more pixels are NaN or infinite, read as 0 (NaN, -inf) or 255 (+inf)" if unreadable else ""
+    odd = f"; {plural(unreadable, 'more pixel')} {'is' if unreadable == 1 else 'are'} NaN or infinite, {as_black_or_white}" if unreadable else ""
     if im.mode == "F" and 0 <= lo and 0 < hi <= 1:  # floats meant as 0..1, most likely
-        return (
-            f"F (float) image with values {lo:g}..{hi:g}: Pillow's convert(\"RGB\"), which Meta's reference uses, reads them"
-            f" as 0..255, so the image is almost black{odd}; if they mean 0..1, save it as 8-bit (0..255)"
-        )
+        return (f"F (float) image with values {lo:g}..{hi:g}: {converts} reads them as 0..255, so the image is almost"
+                f" black{odd}; if they mean 0..1, save it as 8-bit (0..255)")
     if lo >= 0 and hi <= 255:
         return None if not unreadable else (
-            f"{im.mode} image with {unreadable} NaN or infinite pixels: Pillow's convert(\"RGB\"), which Meta's reference uses,"
-            f" reads them as 0 (NaN, -inf) or 255 (+inf); re-export it with finite values")
+            f"{im.mode} image with {unreadable} NaN or infinite {'pixel' if unreadable == 1 else 'pixels'}: {converts}"
+            f" {as_black_or_white.replace('read', 'reads them')};"
+            " re-export it with finite values")
     clipped = int(np.count_nonzero((values < 0) | (values > 255)))
     share = f"{100 * clipped / (values.size + unreadable):.3g}"
     if share == "100" and clipped < values.size + unreadable:  # 59991 of 60000 is not all of them
         share = "99.9"
-    return (
-        f"{im.mode} image with values {lo:g}..{hi:g}: Pillow's convert(\"RGB\"), which Meta's reference uses, clips them to"
-        f" 0..255 instead of scaling ({clipped} pixels, {share}%, clipped){odd}; save it as 8-bit to keep the detail"
-    )
+    return (f"{im.mode} image with values {lo:g}..{hi:g}: {converts} clips them to 0..255 instead of scaling"
+            f" ({plural(clipped, 'pixel')}, {share}%, clipped){odd}; save it as 8-bit to keep the detail")
 
 
 def _orientation_note(im: Image.Image) -> str | None:

@@ -157,6 +157,8 @@ def checkpoint_tokenizer(path: Path | None, vocab_size: int) -> tuple[Tokenizer,
         try:
             tokenizer, note = Tokenizer(path), None
         except TokenizerError as err:  # names the file and what is wrong with it
+            if isinstance(err.__context__, PermissionError):
+                raise RunError(f"{visible(str(path))}: permission denied; give this user read access to the checkpoint's files") from None
             raise RunError(f"{err}; re-download it, or move it away to use the Llama 3 tokenizer from llama-models") from None
         except Exception as err:  # tiktoken refusing the ranks
             raise RunError(f"cannot read {visible(str(path))} as a tokenizer ({err.__class__.__name__}); re-download it, or move it"
@@ -164,34 +166,42 @@ def checkpoint_tokenizer(path: Path | None, vocab_size: int) -> tuple[Tokenizer,
     if tokenizer.n_words != vocab_size:
         where = visible(str(path)) if path is not None else "the Llama 3 tokenizer (the checkpoint has none)"
         raise RunError(f"{where} holds {tokenizer.n_words} tokens, special ones included, but the model's vocab_size is {vocab_size}:"
-                       " a tokenizer of another model; use the checkpoint's own tokenizer.model")
+                       " a tokenizer of another model; put this model's own tokenizer.model in the checkpoint folder")
     return tokenizer, note
 
 
 def image_for_log(header: dict, given: Path | None = None) -> tuple[Image.Image | None, str | None]:
     """The traced image again, for the pictures of a page rendered from a saved log: the file the
-    log names (or `given`, render's --image), loaded and checked as `run` loads it, and only if
-    its pixels are the ones traced. Otherwise no image, and a note that says why."""
+    log names, loaded and checked as `run` loads it, and only if its pixels are the ones traced;
+    otherwise no image, and a note that says why. `given` (render's --image) stands in for that
+    file, and anything wrong with it is a RunError or an InputError."""
     traced = header.get("inputs", {}).get("image") or {}
     source = traced.get("file")
-    if given is None and not source:
+    if not source:
+        if given is not None:
+            raise RunError("this log traced no image; leave out --image")
         return None, None
     path = given if given is not None else SAMPLE_IMAGE if source == "bundled" else Path(source)
     left_out = "the page leaves out the pictures of the image"
     if given is None and not path.is_file():
-        return None, f"{visible(source)}, the image this log traced, is not there; {left_out} (pass it with --image)"
+        return None, (f"{left_out}: {visible(source)}, the image this log traced, is not there (a relative path is read from"
+                      " the folder render runs in); pass it with --image")
     cfg = header.get("model", {}).get("config", {})
     try:
         loaded = inputs.load_image(path, chunk_size=cfg.get("vision_chunk_size", 560), max_num_chunks=cfg.get("vision_max_num_chunks", 4),
-                            dtype=torch.float32 if header.get("dtype") == "fp32" else torch.bfloat16)
+                                   dtype=torch.float32 if header.get("dtype") == "fp32" else torch.bfloat16)
     except inputs.InputError as err:
-        return None, f"{err}; {left_out}"
-    now = loaded.info
-    digest = traced.get("pixels_sha256")
+        if given is not None:
+            raise
+        return None, f"{left_out}: {err}"
+    now, digest = loaded.info, traced.get("pixels_sha256")
     if (now["pixels_sha256"] != digest) if digest else (now["size"] != traced.get("size") or now["mode"] != traced.get("mode")):
         size = "x".join(map(str, traced.get("size") or ["?", "?"]))
-        return None, (f"{visible(str(path))} is not the image this log traced (it is {now['size'][0]}x{now['size'][1]} {now['mode']};"
-                      f" the log's was {size} {traced.get('mode', '?')}{'' if digest is None else ', with other pixels'}); {left_out}")
+        problem = (f"{visible(str(path))} is not the image this log traced (it is {now['size'][0]}x{now['size'][1]} {now['mode']};"
+                   f" the log's was {size} {traced.get('mode', '?')}{'' if digest is None else ', with other pixels'})")
+        if given is not None:
+            raise RunError(f"--image {problem}; pass the traced image")
+        return None, f"{left_out}: {problem}"
     return loaded.image, None
 
 
