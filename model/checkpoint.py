@@ -679,6 +679,10 @@ class _SafetensorsSource(_Source):
                 raise CheckpointError(f"{weights}: its weight_map holds {_listed(map(repr, dict.fromkeys(map(str, outside))))} where"
                                       " a file name in its folder goes; re-download the index file")
             files = sorted(set(weight_map.values()))
+            broken = [f for f in files if (weights.parent / f).is_symlink() and not (weights.parent / f).exists()]
+            if broken:
+                raise CheckpointError(f"{weights.parent}: shard file(s) {_listed(broken)} are broken symbolic links; point them at the"
+                                      " files, or copy the files in")
             missing = [f for f in files if not (weights.parent / f).is_file()]
             if missing:
                 raise CheckpointError(f"{weights.parent}: shard file(s) {_listed(missing)} listed in {HF_INDEX} are missing; download them")

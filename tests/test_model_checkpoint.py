@@ -243,6 +243,9 @@ def test_hf_sharded_layout_and_index_errors(tiny, hf_folder, tmp_path):
 
     shards[-1].rename(tmp_path / "aside")
     expect_error(f"shard file(s) {shards[-1].name} listed in model.safetensors.index.json are missing", tmp_path)
+    shards[-1].symlink_to(tmp_path / "gone")
+    expect_error(f"shard file(s) {shards[-1].name} are broken symbolic links; point them at the files", tmp_path)
+    shards[-1].unlink()
     (tmp_path / "aside").rename(shards[-1])
     (tmp_path / "model.safetensors.index.json").unlink()
     expect_error("no model.safetensors.index.json", tmp_path)
