@@ -110,13 +110,17 @@ def detect_layout(path: str | Path) -> Layout:
         layout = _detect_layout(folder)
     except PermissionError as err:  # from listing the folder, or from looking at a file in it
         raise _permission_denied(Path(err.filename) if err.filename else folder) from None
-    tokenizers = [layout.folder / name for name in (META_TOKENIZER, HF_TOKENIZER) if (layout.folder / name).is_symlink() or (layout.folder / name).is_dir()]
+    tokenizers = [layout.folder / name for name in (META_TOKENIZER, HF_TOKENIZER)]  # read as absent when not files
     for file in (layout.config, *layout.weights, *tokenizers):
-        if file.is_symlink() and not file.exists():
+        if _broken_link(file):
             raise CheckpointError(f"{file} is a broken symbolic link (to {os.readlink(file)}); point it at the file, or copy the file in")
         if file.is_dir():
             raise CheckpointError(f"{file} is a folder, not a file; {_EXPECTED}")
     return layout
+
+
+def _broken_link(path: Path) -> bool:
+    return path.is_symlink() and not path.exists()
 
 
 def _detect_layout(folder: Path) -> Layout:
@@ -679,7 +683,7 @@ class _SafetensorsSource(_Source):
                 raise CheckpointError(f"{weights}: its weight_map holds {_listed(map(repr, dict.fromkeys(map(str, outside))))} where"
                                       " a file name in its folder goes; re-download the index file")
             files = sorted(set(weight_map.values()))
-            broken = [f for f in files if (weights.parent / f).is_symlink() and not (weights.parent / f).exists()]
+            broken = [f for f in files if _broken_link(weights.parent / f)]
             if broken:
                 raise CheckpointError(f"{weights.parent}: shard file(s) {_listed(broken)} are broken symbolic links; point them at the"
                                       " files, or copy the files in")

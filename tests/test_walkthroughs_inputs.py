@@ -505,3 +505,13 @@ def test_a_lab_image_has_no_alpha_to_drop(tmp_path):
     # LAB's bands are L, A and B: its A is a colour, not transparency.
     Image.new("LAB", (8, 8), (50, 10, 200)).save(tmp_path / "lab.tiff")
     assert not any("alpha" in note for note in load_image(tmp_path / "lab.tiff").notes)
+
+
+def test_premultiplied_alpha_is_read_from_its_last_band():
+    # La and RGBa name their alpha "a": getchannel("A") and convert("RGBA") both fail on La, so
+    # its note was silently skipped.
+    from walkthroughs.inputs import _alpha_note
+
+    see_through = Image.merge("La", (Image.new("L", (4, 4), 90), Image.new("L", (4, 4), 0)))
+    assert "La image with transparent pixels: alpha dropped" in _alpha_note(see_through)
+    assert _alpha_note(Image.merge("La", (Image.new("L", (4, 4), 90), Image.new("L", (4, 4), 255)))) is None

@@ -197,8 +197,8 @@ def _alpha_note(im: Image.Image) -> str | None:
         return None
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            alpha = im.getchannel("A") if im.mode in ("RGBA", "LA", "PA") else im.convert("RGBA").getchannel("A")
+            warnings.simplefilter("ignore")  # alpha is the last band ("a" in the premultiplied La, RGBa)
+            alpha = im.getchannel(im.getbands()[-1]) if has_alpha else im.convert("RGBA").getchannel("A")
         lo, _ = alpha.getextrema()
     except Exception:
         return None
@@ -220,20 +220,19 @@ def _clip_note(im: Image.Image) -> str | None:
     finite = np.isfinite(values)
     unreadable = values.size - int(np.count_nonzero(finite))  # NaN and ±inf, in an F image
     converts = "Pillow's convert(\"RGB\"), which Meta's reference uses,"
-    as_black_or_white = "read as 0 (NaN, -inf) or 255 (+inf)"
+    as_0_or_255 = "as 0 (NaN, -inf) or 255 (+inf)"
     if unreadable == values.size:
-        return f"{im.mode} image with no finite values: {converts} makes every pixel 0 or 255, {as_black_or_white}; re-export it"
+        return f"{im.mode} image with no finite values: {converts} reads them {as_0_or_255}; re-export it with finite values"
     values = values[finite] if unreadable else values
     lo, hi = float(values.min()), float(values.max())
-    odd = f"; {plural(unreadable, 'more pixel')} {'is' if unreadable == 1 else 'are'} NaN or infinite, {as_black_or_white}" if unreadable else ""
+    odd = f"; {plural(unreadable, 'more pixel')} {'is' if unreadable == 1 else 'are'} NaN or infinite, read {as_0_or_255}" if unreadable else ""
     if im.mode == "F" and 0 <= lo and 0 < hi <= 1:  # floats meant as 0..1, most likely
         return (f"F (float) image with values {lo:g}..{hi:g}: {converts} reads them as 0..255, so the image is almost"
                 f" black{odd}; if they mean 0..1, save it as 8-bit (0..255)")
     if lo >= 0 and hi <= 255:
         return None if not unreadable else (
             f"{im.mode} image with {unreadable} NaN or infinite {'pixel' if unreadable == 1 else 'pixels'}: {converts}"
-            f" {as_black_or_white.replace('read', 'reads them')};"
-            " re-export it with finite values")
+            f" reads them {as_0_or_255}; re-export it with finite values")
     clipped = int(np.count_nonzero((values < 0) | (values > 255)))
     share = f"{100 * clipped / (values.size + unreadable):.3g}"
     if share == "100" and clipped < values.size + unreadable:  # 59991 of 60000 is not all of them

@@ -70,13 +70,18 @@ def _model_problem(model) -> str:
     return ""
 
 
+def _is_digest(value) -> bool:
+    """A SHA-256 in hex (a log written before the image's pixels were recorded has none)."""
+    return type(value) is str and re.fullmatch("[0-9a-f]{64}", value) is not None
+
+
 def _inputs_problem(inputs) -> str:
     if type(inputs) is not dict:
         return "the header has no 'inputs' object"
     image = inputs.get("image")
     if image is not None and (type(image) is not dict or ("size" in image and _size_problem(image))
                               or type(image.get("file", "")) not in (str, type(None))
-                              or not re.fullmatch("[0-9a-f]{64}", str(image.get("pixels_sha256", "0" * 64)))):
+                              or "pixels_sha256" in image and not _is_digest(image["pixels_sha256"])):
         return (f"the header's input 'image' must be an object with a 'size' of [width, height] and, where it has one,"
                 f" a 'pixels_sha256' of 64 hex digits ({found(inputs, 'image')})")
     mask = inputs.get("vision_mask", [])

@@ -154,15 +154,15 @@ def checkpoint_tokenizer(path: Path | None, vocab_size: int) -> tuple[Tokenizer,
     if path is None:
         tokenizer, note = get_tokenizer(), "the checkpoint has no tokenizer.model: using the Llama 3 tokenizer from llama-models"
     else:
+        remedy = "re-download it, or move it away to use the Llama 3 tokenizer from llama-models"
         try:
             tokenizer, note = Tokenizer(path), None
         except TokenizerError as err:  # names the file and what is wrong with it
             if isinstance(err.__context__, PermissionError):
                 raise RunError(f"{visible(str(path))}: permission denied; give this user read access to the checkpoint's files") from None
-            raise RunError(f"{err}; re-download it, or move it away to use the Llama 3 tokenizer from llama-models") from None
+            raise RunError(f"{err}; {remedy}") from None
         except Exception as err:  # tiktoken refusing the ranks
-            raise RunError(f"cannot read {visible(str(path))} as a tokenizer ({err.__class__.__name__}); re-download it, or move it"
-                           " away to use the Llama 3 tokenizer from llama-models") from None
+            raise RunError(f"cannot read {visible(str(path))} as a tokenizer ({err.__class__.__name__}); {remedy}") from None
     if tokenizer.n_words != vocab_size:
         where = visible(str(path)) if path is not None else "the Llama 3 tokenizer (the checkpoint has none)"
         raise RunError(f"{where} holds {tokenizer.n_words} tokens, special ones included, but the model's vocab_size is {vocab_size}:"
@@ -186,10 +186,10 @@ def image_for_log(header: dict, given: Path | None = None) -> tuple[Image.Image 
     if given is None and not path.is_file():
         return None, (f"{left_out}: {visible(source)}, the image this log traced, is not there (a relative path is read from"
                       " the folder render runs in); pass it with --image")
-    cfg = header.get("model", {}).get("config", {})
+    cfg = header["model"]["config"]  # checked by log_check, as the image's sizes are
     try:
-        loaded = inputs.load_image(path, chunk_size=cfg.get("vision_chunk_size", 560), max_num_chunks=cfg.get("vision_max_num_chunks", 4),
-                                   dtype=torch.float32 if header.get("dtype") == "fp32" else torch.bfloat16)
+        loaded = inputs.load_image(path, chunk_size=cfg["vision_chunk_size"], max_num_chunks=cfg["vision_max_num_chunks"],
+                                   dtype=DTYPES.get(header["dtype"], torch.bfloat16))
     except inputs.InputError as err:
         if given is not None:
             raise
